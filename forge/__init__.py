@@ -1,0 +1,1 @@
+"""forge: a GitLab-faithful mock Git forge for CI testing."""

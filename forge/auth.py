@@ -1,0 +1,171 @@
+"""Turn a request's credentials into a principal, ask the permission rules, record the answer.
+
+This is the only glue between HTTP and `forge.permissions`: git (and later LFS, the
+registry and the REST API) call `authorize_request`; none of them compares roles.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from werkzeug.security import check_password_hash
+
+from forge import domain
+from forge import permissions as perm
+from forge.models import Event, Job, PersonalAccessToken, Project, User, db
+from forge.repos import RepositoryBackend
+
+JOB_TOKEN_USER = "gitlab-ci-token"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A username and secret from an HTTP Basic header; `malformed` when it could not be read."""
+
+    username: str = ""
+    secret: str = ""
+    malformed: bool = False
+
+
+def parse_basic(header: str | None) -> Credentials | None:
+    """Read an `Authorization: Basic ...` header; None when there is no Basic header."""
+    if not header:
+        return None
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return Credentials(malformed=True)
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return Credentials(malformed=True)
+    username, sep, secret = decoded.partition(":")
+    if not sep:
+        return Credentials(malformed=True)
+    return Credentials(username, secret)
+
+
+def principal_for(credentials: Credentials | None) -> perm.Principal:
+    """Look the credentials up (job token, PAT, then password) and describe who they are.
+
+    Matching follows GitLab's table: username `gitlab-ci-token` takes a job token;
+    any username takes a PAT; a username or e-mail takes the user's password.
+    """
+    if credentials is None:
+        return perm.ANONYMOUS
+    if credentials.malformed:
+        return perm.Principal(perm.Kind.INVALID, failure="malformed_credentials")
+    username, secret = credentials.username, credentials.secret
+    if not secret:
+        return perm.Principal(perm.Kind.INVALID, failure="missing_secret")
+    token_digest = domain.digest(secret)
+    if username == JOB_TOKEN_USER:
+        job = db.session.scalar(select(Job).where(Job.token_digest == token_digest))
+        if job is not None and domain.same_digest(job.token_digest, secret):
+            return perm.Principal(perm.Kind.JOB, user=domain.user_facts(job.user),
+                                  job=domain.job_facts(job))
+    pat = db.session.scalar(
+        select(PersonalAccessToken).where(PersonalAccessToken.token_digest == token_digest))
+    if pat is not None and domain.same_digest(pat.token_digest, secret):
+        return perm.Principal(perm.Kind.PAT, user=domain.user_facts(pat.user),
+                              scopes=frozenset(pat.scopes), expires_at=pat.expires_at,
+                              revoked=pat.revoked)
+    if username == JOB_TOKEN_USER:
+        return perm.Principal(perm.Kind.INVALID, failure="unknown_job_token")
+    user = db.session.scalar(select(User).where(User.username == username))
+    if user is None and "@" in username:
+        user = db.session.scalar(select(User).where(User.email == username))
+    if user is None:
+        return perm.Principal(perm.Kind.INVALID, failure="unknown_user")
+    if not user.password_hash or not check_password_hash(user.password_hash, secret):
+        return perm.Principal(perm.Kind.INVALID, failure="invalid_password")
+    return perm.Principal(perm.Kind.PASSWORD, user=domain.user_facts(user))
+
+
+def user_of(principal: perm.Principal) -> User | None:
+    """Load the ORM user behind a principal, if any."""
+    if principal.user is None:
+        return None
+    return db.session.get(User, principal.user.id)
+
+
+def record(
+    now: datetime,
+    method: str,
+    path: str,
+    principal: perm.Principal,
+    action: str,
+    decision: perm.Decision,
+    project: Project | None = None,
+    ref: str | None = None,
+    attempted_username: str | None = None,
+) -> Event:
+    """Add one decision to the log. Secrets never reach it: only kinds, names and ids."""
+    user = principal.user
+    event = Event(
+        at=now, method=method, path=path[:2048], credential=principal.kind.value,
+        username=user.username if user else attempted_username,
+        user_id=user.id if user else None,
+        job_id=principal.job.id if principal.job else None,
+        project=project.full_path if project else None,
+        project_id=project.id if project else None,
+        action=action, ref=ref, allowed=decision.allowed, reason=decision.reason,
+        status=decision.status, message=decision.message[:2048])
+    db.session.add(event)
+    return event
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What `authorize_request` found: the principal, the project and the decision."""
+
+    principal: perm.Principal
+    project: Project | None
+    facts: perm.Project | None
+    decision: perm.Decision
+
+
+def authorize_request(
+    *,
+    now: datetime,
+    base_url: str,
+    backend: RepositoryBackend,
+    method: str,
+    path: str,
+    authorization: str | None,
+    project_path: str | None,
+    action: perm.Action,
+) -> Outcome:
+    """Authenticate the request, load the project, decide, and record the decision."""
+    credentials = parse_basic(authorization)
+    principal = principal_for(credentials)
+    project = _lookup(project_path)
+    facts = domain.project_facts(project, user_of(principal), backend) if project else None
+    decision = perm.authorize(principal, action, facts, now, base_url)
+    attempted = _loggable_username(credentials)
+    record(now, method, path, principal, action.value, decision, project,
+           attempted_username=attempted)
+    return Outcome(principal, project, facts, decision)
+
+
+def _loggable_username(credentials: Credentials | None) -> str | None:
+    """Return the username tried, unless it is unknown (it might be a pasted secret)."""
+    if credentials is None or credentials.malformed or not credentials.username:
+        return None
+    name = credentials.username
+    if name == JOB_TOKEN_USER or db.session.scalar(select(User.id).where(User.username == name)):
+        return name
+    return None
+
+
+def _lookup(project_path: str | None) -> Project | None:
+    if not project_path:
+        return None
+    try:
+        domain.check_path(project_path)
+    except domain.DomainError:
+        return None
+    return domain.find_project(project_path)

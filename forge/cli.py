@@ -1,0 +1,206 @@
+"""The `forge` command: serve a forge, and start or finish jobs on a running one."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import click
+import requests
+
+from forge.config import ForgeConfig
+
+ROOT_TOKEN_FILE = "root-token"
+
+
+def _root_token(data_dir: Path, given: str | None) -> str:
+    """Use the given root token, or the one this data directory was started with before."""
+    from forge.domain import new_personal_token
+
+    path = data_dir / ROOT_TOKEN_FILE
+    if given:
+        return given
+    if path.exists():
+        return path.read_text().strip()
+    token = new_personal_token()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(token + "\n")
+    return token
+
+
+@click.group()
+def main() -> None:
+    """forge: a GitLab-faithful mock Git forge for CI testing."""
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=0, type=int, show_default=True, help="0 picks a free port")
+@click.option("--data-dir", default=".forge-data", type=click.Path(path_type=Path),
+              show_default=True)
+@click.option("--seed", "seed_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="scenario to create on first start")
+@click.option("--root-token", default=None, envvar="FORGE_ROOT_TOKEN",
+              help="PAT of the admin `root` (default: generated once per data directory)")
+@click.option("--database-url", default=None, envvar="FORGE_DATABASE_URL",
+              help="SQLAlchemy URL (default: SQLite in the data directory)")
+@click.option("--quiet", is_flag=True, help="do not log requests")
+def serve(host: str, port: int, data_dir: Path, seed_file: Path | None, root_token: str | None,
+          database_url: str | None, quiet: bool) -> None:
+    """Serve a forge; print its URL, the root token and clone commands."""
+    import logging
+
+    from forge.server import ForgeServer
+
+    config = ForgeConfig.from_env(data_dir=data_dir, database_url=database_url,
+                                  root_token=_root_token(data_dir, root_token))
+    server = ForgeServer(config, host, port)
+    click.echo(f"forge listening on {server.url}", nl=True)
+    click.echo(f"root token: {config.root_token}   (admin `root`; header PRIVATE-TOKEN)")
+    if seed_file is not None:
+        _seed_on_start(server, seed_file)
+    sys.stdout.flush()
+    if quiet:
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+def _seed_on_start(server: Any, seed_file: Path) -> None:
+    from sqlalchemy import func, select
+
+    from forge import seed
+    from forge.models import Project, db
+
+    with server.app.app_context():
+        if db.session.scalar(select(func.count(Project.id))):
+            click.echo("seed: the data directory already holds projects; not seeding again")
+            return
+        try:
+            result = seed.apply(server.state, seed.load_file(seed_file), seed_file.resolve().parent)
+            db.session.commit()
+        except seed.domain.DomainError as exc:
+            db.session.rollback()
+            raise click.ClickException(f"seed {seed_file}: {exc}") from None
+        scenario = seed.load_file(seed_file)
+    for line in clone_commands(server.url, scenario, result):
+        click.echo(line)
+
+
+def clone_commands(url: str, scenario: dict[str, Any], result: dict[str, Any]) -> list[str]:
+    """Ready-to-paste `git clone` commands for what a scenario created."""
+    netloc = urlsplit(url).netloc
+    users = {u["username"]: u for u in scenario.get("users") or []}
+    lines = ["", "Try these (paste into a terminal):"]
+
+    def clone(path: str, user: str = "", secret: str = "") -> str:
+        creds = f"{quote(user, safe='')}:{quote(secret, safe='')}@" if user else ""
+        target = "/tmp/forge-clones/" + path.replace("/", "-")
+        return f"git clone http://{creds}{netloc}/{path}.git {shlex.quote(target)}"
+
+    for project in scenario.get("projects") or []:
+        path = project["path"]
+        visibility = project.get("visibility", "private")
+        if visibility == "public":
+            lines.append(f"  {clone(path)}   # public: anonymous")
+            continue
+        members = project.get("members") or {}
+        if isinstance(members, list):
+            members = {m.get("user"): m.get("role") for m in members}
+        for username in members:
+            user = users.get(username) or {}
+            if user.get("password") and user.get("state", "active") == "active":
+                lines.append(f"  {clone(path, username, user['password'])}   "
+                             f"# {visibility}: {username} ({members[username]}) with password")
+                break
+    for job in result.get("jobs") or []:
+        note = "works while the job runs" if job["status"] == "running" else (
+            f"refused with 401: the job is {job['status']}")
+        lines.append(f"  {clone(job['project'], 'gitlab-ci-token', job['token'])}   "
+                     f"# job {job['id']} of {job['user']}: {note}")
+    lines.append(f"  curl -s -H 'PRIVATE-TOKEN: <root token>' {url}/-/forge/events   "
+                 "# why each request was allowed or refused")
+    return lines
+
+
+def _client(url: str, token: str) -> requests.Session:
+    session = requests.Session()
+    session.headers["PRIVATE-TOKEN"] = token
+    session.headers["Content-Type"] = "application/json"
+    return session
+
+
+def _check(response: requests.Response) -> Any:
+    try:
+        body = response.json()
+    except ValueError:
+        body = {"message": response.text}
+    if response.status_code >= 400:
+        raise click.ClickException(f"{response.status_code}: {body.get('message', body)}")
+    return body
+
+
+url_option = click.option("--url", envvar="FORGE_URL", required=True,
+                          help="the running forge (env FORGE_URL)")
+token_option = click.option("--token", envvar="FORGE_TOKEN", required=True,
+                            help="the root token (env FORGE_TOKEN)")
+
+
+@main.group()
+def job() -> None:
+    """Start and finish jobs on a running forge."""
+
+
+@job.command("start")
+@url_option
+@token_option
+@click.option("--project", required=True, help="full path, e.g. acme/app")
+@click.option("--user", required=True, help="the triggering user")
+@click.option("--ref", default=None)
+@click.option("--name", default="build")
+@click.option("--timeout", default=3600, type=int)
+def job_start(url: str, token: str, project: str, user: str, ref: str | None, name: str,
+              timeout: int) -> None:
+    """Start a job and print `export` lines for its CI_* variables."""
+    body = {"project": project, "user": user, "name": name, "timeout": timeout}
+    if ref:
+        body["ref"] = ref
+    data = _check(_client(url, token).post(f"{url.rstrip('/')}/-/forge/jobs", data=json.dumps(body)))
+    for key, value in sorted(data["variables"].items()):
+        click.echo(f"export {key}={shlex.quote(value)}")
+
+
+@job.command("finish")
+@url_option
+@token_option
+@click.argument("job_id", type=int)
+@click.option("--status", default="success", show_default=True)
+def job_finish(url: str, token: str, job_id: int, status: str) -> None:
+    """Finish a job (its token stops working at once)."""
+    data = _check(_client(url, token).patch(f"{url.rstrip('/')}/-/forge/jobs/{job_id}",
+                                            data=json.dumps({"status": status})))
+    click.echo(f"job {data['id']} is {data['status']}")
+
+
+@main.command("seed")
+@url_option
+@token_option
+@click.argument("scenario", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def seed_remote(url: str, token: str, scenario: Path) -> None:
+    """Send a scenario to a running forge and print the ids and secrets it created."""
+    session = _client(url, token)
+    session.headers["Content-Type"] = "application/yaml"
+    data = _check(session.post(f"{url.rstrip('/')}/-/forge/seed", data=scenario.read_bytes()))
+    click.echo(json.dumps(data, indent=2))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main(prog_name=os.path.basename(sys.argv[0]))

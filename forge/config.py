@@ -1,0 +1,79 @@
+"""Build the forge's one configuration object from defaults, a mapping or FORGE_* variables."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ForgeConfig:
+    """Everything that shapes a forge instance; the CLI, plugin and tests all build one.
+
+    `database_url` defaults to a SQLite file inside `data_dir`. `base_url` is the
+    address clients use; the server fills it in once it knows its port.
+    """
+
+    data_dir: Path = Path(".forge-data")
+    database_url: str = ""
+    base_url: str = "http://127.0.0.1"
+    root_token: str = ""
+    root_password: str = ""
+    max_body_bytes: int = 256 * MiB
+    password_hash_method: str = "pbkdf2:sha256:10000"
+    testing: bool = False
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> ForgeConfig:
+        """Build a config from a mapping of field names; unknown names are an error."""
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            raise ValueError(f"unknown forge settings: {', '.join(unknown)}")
+        converted: dict[str, Any] = {}
+        for key, value in values.items():
+            default = getattr(cls, key)
+            if isinstance(default, bool):
+                converted[key] = value if isinstance(value, bool) else str(value).lower() in (
+                    "1", "true", "yes", "on")
+            elif isinstance(default, int):
+                converted[key] = int(value)
+            elif isinstance(default, Path):
+                converted[key] = Path(value)
+            else:
+                converted[key] = value
+        return cls(**converted)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ForgeConfig:
+        """Build a config from FORGE_<FIELD> variables, then apply `overrides`."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            key = "FORGE_" + f.name.upper()
+            if key in environ:
+                values[f.name] = environ[key]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_mapping(values)
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The database URL, defaulting to `forge.db` in the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'forge.db').resolve()}"
+
+    @property
+    def repositories_dir(self) -> Path:
+        """Where bare repositories live, one per project id."""
+        return self.data_dir / "repositories"
+
+    def replace(self, **changes: Any) -> ForgeConfig:
+        """Return a copy with `changes` applied."""
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,608 @@
+"""Domain operations: create and change users, groups, projects, scopes and jobs.
+
+Every way into the forge (seed files, the control API, the pytest fixture, the CLI)
+goes through these functions. They act on the session and raise `DomainError`; the
+caller commits and picks the HTTP status. The clock is passed in as `now`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import select
+from werkzeug.security import generate_password_hash
+
+from forge import permissions as perm
+from forge.models import (
+    Event, Group, Job, Membership, PersonalAccessToken, Project, ProtectedBranch, ScopeLink,
+    User, db,
+)
+from forge.repos import FileContent, RepositoryBackend, commit_files
+
+PATH_SEGMENT = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9_.-]*$")
+RESERVED_SUFFIXES = (".git", ".atom")
+MAX_ALLOWLIST = 200
+
+
+class DomainError(ValueError):
+    """A request the forge cannot carry out; `status` suggests the HTTP answer."""
+
+    status = 400
+
+
+class NotFound(DomainError):
+    """A named thing does not exist."""
+
+    status = 404
+
+
+class Conflict(DomainError):
+    """The thing exists already."""
+
+    status = 409
+
+
+class Forbidden(DomainError):
+    """The rules refuse the operation."""
+
+    status = 403
+
+
+def digest(secret: str) -> str:
+    """Return the stored form of a token: its SHA-256 hex digest."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def same_digest(stored: str, secret: str) -> bool:
+    """Compare a stored digest with a presented secret in constant time."""
+    return hmac.compare_digest(stored.encode(), digest(secret).encode())
+
+
+def new_personal_token() -> str:
+    """Mint a PAT in GitLab's format: `glpat-` and 20 URL-safe characters."""
+    return "glpat-" + secrets.token_urlsafe(15)
+
+
+def new_job_token(partition_id: int = 100) -> str:
+    """Mint a job token in GitLab's classic format: `glcbt-<partition hex>_<random>`."""
+    return f"glcbt-{partition_id:x}_{secrets.token_urlsafe(15)}"
+
+
+def check_path(full_path: str, what: str = "path") -> list[str]:
+    """Split a namespace path into segments, refusing anything GitLab would not accept."""
+    parts = full_path.strip("/").split("/")
+    for part in parts:
+        if not PATH_SEGMENT.match(part) or part.endswith(RESERVED_SUFFIXES) or part.endswith("."):
+            raise DomainError(f"invalid {what} {full_path!r}: segment {part!r} is not allowed")
+    return parts
+
+
+def role_level(role: int | str) -> int:
+    """Turn a role name (`developer`) or access level (30) into an access level."""
+    if isinstance(role, bool):
+        raise DomainError(f"unknown role {role!r}")
+    if isinstance(role, int):
+        if role not in perm.ROLE_NAMES.values():
+            raise DomainError(f"unknown access level {role}")
+        return role
+    key = str(role).strip().lower().replace(" ", "_")
+    if key.isdigit():
+        return role_level(int(key))
+    if key not in perm.ROLE_NAMES:
+        raise DomainError(f"unknown role {role!r}; use one of {', '.join(perm.ROLE_NAMES)}")
+    return perm.ROLE_NAMES[key]
+
+
+# -- lookups ---------------------------------------------------------------------------
+
+def get_user(username: str) -> User:
+    """Find a user by username, or raise NotFound."""
+    user = db.session.scalar(select(User).where(User.username == username))
+    if user is None:
+        raise NotFound(f"user {username!r} does not exist")
+    return user
+
+
+def get_group(full_path: str) -> Group:
+    """Find a group by full path, or raise NotFound."""
+    group = db.session.scalar(select(Group).where(Group.full_path == full_path.strip("/")))
+    if group is None:
+        raise NotFound(f"group {full_path!r} does not exist")
+    return group
+
+
+def find_project(full_path: str) -> Project | None:
+    """Find a project by full path (case-insensitively, as GitLab routes do)."""
+    path = full_path.strip("/")
+    project = db.session.scalar(select(Project).where(Project.full_path == path))
+    if project is None:
+        project = db.session.scalar(
+            select(Project).where(db.func.lower(Project.full_path) == path.lower()))
+    return project
+
+
+def get_project(ref: str | int) -> Project:
+    """Find a project by numeric id or full path, or raise NotFound."""
+    project = None
+    if isinstance(ref, int) or str(ref).isdigit():
+        project = db.session.get(Project, int(ref))
+    else:
+        project = find_project(str(ref))
+    if project is None:
+        raise NotFound(f"project {ref!r} does not exist")
+    return project
+
+
+def get_job(job_id: int) -> Job:
+    """Find a job by id, or raise NotFound."""
+    job = db.session.get(Job, job_id)
+    if job is None:
+        raise NotFound(f"job {job_id} does not exist")
+    return job
+
+
+def ancestor_ids(group: Group | None) -> list[int]:
+    """Return the ids of `group` and all its ancestors, nearest first."""
+    ids: list[int] = []
+    while group is not None:
+        ids.append(group.id)
+        group = group.parent
+    return ids
+
+
+# -- users and tokens ------------------------------------------------------------------
+
+def create_user(
+    now: datetime,
+    username: str,
+    *,
+    email: str | None = None,
+    name: str | None = None,
+    password: str | None = None,
+    admin: bool = False,
+    external: bool = False,
+    state: str = "active",
+    password_method: str = "pbkdf2:sha256:10000",
+) -> User:
+    """Create a user; usernames share the namespace with top-level groups."""
+    check_path(username, "username")
+    if state not in ("active", "blocked", "deactivated"):
+        raise DomainError(f"unknown user state {state!r}; use active, blocked or deactivated")
+    if db.session.scalar(select(User).where(User.username == username)) is not None:
+        raise Conflict(f"user {username!r} already exists")
+    if db.session.scalar(select(Group).where(Group.full_path == username)) is not None:
+        raise Conflict(f"{username!r} is already taken by a group")
+    email = email or f"{username}@example.com"
+    if db.session.scalar(select(User).where(User.email == email)) is not None:
+        raise Conflict(f"e-mail {email!r} is already taken")
+    user = User(
+        username=username, email=email, name=name or username.title(), admin=admin,
+        external=external, state=state, created_at=now,
+        password_hash=generate_password_hash(password, method=password_method) if password else "",
+    )
+    db.session.add(user)
+    db.session.flush()
+    return user
+
+
+def set_user_state(user: User, state: str) -> None:
+    """Block, deactivate or re-activate a user."""
+    if state not in ("active", "blocked", "deactivated"):
+        raise DomainError(f"unknown user state {state!r}")
+    user.state = state
+
+
+def create_token(
+    now: datetime,
+    user: User,
+    *,
+    name: str = "token",
+    scopes: Iterable[str] = ("api",),
+    expires_at: datetime | None = None,
+    token: str | None = None,
+) -> tuple[PersonalAccessToken, str]:
+    """Create a PAT for `user`; return it with its secret, which is not stored."""
+    scopes = sorted(set(scopes))
+    unknown = [s for s in scopes if s not in perm.PAT_SCOPES]
+    if unknown or not scopes:
+        raise DomainError(f"invalid token scopes {unknown or scopes!r} for token {name!r}")
+    secret = token or new_personal_token()
+    if len(secret) < 8:
+        raise DomainError(f"token {name!r} is too short: use at least 8 characters")
+    if db.session.scalar(select(PersonalAccessToken).where(
+            PersonalAccessToken.token_digest == digest(secret))) is not None:
+        raise Conflict(f"token {name!r}: that token value is already in use")
+    pat = PersonalAccessToken(
+        user_id=user.id, name=name, scopes=scopes, expires_at=expires_at, revoked=False,
+        token_digest=digest(secret), created_at=now)
+    db.session.add(pat)
+    db.session.flush()
+    return pat, secret
+
+
+# -- groups and projects ---------------------------------------------------------------
+
+def create_group(now: datetime, full_path: str, *, name: str | None = None,
+                 visibility: str = "private") -> Group:
+    """Create a group; its parent (all but the last segment) must exist."""
+    parts = check_path(full_path, "group path")
+    if visibility not in perm.VISIBILITIES:
+        raise DomainError(f"unknown visibility {visibility!r} for group {full_path!r}")
+    full = "/".join(parts)
+    if db.session.scalar(select(Group).where(Group.full_path == full)) is not None:
+        raise Conflict(f"group {full!r} already exists")
+    parent = get_group("/".join(parts[:-1])) if len(parts) > 1 else None
+    if parent is None and db.session.scalar(select(User).where(User.username == full)):
+        raise Conflict(f"{full!r} is already taken by a user")
+    if find_project(full) is not None:
+        raise Conflict(f"{full!r} is already taken by a project")
+    group = Group(parent=parent, path=parts[-1], name=name or parts[-1], full_path=full,
+                  visibility=visibility, created_at=now)
+    db.session.add(group)
+    db.session.flush()
+    return group
+
+
+def create_project(
+    now: datetime,
+    backend: RepositoryBackend,
+    full_path: str,
+    *,
+    name: str | None = None,
+    visibility: str = "private",
+    default_branch: str = "main",
+    files: Mapping[str, FileContent] | None = None,
+    protect_default_branch: bool = True,
+    author: str = "Forge <forge@example.com>",
+) -> Project:
+    """Create a project in a group or a user's namespace, with its bare repository.
+
+    The default branch is protected like GitLab's default (maintainers push, nobody
+    force-pushes). With `files`, the repository starts with one commit holding them.
+    """
+    parts = check_path(full_path, "project path")
+    if len(parts) < 2:
+        raise DomainError(f"project path {full_path!r} needs a namespace: group/project or user/project")
+    if visibility not in perm.VISIBILITIES:
+        raise DomainError(f"unknown visibility {visibility!r} for project {full_path!r}")
+    full = "/".join(parts)
+    if find_project(full) is not None:
+        raise Conflict(f"project {full!r} already exists")
+    namespace = "/".join(parts[:-1])
+    group = db.session.scalar(select(Group).where(Group.full_path == namespace))
+    owner = None
+    if group is None:
+        owner = db.session.scalar(select(User).where(User.username == namespace))
+        if owner is None:
+            raise NotFound(f"namespace {namespace!r} of project {full!r} does not exist")
+    if db.session.scalar(select(Group).where(Group.full_path == full)) is not None:
+        raise Conflict(f"{full!r} is already taken by a group")
+    project = Project(
+        group=group, owner=owner, path=parts[-1], name=name or parts[-1], full_path=full,
+        visibility=visibility, default_branch=default_branch, created_at=now)
+    db.session.add(project)
+    db.session.flush()
+    if protect_default_branch:
+        protect_branch(project, default_branch)
+    repo = backend.create(project.id, default_branch)
+    if files:
+        commit_files(repo, default_branch, files, author=author, timestamp=int(now.timestamp()))
+    return project
+
+
+def delete_project(backend: RepositoryBackend, project: Project) -> None:
+    """Delete a project, its jobs, scope entries and repository."""
+    db.session.delete(project)
+    db.session.flush()
+    backend.delete(project.id)
+
+
+def update_project(project: Project, **changes: Any) -> None:
+    """Change a project's visibility, default branch or job token settings."""
+    allowed = {"visibility", "default_branch", "inbound_enabled", "outbound_enabled",
+               "job_push_allowed", "name"}
+    unknown = sorted(set(changes) - allowed)
+    if unknown:
+        raise DomainError(f"cannot change {', '.join(unknown)} of project {project.full_path!r}")
+    if "visibility" in changes and changes["visibility"] not in perm.VISIBILITIES:
+        raise DomainError(f"unknown visibility {changes['visibility']!r}")
+    for key, value in changes.items():
+        setattr(project, key, value)
+
+
+def set_member(user: User, target: Group | Project, role: int | str) -> Membership:
+    """Add `user` to a group or project with `role`, or change their role there."""
+    level = role_level(role)
+    column = Membership.group_id if isinstance(target, Group) else Membership.project_id
+    member = db.session.scalar(
+        select(Membership).where(Membership.user_id == user.id, column == target.id))
+    if member is None:
+        member = Membership(user_id=user.id, access_level=level)
+        if isinstance(target, Group):
+            member.group_id = target.id
+        else:
+            member.project_id = target.id
+        db.session.add(member)
+    member.access_level = level
+    db.session.flush()
+    return member
+
+
+def remove_member(user: User, target: Group | Project) -> None:
+    """Remove `user`'s direct membership of a group or project."""
+    column = Membership.group_id if isinstance(target, Group) else Membership.project_id
+    member = db.session.scalar(
+        select(Membership).where(Membership.user_id == user.id, column == target.id))
+    if member is None:
+        raise NotFound(f"{user.username!r} is not a direct member of {target.full_path!r}")
+    db.session.delete(member)
+
+
+def protect_branch(project: Project, name: str, push_access_level: int | str = perm.MAINTAINER,
+                   allow_force_push: bool = False) -> ProtectedBranch:
+    """Protect a branch name or wildcard of `project` (replacing an existing rule)."""
+    level = role_level(push_access_level)
+    rule = db.session.scalar(select(ProtectedBranch).where(
+        ProtectedBranch.project_id == project.id, ProtectedBranch.name == name))
+    if rule is None:
+        rule = ProtectedBranch(project_id=project.id, name=name)
+        db.session.add(rule)
+    rule.push_access_level = level
+    rule.allow_force_push = allow_force_push
+    db.session.flush()
+    return rule
+
+
+def unprotect_branch(project: Project, name: str) -> None:
+    """Remove a protected branch rule."""
+    rule = db.session.scalar(select(ProtectedBranch).where(
+        ProtectedBranch.project_id == project.id, ProtectedBranch.name == name))
+    if rule is None:
+        raise NotFound(f"branch {name!r} of {project.full_path!r} is not protected")
+    db.session.delete(rule)
+
+
+# -- job token scope -------------------------------------------------------------------
+
+def _links(project: Project, direction: str) -> list[ScopeLink]:
+    return list(db.session.scalars(select(ScopeLink).where(
+        ScopeLink.project_id == project.id, ScopeLink.direction == direction
+    ).order_by(ScopeLink.id)))
+
+
+def allow_project(now: datetime, target: Project, source: Project, *,
+                  default_permissions: bool = True,
+                  job_token_policies: Iterable[str] = ()) -> ScopeLink:
+    """Put `source` on `target`'s inbound allowlist."""
+    if source.id == target.id:
+        raise DomainError("Target project can't be the same as the source project")
+    links = [link for link in _links(target, "inbound") if link.source_project_id is not None]
+    if any(link.source_project_id == source.id for link in links):
+        raise DomainError("This project is already in the job token allowlist.")
+    if len(links) >= MAX_ALLOWLIST:
+        raise DomainError(f"The project allowlist is limited to {MAX_ALLOWLIST} projects.")
+    link = ScopeLink(project_id=target.id, direction="inbound", source_project_id=source.id,
+                     default_permissions=default_permissions,
+                     job_token_policies=list(job_token_policies), created_at=now)
+    db.session.add(link)
+    db.session.flush()
+    return link
+
+
+def allow_group(now: datetime, target: Project, group: Group, *,
+                default_permissions: bool = True,
+                job_token_policies: Iterable[str] = ()) -> ScopeLink:
+    """Put `group` (and so every project below it) on `target`'s inbound allowlist."""
+    links = [link for link in _links(target, "inbound") if link.source_group_id is not None]
+    if any(link.source_group_id == group.id for link in links):
+        raise DomainError("This group is already in the job token allowlist.")
+    if len(links) >= MAX_ALLOWLIST:
+        raise DomainError(f"The group allowlist is limited to {MAX_ALLOWLIST} groups.")
+    link = ScopeLink(project_id=target.id, direction="inbound", source_group_id=group.id,
+                     default_permissions=default_permissions,
+                     job_token_policies=list(job_token_policies), created_at=now)
+    db.session.add(link)
+    db.session.flush()
+    return link
+
+
+def allow_outbound(now: datetime, project: Project, target: Project) -> ScopeLink:
+    """Add `target` to `project`'s legacy outbound scope."""
+    if any(link.source_project_id == target.id for link in _links(project, "outbound")):
+        raise DomainError("This project is already in the outbound job token scope.")
+    link = ScopeLink(project_id=project.id, direction="outbound", source_project_id=target.id,
+                     created_at=now)
+    db.session.add(link)
+    db.session.flush()
+    return link
+
+
+def disallow(target: Project, *, project: Project | None = None, group: Group | None = None) -> None:
+    """Remove a project or group entry from `target`'s inbound allowlist."""
+    for link in _links(target, "inbound"):
+        if (project is not None and link.source_project_id == project.id) or (
+                group is not None and link.source_group_id == group.id):
+            db.session.delete(link)
+            return
+    raise NotFound("entry is not in the job token allowlist")
+
+
+# -- jobs ------------------------------------------------------------------------------
+
+def project_facts(project: Project, user: User | None, backend: RepositoryBackend | None = None
+                  ) -> perm.Project:
+    """Gather what the permission rules need to know about `project` for `user`."""
+    group_ids = ancestor_ids(project.group)
+    role = perm.NO_ACCESS
+    if user is not None:
+        levels = db.session.scalars(select(Membership.access_level).where(
+            Membership.user_id == user.id,
+            (Membership.project_id == project.id) | Membership.group_id.in_(group_ids)))
+        role = max(levels, default=perm.NO_ACCESS)
+    links = _links(project, "inbound")
+    rules = db.session.scalars(select(ProtectedBranch).where(
+        ProtectedBranch.project_id == project.id))
+    return perm.Project(
+        id=project.id, path=project.path, full_path=project.full_path,
+        visibility=project.visibility, default_branch=project.default_branch,
+        has_repository=backend.exists(project.id) if backend is not None else True,
+        role=role, personal_owner=user is not None and project.owner_id == user.id,
+        inbound_enabled=project.inbound_enabled,
+        allowlist_project_ids=frozenset(link.source_project_id for link in links if link.source_project_id),
+        allowlist_group_ids=frozenset(link.source_group_id for link in links if link.source_group_id),
+        job_push_allowed=project.job_push_allowed,
+        protected_branches=tuple(
+            perm.ProtectedBranch(r.name, r.push_access_level, r.allow_force_push) for r in rules),
+    )
+
+
+def user_facts(user: User) -> perm.User:
+    """Describe `user` to the permission rules."""
+    return perm.User(user.id, user.username, user.admin, user.external, user.state)
+
+
+def job_facts(job: Job) -> perm.Job:
+    """Describe `job` (and its project's outbound scope) to the permission rules."""
+    project = job.project
+    outbound = frozenset(
+        link.source_project_id for link in _links(project, "outbound") if link.source_project_id)
+    return perm.Job(
+        id=job.id, project_id=project.id, project_path=project.path,
+        project_group_ids=frozenset(ancestor_ids(project.group)), status=job.status,
+        started_at=job.started_at, timeout=job.timeout,
+        outbound_enabled=project.outbound_enabled, outbound_project_ids=outbound)
+
+
+def create_job(
+    now: datetime,
+    backend: RepositoryBackend,
+    project: Project,
+    user: User,
+    *,
+    ref: str | None = None,
+    name: str = "build",
+    stage: str = "test",
+    timeout: int = 3600,
+    status: str = "running",
+    token: str | None = None,
+) -> tuple[Job, str]:
+    """Create a job triggered by `user`; return it with its token, which is not stored.
+
+    Refused with Forbidden when the user may not run jobs in the project.
+    """
+    decision = perm.may_run_job(user_facts(user), project_facts(project, user))
+    if not decision.allowed:
+        raise Forbidden(decision.message)
+    if status not in perm.JOB_STATUSES:
+        raise DomainError(f"unknown job status {status!r}; use one of {', '.join(perm.JOB_STATUSES)}")
+    if timeout <= 0:
+        raise DomainError("job timeout must be a positive number of seconds")
+    ref = ref or project.default_branch
+    sha = ""
+    if backend.exists(project.id):
+        repo = backend.open_repository(str(project.id))
+        sha = (repo.refs.as_dict().get(f"refs/heads/{ref}".encode())  # type: ignore[attr-defined]
+               or repo.refs.as_dict().get(f"refs/tags/{ref}".encode()) or b"").decode()  # type: ignore[attr-defined]
+    secret = token or new_job_token()
+    if not secret.startswith("glcbt-"):
+        raise DomainError("job tokens start with 'glcbt-'")
+    if db.session.scalar(select(Job).where(Job.token_digest == digest(secret))) is not None:
+        raise Conflict("that job token is already in use")
+    job = Job(project=project, user=user, ref=ref, sha=sha, name=name, stage=stage,
+              status=status, timeout=timeout, token_digest=digest(secret), created_at=now,
+              started_at=now if status == "running" else None,
+              finished_at=now if status in ("success", "failed", "canceled") else None)
+    db.session.add(job)
+    db.session.flush()
+    job.pipeline_id = job.id
+    return job, secret
+
+
+def set_job_status(now: datetime, job: Job, status: str) -> None:
+    """Move a job to `status`; leaving `running` kills its token at once."""
+    if status not in perm.JOB_STATUSES:
+        raise DomainError(f"unknown job status {status!r}; use one of {', '.join(perm.JOB_STATUSES)}")
+    if status == "running" and job.started_at is None:
+        job.started_at = now
+    if status in ("success", "failed", "canceled", "skipped"):
+        job.finished_at = now
+    job.status = status
+
+
+def job_variables(job: Job, token: str | None, base_url: str) -> dict[str, str]:
+    """Return the CI_* variables GitLab gives the job (spec section 6)."""
+    project, user = job.project, job.user
+    url = urlsplit(base_url)
+    host = url.hostname or "localhost"
+    port = url.port or (443 if url.scheme == "https" else 80)
+    netloc = url.netloc
+    namespace = project.full_path.rsplit("/", 1)[0]
+    variables = {
+        "CI": "true",
+        "GITLAB_CI": "true",
+        "CI_JOB_ID": str(job.id),
+        "CI_JOB_NAME": job.name,
+        "CI_JOB_STAGE": job.stage,
+        "CI_JOB_STATUS": job.status,
+        "CI_JOB_URL": f"{base_url}/{project.full_path}/-/jobs/{job.id}",
+        "CI_PIPELINE_ID": str(job.pipeline_id),
+        "CI_PROJECT_ID": str(project.id),
+        "CI_PROJECT_PATH": project.full_path,
+        "CI_PROJECT_NAME": project.path,
+        "CI_PROJECT_NAMESPACE": namespace,
+        "CI_PROJECT_URL": f"{base_url}/{project.full_path}",
+        "CI_PROJECT_VISIBILITY": project.visibility,
+        "CI_DEFAULT_BRANCH": project.default_branch,
+        "CI_COMMIT_SHA": job.sha,
+        "CI_COMMIT_REF_NAME": job.ref,
+        "CI_COMMIT_BRANCH": job.ref,
+        "CI_SERVER_URL": base_url,
+        "CI_SERVER_HOST": host,
+        "CI_SERVER_PORT": str(port),
+        "CI_SERVER_PROTOCOL": url.scheme,
+        "CI_API_V4_URL": f"{base_url}/api/v4",
+        "GITLAB_USER_LOGIN": user.username,
+        "GITLAB_USER_ID": str(user.id),
+        "GITLAB_USER_EMAIL": user.email,
+        "GITLAB_USER_NAME": user.name,
+    }
+    if token is not None:
+        variables["CI_JOB_TOKEN"] = token
+        variables["CI_REPOSITORY_URL"] = (
+            f"{url.scheme}://gitlab-ci-token:{token}@{netloc}/{project.full_path}.git")
+    return variables
+
+
+# -- the whole forge -------------------------------------------------------------------
+
+def ensure_root(now: datetime, root_token: str, root_password: str = "",
+                password_method: str = "pbkdf2:sha256:10000") -> User:
+    """Make sure the admin `root` exists and `root_token` is one of its PATs."""
+    root = db.session.scalar(select(User).where(User.username == "root"))
+    if root is None:
+        root = create_user(now, "root", email="admin@example.com", name="Administrator",
+                           password=root_password or None, admin=True,
+                           password_method=password_method)
+    if root_token and db.session.scalar(select(PersonalAccessToken).where(
+            PersonalAccessToken.token_digest == digest(root_token))) is None:
+        create_token(now, root, name="forge-root", scopes=["api", "sudo", "admin_mode"],
+                     token=root_token)
+    return root
+
+
+def reset(backend: RepositoryBackend) -> None:
+    """Empty the forge, keeping the root user and its tokens."""
+    for model in (Event, Job, ScopeLink, ProtectedBranch, Membership, Project, Group):
+        db.session.execute(db.delete(model))
+    root = db.session.scalar(select(User).where(User.username == "root"))
+    keep = root.id if root is not None else -1
+    db.session.execute(db.delete(PersonalAccessToken).where(PersonalAccessToken.user_id != keep))
+    db.session.execute(db.delete(User).where(User.id != keep))
+    backend.delete_all()

@@ -1,0 +1,201 @@
+"""The forge's data: users, tokens, groups, projects, memberships, jobs and the decision log.
+
+Models hold data only: they never commit and never read the clock. Secrets are stored
+as SHA-256 digests (tokens) or salted hashes (passwords), never raw.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy import JSON, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class Base(DeclarativeBase):
+    """Declarative base shared by every model."""
+
+
+db = SQLAlchemy(model_class=Base)
+
+
+class User(db.Model):  # type: ignore[name-defined,misc]
+    """A person who signs in with a password or tokens."""
+
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(255), unique=True)
+    email: Mapped[str] = mapped_column(String(255), unique=True)
+    name: Mapped[str] = mapped_column(String(255), default="")
+    password_hash: Mapped[str] = mapped_column(String(255), default="")
+    admin: Mapped[bool] = mapped_column(default=False)
+    external: Mapped[bool] = mapped_column(default=False)
+    state: Mapped[str] = mapped_column(String(20), default="active")
+    created_at: Mapped[datetime]
+
+
+class PersonalAccessToken(db.Model):  # type: ignore[name-defined,misc]
+    """A user's personal access token, kept as a digest."""
+
+    __tablename__ = "personal_access_tokens"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(255))
+    scopes: Mapped[list[str]] = mapped_column(JSON)
+    expires_at: Mapped[datetime | None]
+    revoked: Mapped[bool] = mapped_column(default=False)
+    token_digest: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    user: Mapped[User] = relationship()
+
+
+class Group(db.Model):  # type: ignore[name-defined,misc]
+    """A group; `parent_id` nests it inside another to any depth."""
+
+    __tablename__ = "groups"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("groups.id", ondelete="CASCADE"))
+    path: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(255))
+    full_path: Mapped[str] = mapped_column(String(1024), unique=True)
+    visibility: Mapped[str] = mapped_column(String(10), default="private")
+    created_at: Mapped[datetime]
+    parent: Mapped[Group | None] = relationship(remote_side=[id])
+
+
+class Project(db.Model):  # type: ignore[name-defined,misc]
+    """A project with one bare repository, in a group or in a user's namespace."""
+
+    __tablename__ = "projects"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    group_id: Mapped[int | None] = mapped_column(ForeignKey("groups.id", ondelete="CASCADE"))
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    path: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(255))
+    full_path: Mapped[str] = mapped_column(String(1024), unique=True)
+    visibility: Mapped[str] = mapped_column(String(10), default="private")
+    default_branch: Mapped[str] = mapped_column(String(255), default="main")
+    inbound_enabled: Mapped[bool] = mapped_column(default=True)
+    outbound_enabled: Mapped[bool] = mapped_column(default=False)
+    job_push_allowed: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime]
+    group: Mapped[Group | None] = relationship()
+    owner: Mapped[User | None] = relationship()
+
+
+class Membership(db.Model):  # type: ignore[name-defined,misc]
+    """A user's access level in exactly one group or one project."""
+
+    __tablename__ = "memberships"
+    __table_args__ = (
+        UniqueConstraint("user_id", "group_id", "project_id"),
+        Index("ix_memberships_user", "user_id"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    group_id: Mapped[int | None] = mapped_column(ForeignKey("groups.id", ondelete="CASCADE"))
+    project_id: Mapped[int | None] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    access_level: Mapped[int]
+    user: Mapped[User] = relationship()
+
+
+class ProtectedBranch(db.Model):  # type: ignore[name-defined,misc]
+    """A protected branch rule of a project (a name or a `*` wildcard)."""
+
+    __tablename__ = "protected_branches"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(255))
+    push_access_level: Mapped[int] = mapped_column(default=40)
+    allow_force_push: Mapped[bool] = mapped_column(default=False)
+
+
+class ScopeLink(db.Model):  # type: ignore[name-defined,misc]
+    """One entry of a project's job token scope.
+
+    `direction` is `inbound` (target `project_id` admits jobs of `source_project_id`
+    or of projects below `source_group_id`) or `outbound` (legacy: jobs of
+    `project_id` may reach `source_project_id`).
+    """
+
+    __tablename__ = "job_token_scope_links"
+    __table_args__ = (
+        UniqueConstraint("project_id", "direction", "source_project_id", "source_group_id"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    direction: Mapped[str] = mapped_column(String(10), default="inbound")
+    source_project_id: Mapped[int | None] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"))
+    source_group_id: Mapped[int | None] = mapped_column(ForeignKey("groups.id", ondelete="CASCADE"))
+    default_permissions: Mapped[bool] = mapped_column(default=True)
+    job_token_policies: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime]
+
+
+class Job(db.Model):  # type: ignore[name-defined,misc]
+    """A CI job; its token works only while it runs."""
+
+    __tablename__ = "jobs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    ref: Mapped[str] = mapped_column(String(255))
+    sha: Mapped[str] = mapped_column(String(64), default="")
+    name: Mapped[str] = mapped_column(String(255), default="build")
+    stage: Mapped[str] = mapped_column(String(255), default="test")
+    status: Mapped[str] = mapped_column(String(20), default="running")
+    pipeline_id: Mapped[int] = mapped_column(default=0)
+    timeout: Mapped[int] = mapped_column(default=3600)
+    token_digest: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    project: Mapped[Project] = relationship()
+    user: Mapped[User] = relationship()
+
+
+class Event(db.Model):  # type: ignore[name-defined,misc]
+    """One recorded authentication or authorization decision. Never holds a secret."""
+
+    __tablename__ = "events"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime]
+    method: Mapped[str] = mapped_column(String(10))
+    path: Mapped[str] = mapped_column(String(2048))
+    credential: Mapped[str] = mapped_column(String(40))
+    username: Mapped[str | None] = mapped_column(String(255))
+    user_id: Mapped[int | None]
+    job_id: Mapped[int | None]
+    project: Mapped[str | None] = mapped_column(String(1024))
+    project_id: Mapped[int | None]
+    action: Mapped[str] = mapped_column(String(40))
+    ref: Mapped[str | None] = mapped_column(String(1024))
+    allowed: Mapped[bool]
+    reason: Mapped[str] = mapped_column(String(80))
+    status: Mapped[int]
+    message: Mapped[str] = mapped_column(String(2048), default="")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Render the event as JSON-ready data."""
+        return {
+            "id": self.id,
+            "at": self.at.isoformat() + "Z",
+            "method": self.method,
+            "path": self.path,
+            "credential": self.credential,
+            "username": self.username,
+            "user_id": self.user_id,
+            "job_id": self.job_id,
+            "project": self.project,
+            "project_id": self.project_id,
+            "action": self.action,
+            "ref": self.ref,
+            "allowed": self.allowed,
+            "reason": self.reason,
+            "status": self.status,
+            "message": self.message,
+        }

@@ -1,0 +1,85 @@
+"""pytest plugin: a live forge per test session (per xdist worker), reset before each test.
+
+Fixtures: `forge` (the usual one), `forge_server` (the session's server) and
+`forge_factory` (extra, independent forges). Option: `--forge-seed FILE` or the
+ini key `forge_seed`, a scenario applied after every reset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from forge.server import ForgeServer
+    from forge.testing import Forge
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Register the forge options as flags and ini keys."""
+    group = parser.getgroup("forge", "forge: a mock GitLab")
+    group.addoption("--forge-seed", default=None, help="seed scenario applied before each test")
+    parser.addini("forge_seed", "seed scenario applied before each test", default="")
+
+
+def _option(config: pytest.Config, name: str) -> Any:
+    value = config.getoption(f"--forge-{name.replace('_', '-')}")
+    if value is None or value == "":
+        value = config.getini(f"forge_{name}")
+    return value
+
+
+def _start(data_dir: Path) -> ForgeServer:
+    from forge.config import ForgeConfig
+    from forge.server import ForgeServer
+
+    config = ForgeConfig(data_dir=data_dir, testing=True, password_hash_method="pbkdf2:sha256:1000")
+    return ForgeServer(config).start()
+
+
+@pytest.fixture(scope="session")
+def forge_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ForgeServer]:
+    """The session's live forge on 127.0.0.1 and a free port."""
+    server = _start(tmp_path_factory.mktemp("forge"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def forge_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[], Forge]]:
+    """Make extra forges, each with its own server and data; all stop at session end."""
+    from forge.testing import Forge
+
+    servers: list[ForgeServer] = []
+
+    def make() -> Forge:
+        server = _start(tmp_path_factory.mktemp("forge-extra"))
+        servers.append(server)
+        return Forge(server)
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def forge(forge_server: ForgeServer, request: pytest.FixtureRequest) -> Iterator[Forge]:
+    """A live, empty forge (plus the configured seed); server errors fail the test."""
+    from forge.testing import Forge
+
+    harness = Forge(forge_server)
+    harness.reset()
+    seed_file = _option(request.config, "seed")
+    if seed_file:
+        path = Path(seed_file)
+        if not path.is_absolute():
+            path = Path(request.config.rootpath) / path
+        harness.seed(path)
+    yield harness
+    errors = forge_server.state.take_errors()
+    if errors:
+        pytest.fail("the forge server raised during this test:\n\n" + "\n".join(errors),
+                    pytrace=False)

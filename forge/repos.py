@@ -1,0 +1,137 @@
+"""Bare repositories on disk: where they live, creating them, and committing files into them."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from dulwich.errors import NotGitRepository
+from dulwich.objects import Blob, Commit, Tree
+from dulwich.repo import Repo
+from dulwich.server import Backend, BackendRepo
+
+FileContent = str | bytes
+
+
+class RepositoryBackend(Backend):
+    """Map a project id to its bare repository, refusing anything outside the root.
+
+    dulwich's `FileSystemBackend` joins URL paths with `os.path.join`, so a path
+    starting with `/` escapes its root; this backend only accepts numeric keys.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    def path_for(self, key: str | int) -> Path:
+        """Return the repository directory for a project id, or raise NotGitRepository."""
+        key = str(key).strip("/")
+        if not key.isdigit():
+            raise NotGitRepository(f"no repository at {key!r}")
+        path = (self.root / f"{int(key)}.git").resolve()
+        if path.parent != self.root:
+            raise NotGitRepository(f"no repository at {key!r}")
+        return path
+
+    def open_repository(self, path: str) -> BackendRepo:
+        """Open the bare repository of the project whose id is `path`."""
+        location = self.path_for(path)
+        if not location.is_dir():
+            raise NotGitRepository(f"no repository at {path!r}")
+        return Repo(str(location))  # type: ignore[return-value]
+
+    def exists(self, key: str | int) -> bool:
+        """Tell whether the project's repository exists on disk."""
+        try:
+            return self.path_for(key).is_dir()
+        except NotGitRepository:
+            return False
+
+    def create(self, key: int, default_branch: str) -> Repo:
+        """Create an empty bare repository whose HEAD names `default_branch`."""
+        location = self.path_for(key)
+        if location.exists():
+            shutil.rmtree(location)
+        location.mkdir(parents=True)
+        repo = Repo.init_bare(str(location))
+        repo.refs.set_symbolic_ref(b"HEAD", f"refs/heads/{default_branch}".encode())
+        return repo
+
+    def delete(self, key: int) -> None:
+        """Remove the project's repository from disk."""
+        shutil.rmtree(self.path_for(key), ignore_errors=True)
+
+    def delete_all(self) -> None:
+        """Remove every repository (used by reset)."""
+        if self.root.exists():
+            for child in self.root.iterdir():
+                shutil.rmtree(child, ignore_errors=True)
+
+
+def _tree_for(repo: Repo, files: Mapping[str, FileContent]) -> bytes:
+    """Store blobs and nested trees for `files` and return the root tree id."""
+    nested: dict[str, object] = {}
+    for name, content in files.items():
+        parts = [p for p in name.split("/") if p]
+        if not parts or any(p in (".", "..", ".git") for p in parts):
+            raise ValueError(f"invalid file name in repository content: {name!r}")
+        node = nested
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ValueError(f"{name!r} is both a file and a directory")
+            node = child
+        node[parts[-1]] = content.encode() if isinstance(content, str) else content
+
+    def build(node: Mapping[str, object]) -> bytes:
+        tree = Tree()
+        for entry, value in node.items():
+            if isinstance(value, dict):
+                tree.add(entry.encode(), 0o040000, build(value))
+            else:
+                assert isinstance(value, bytes)
+                blob = Blob.from_string(value)
+                repo.object_store.add_object(blob)
+                mode = 0o100755 if entry.endswith(".sh") else 0o100644
+                tree.add(entry.encode(), mode, blob.id)
+        repo.object_store.add_object(tree)
+        return tree.id
+
+    return build(nested)
+
+
+def commit_files(
+    repo: Repo,
+    branch: str,
+    files: Mapping[str, FileContent],
+    message: str = "Initial commit",
+    author: str = "Forge <forge@example.com>",
+    timestamp: int | None = None,
+) -> str:
+    """Commit `files` as the whole tree of a new commit on `branch`; return its sha."""
+    ref = f"refs/heads/{branch}".encode()
+    commit = Commit()
+    commit.tree = _tree_for(repo, files)
+    parent = repo.refs.as_dict().get(ref)
+    commit.parents = [parent] if parent else []
+    commit.author = commit.committer = author.encode()
+    commit.author_time = commit.commit_time = int(time.time()) if timestamp is None else timestamp
+    commit.author_timezone = commit.commit_timezone = 0
+    commit.encoding = b"UTF-8"
+    commit.message = message.encode() + b"\n"
+    repo.object_store.add_object(commit)
+    repo.refs[ref] = commit.id
+    return commit.id.decode()
+
+
+def read_directory(path: Path) -> dict[str, bytes]:
+    """Read every file below `path` into a name -> content mapping."""
+    if not path.is_dir():
+        raise ValueError(f"repository template {str(path)!r} is not a directory")
+    return {
+        str(f.relative_to(path)).replace("\\", "/"): f.read_bytes()
+        for f in sorted(path.rglob("*"))
+        if f.is_file() and ".git" not in f.relative_to(path).parts
+    }

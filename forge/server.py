@@ -1,0 +1,61 @@
+"""Run a forge on a real socket: in the foreground (`forge serve`) or in a background thread."""
+
+from __future__ import annotations
+
+import re
+import threading
+from typing import Any
+
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
+from forge.app import ForgeState, create_app, state_of
+from forge.config import ForgeConfig
+
+SECRET_PARAMS = re.compile(r"(?i)((?:job_token|private_token|access_token|token|password)=)[^&\s]+")
+
+
+def redact(text: str) -> str:
+    """Hide secret query parameters so tokens never reach a log."""
+    return SECRET_PARAMS.sub(r"\1[FILTERED]", text)
+
+
+class RedactingRequestHandler(WSGIRequestHandler):
+    """werkzeug's request handler with secrets filtered out of the access log."""
+
+    def log(self, type: str, message: str, *args: Any) -> None:
+        """Log like werkzeug, but never a token."""
+        super().log(type, redact(message % args if args else message).replace("%", "%%"))
+
+
+class ForgeServer:
+    """A forge app bound to host:port (0 picks a free port), with its real URL known."""
+
+    def __init__(self, config: ForgeConfig, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.app = create_app(config)
+        self.state: ForgeState = state_of(self.app)
+        self.server: BaseWSGIServer = make_server(
+            host, port, self.app, threaded=True, request_handler=RedactingRequestHandler)
+        self.server.daemon_threads = True  # type: ignore[attr-defined]
+        self.host = host
+        self.port: int = self.server.server_port
+        self.url = f"http://{host}:{self.port}"
+        self.state.config = self.state.config.replace(base_url=self.url)
+        self._thread: threading.Thread | None = None
+
+    def serve_forever(self) -> None:
+        """Serve in the calling thread until interrupted."""
+        self.server.serve_forever()
+
+    def start(self) -> ForgeServer:
+        """Serve in a daemon thread."""
+        self._thread = threading.Thread(target=self.server.serve_forever, name="forge-server",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        self.server.shutdown()
+        self.server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=10)

@@ -1,0 +1,315 @@
+"""The Python API behind the `forge` fixture: set a forge up, run jobs, read the decision log."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from sqlalchemy import select
+
+from forge import domain, seed
+from forge.app import utcnow
+from forge.models import Event, Group, Project, db
+from forge.repos import FileContent
+from forge.server import ForgeServer
+
+
+@dataclass(frozen=True)
+class UserHandle:
+    """A user the test created, with the secrets it was given."""
+
+    id: int
+    username: str
+    email: str
+    password: str | None
+    token: str | None  # a PAT with the scopes asked for (default `api`)
+
+
+@dataclass(frozen=True)
+class ProjectHandle:
+    """A project the test created."""
+
+    id: int
+    path: str
+    url: str  # http://host:port/<path>.git, without credentials
+
+
+@dataclass(frozen=True)
+class JobHandle:
+    """A job the test started; `token` is its CI_JOB_TOKEN."""
+
+    id: int
+    token: str
+    project: str
+    user: str
+    variables: dict[str, str] = field(default_factory=dict)
+
+
+UserRef = UserHandle | str
+ProjectRef = ProjectHandle | str | int
+
+
+def _name(user: UserRef) -> str:
+    return user.username if isinstance(user, UserHandle) else user
+
+
+def _path(project: ProjectRef) -> str | int:
+    return project.id if isinstance(project, ProjectHandle) else project
+
+
+class Forge:
+    """Drive one live forge from a test: create things, run jobs, ask why a request failed."""
+
+    def __init__(self, server: ForgeServer) -> None:
+        self.server = server
+        self.app = server.app
+        self.state = server.state
+        self.url = server.url
+        self.root_token = self.state.config.root_token
+        self._offset = timedelta()
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    @contextmanager
+    def _session(self) -> Iterator[None]:
+        with self.app.app_context():
+            try:
+                yield
+                db.session.commit()
+            except BaseException:
+                db.session.rollback()
+                raise
+
+    def now(self) -> datetime:
+        """Return the forge's clock."""
+        return self.state.now()
+
+    def advance_clock(self, seconds: float) -> None:
+        """Move the forge's clock forward (e.g. past a job's timeout)."""
+        self._offset += timedelta(seconds=seconds)
+        offset = self._offset
+        self.state.clock = lambda: utcnow() + offset
+
+    def reset(self) -> None:
+        """Empty the forge (root and its token stay) and restore the real clock."""
+        self._offset = timedelta()
+        self.state.clock = utcnow
+        self.state.take_errors()
+        with self._session():
+            domain.reset(self.state.backend)
+
+    def seed(self, scenario: Mapping[str, Any] | str | Path) -> dict[str, Any]:
+        """Apply a seed scenario (a mapping, or a YAML file path); return ids and secrets."""
+        base_dir = None
+        if isinstance(scenario, (str, Path)):
+            base_dir = Path(scenario).resolve().parent
+            scenario = seed.load_file(Path(scenario))
+        with self._session():
+            return seed.apply(self.state, scenario, base_dir)
+
+    # -- users -------------------------------------------------------------------------
+
+    def create_user(self, username: str, *, password: str | None = "", admin: bool = False,
+                    external: bool = False, state: str = "active", email: str | None = None,
+                    scopes: tuple[str, ...] | None = ("api",)) -> UserHandle:
+        """Create a user with a password (default `<username>-pass-1`) and an `api` PAT."""
+        password = f"{username}-pass-1" if password == "" else password
+        with self._session():
+            user = domain.create_user(
+                self.now(), username, email=email, password=password, admin=admin,
+                external=external, state=state,
+                password_method=self.state.config.password_hash_method)
+            token = None
+            if scopes:
+                _, token = domain.create_token(self.now(), user, name="test", scopes=scopes)
+            return UserHandle(user.id, user.username, user.email, password, token)
+
+    def create_token(self, user: UserRef, scopes: tuple[str, ...] = ("api",), *,
+                     expires_at: datetime | None = None, name: str = "token") -> str:
+        """Create another PAT for `user` and return its secret."""
+        with self._session():
+            _, secret = domain.create_token(self.now(), domain.get_user(_name(user)), name=name,
+                                            scopes=scopes, expires_at=expires_at)
+            return secret
+
+    def revoke_tokens(self, user: UserRef) -> None:
+        """Revoke every PAT of `user`."""
+        from forge.models import PersonalAccessToken
+        with self._session():
+            uid = domain.get_user(_name(user)).id
+            for pat in db.session.scalars(select(PersonalAccessToken).where(
+                    PersonalAccessToken.user_id == uid)):
+                pat.revoked = True
+
+    def set_user_state(self, user: UserRef, state: str) -> None:
+        """Block (`blocked`), deactivate or re-activate (`active`) a user."""
+        with self._session():
+            domain.set_user_state(domain.get_user(_name(user)), state)
+
+    def block_user(self, user: UserRef) -> None:
+        """Block a user: all their credentials, their jobs' tokens included, stop working."""
+        self.set_user_state(user, "blocked")
+
+    # -- groups, projects, members -----------------------------------------------------
+
+    def create_group(self, path: str, *, visibility: str = "private",
+                     members: Mapping[str, str | int] | None = None) -> int:
+        """Create a group (its parent must exist); return its id."""
+        with self._session():
+            group = domain.create_group(self.now(), path, visibility=visibility)
+            for username, role in (members or {}).items():
+                domain.set_member(domain.get_user(username), group, role)
+            return group.id
+
+    def create_project(self, path: str, *, visibility: str = "private",
+                       files: Mapping[str, FileContent] | None = None,
+                       default_branch: str = "main",
+                       members: Mapping[str, str | int] | None = None,
+                       protect_default_branch: bool = True) -> ProjectHandle:
+        """Create a project (with an initial commit of `files`, if given)."""
+        with self._session():
+            project = domain.create_project(
+                self.now(), self.state.backend, path, visibility=visibility, files=files,
+                default_branch=default_branch, protect_default_branch=protect_default_branch)
+            for username, role in (members or {}).items():
+                domain.set_member(domain.get_user(username), project, role)
+            return ProjectHandle(project.id, project.full_path, f"{self.url}/{project.full_path}.git")
+
+    def _target(self, project: ProjectRef | None, group: str | None) -> Project | Group:
+        if project is not None:
+            return domain.get_project(_path(project))
+        if group is not None:
+            return domain.get_group(group)
+        raise ValueError("name a project or a group")
+
+    def add_member(self, user: UserRef, role: str | int, *, project: ProjectRef | None = None,
+                   group: str | None = None) -> None:
+        """Give `user` a role in a project or group (or change it: demote, promote)."""
+        with self._session():
+            domain.set_member(domain.get_user(_name(user)), self._target(project, group), role)
+
+    set_role = add_member
+
+    def remove_member(self, user: UserRef, *, project: ProjectRef | None = None,
+                      group: str | None = None) -> None:
+        """Remove `user`'s direct membership."""
+        with self._session():
+            domain.remove_member(domain.get_user(_name(user)), self._target(project, group))
+
+    def update_project(self, project: ProjectRef, **changes: Any) -> None:
+        """Change visibility, default_branch, inbound_enabled, outbound_enabled, job_push_allowed."""
+        with self._session():
+            domain.update_project(domain.get_project(_path(project)), **changes)
+
+    def protect_branch(self, project: ProjectRef, name: str, *,
+                       push_access_level: str | int = "maintainer",
+                       allow_force_push: bool = False) -> None:
+        """Protect a branch (or `*` wildcard) of a project."""
+        with self._session():
+            domain.protect_branch(domain.get_project(_path(project)), name, push_access_level,
+                                  allow_force_push)
+
+    def unprotect_branch(self, project: ProjectRef, name: str) -> None:
+        """Remove a protected branch rule."""
+        with self._session():
+            domain.unprotect_branch(domain.get_project(_path(project)), name)
+
+    def allow(self, project: ProjectRef, *, source_project: ProjectRef | None = None,
+              source_group: str | None = None) -> None:
+        """Admit jobs of `source_project` (or of projects below `source_group`) to `project`."""
+        with self._session():
+            target = domain.get_project(_path(project))
+            if source_project is not None:
+                domain.allow_project(self.now(), target, domain.get_project(_path(source_project)))
+            elif source_group is not None:
+                domain.allow_group(self.now(), target, domain.get_group(source_group))
+            else:
+                raise ValueError("name source_project or source_group")
+
+    def disallow(self, project: ProjectRef, *, source_project: ProjectRef | None = None,
+                 source_group: str | None = None) -> None:
+        """Remove an inbound allowlist entry."""
+        with self._session():
+            target = domain.get_project(_path(project))
+            domain.disallow(
+                target,
+                project=domain.get_project(_path(source_project)) if source_project else None,
+                group=domain.get_group(source_group) if source_group else None)
+
+    def allow_outbound(self, project: ProjectRef, target: ProjectRef) -> None:
+        """Add `target` to `project`'s legacy outbound scope (turn it on with update_project)."""
+        with self._session():
+            domain.allow_outbound(self.now(), domain.get_project(_path(project)),
+                                  domain.get_project(_path(target)))
+
+    # -- jobs --------------------------------------------------------------------------
+
+    def start_job(self, project: ProjectRef, user: UserRef, *, ref: str | None = None,
+                  name: str = "build", timeout: int = 3600, status: str = "running") -> JobHandle:
+        """Start a job triggered by `user`; refused unless the user may run jobs there."""
+        with self._session():
+            job, token = domain.create_job(
+                self.now(), self.state.backend, domain.get_project(_path(project)),
+                domain.get_user(_name(user)), ref=ref, name=name, timeout=timeout, status=status)
+            variables = domain.job_variables(job, token, self.url)
+            return JobHandle(job.id, token, job.project.full_path, job.user.username, variables)
+
+    def set_job_status(self, job: JobHandle | int, status: str) -> None:
+        """Move a job to any GitLab status."""
+        with self._session():
+            job_id = job.id if isinstance(job, JobHandle) else job
+            domain.set_job_status(self.now(), domain.get_job(job_id), status)
+
+    def finish_job(self, job: JobHandle | int, status: str = "success") -> None:
+        """Finish a job; its token dies for the very next request."""
+        self.set_job_status(job, status)
+
+    def job_variables(self, job: JobHandle) -> dict[str, str]:
+        """Return the CI_* variables of a job, as a runner would export them."""
+        with self._session():
+            return domain.job_variables(domain.get_job(job.id), job.token, self.url)
+
+    # -- URLs and the decision log -----------------------------------------------------
+
+    def clone_url(self, project: ProjectRef, *, user: UserHandle | None = None,
+                  job: JobHandle | None = None, token: str | None = None,
+                  username: str = "oauth2", password: bool = False) -> str:
+        """Return a clone URL with credentials: a job's token, a user's PAT or password, or none."""
+        path = project.path if isinstance(project, ProjectHandle) else str(project)
+        if isinstance(project, int):
+            with self._session():
+                path = domain.get_project(project).full_path
+        netloc = urlsplit(self.url).netloc
+        if job is not None:
+            creds = f"gitlab-ci-token:{quote(job.token, safe='')}@"
+        elif user is not None and password:
+            creds = f"{quote(user.username, safe='')}:{quote(user.password or '', safe='')}@"
+        elif user is not None or token is not None:
+            secret = token or (user.token if user else None) or ""
+            creds = f"{quote(username, safe='')}:{quote(secret, safe='')}@"
+        else:
+            creds = ""
+        return f"http://{creds}{netloc}/{path}.git"
+
+    def events(self, since: int = 0, **filters: Any) -> list[dict[str, Any]]:
+        """Return the decision log, oldest first, optionally filtered by field values."""
+        with self._session():
+            rows = db.session.scalars(select(Event).where(Event.id > since).order_by(Event.id))
+            events = [row.to_dict() for row in rows]
+        return [e for e in events if all(e.get(k) == v for k, v in filters.items())]
+
+    def last_event(self, **filters: Any) -> dict[str, Any]:
+        """Return the newest decision matching `filters`; fail if there is none."""
+        events = self.events(**filters)
+        if not events:
+            raise LookupError(f"no decision in the log matches {filters}")
+        return events[-1]
+
+    def denials(self) -> list[dict[str, Any]]:
+        """Return every refused decision, oldest first."""
+        return self.events(allowed=False)
