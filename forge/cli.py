@@ -84,50 +84,70 @@ def _seed_on_start(server: Any, seed_file: Path) -> None:
         if db.session.scalar(select(func.count(Project.id))):
             click.echo("seed: the data directory already holds projects; not seeding again")
             return
+        scenario = seed.load_file(seed_file)
         try:
-            result = seed.apply(server.state, seed.load_file(seed_file), seed_file.resolve().parent)
+            result = seed.apply(server.state, scenario, seed_file.resolve().parent)
             db.session.commit()
         except seed.domain.DomainError as exc:
             db.session.rollback()
             raise click.ClickException(f"seed {seed_file}: {exc}") from None
-        scenario = seed.load_file(seed_file)
-    for line in clone_commands(server.url, scenario, result):
+        lines = clone_commands(server.state, scenario, result)
+    for line in lines:
         click.echo(line)
 
 
-def clone_commands(url: str, scenario: dict[str, Any], result: dict[str, Any]) -> list[str]:
-    """Ready-to-paste `git clone` commands for what a scenario created."""
+def clone_commands(state: Any, scenario: dict[str, Any], result: dict[str, Any]) -> list[str]:
+    """Ready-to-paste `git clone` commands for a seeded forge, each with its expected outcome.
+
+    The expectation comes from the permission rules themselves, so it is what the
+    forge will answer. Runs inside an app context.
+    """
+    from forge import auth, domain
+    from forge import permissions as perm
+
+    url = state.config.base_url
     netloc = urlsplit(url).netloc
     users = {u["username"]: u for u in scenario.get("users") or []}
-    lines = ["", "Try these (paste into a terminal):"]
 
     def clone(path: str, user: str = "", secret: str = "") -> str:
         creds = f"{quote(user, safe='')}:{quote(secret, safe='')}@" if user else ""
-        target = "/tmp/forge-clones/" + path.replace("/", "-")
-        return f"git clone http://{creds}{netloc}/{path}.git {shlex.quote(target)}"
+        target = shlex.quote("/tmp/forge-clones/" + path.replace("/", "-"))
+        return f"rm -rf {target}; git clone http://{creds}{netloc}/{path}.git {target}"
 
+    def expect(username: str, secret: str, path: str) -> str:
+        principal = auth.principal_for(auth.Credentials(username, secret) if username else None)
+        project = domain.find_project(path)
+        facts = domain.project_facts(project, auth.user_of(principal), state.backend) if project else None
+        decision = perm.authorize(principal, perm.Action.READ, facts, state.now(), url)
+        if decision.allowed:
+            return "expect: clones"
+        return f"expect: {decision.status} ({decision.reason}) {decision.message[:70]}"
+
+    lines = ["", "Paste any of these into a terminal:"]
     for project in scenario.get("projects") or []:
-        path = project["path"]
-        visibility = project.get("visibility", "private")
+        path, visibility = project["path"], project.get("visibility", "private")
         if visibility == "public":
-            lines.append(f"  {clone(path)}   # public: anonymous")
+            lines += [f"# {path} ({visibility}), anonymously: {expect('', '', path)}", clone(path)]
             continue
         members = project.get("members") or {}
         if isinstance(members, list):
             members = {m.get("user"): m.get("role") for m in members}
         for username in members:
-            user = users.get(username) or {}
-            if user.get("password") and user.get("state", "active") == "active":
-                lines.append(f"  {clone(path, username, user['password'])}   "
-                             f"# {visibility}: {username} ({members[username]}) with password")
+            password = (users.get(username) or {}).get("password")
+            if password:
+                lines += [f"# {path} ({visibility}) as {username} ({members[username]}) with a "
+                          f"password: {expect(username, password, path)}",
+                          clone(path, username, password)]
                 break
     for job in result.get("jobs") or []:
-        note = "works while the job runs" if job["status"] == "running" else (
-            f"refused with 401: the job is {job['status']}")
-        lines.append(f"  {clone(job['project'], 'gitlab-ci-token', job['token'])}   "
-                     f"# job {job['id']} of {job['user']}: {note}")
-    lines.append(f"  curl -s -H 'PRIVATE-TOKEN: <root token>' {url}/-/forge/events   "
-                 "# why each request was allowed or refused")
+        token = job["token"]
+        paths = result["projects"] if job["status"] == "running" else [job["project"]]
+        for path in paths:
+            lines += [f"# {path} with the token of {job['status']} job {job['id']} of "
+                      f"{job['project']} ({job['user']}): {expect('gitlab-ci-token', token, path)}",
+                      clone(path, "gitlab-ci-token", token)]
+    lines += ["# why was a request allowed or refused? the decision log:",
+              f"curl -s -H 'PRIVATE-TOKEN: {state.config.root_token}' {url}/-/forge/events"]
     return lines
 
 

@@ -291,9 +291,9 @@ def create_project(
     db.session.flush()
     if protect_default_branch:
         protect_branch(project, default_branch)
-    repo = backend.create(project.id, default_branch)
-    if files:
-        commit_files(repo, default_branch, files, author=author, timestamp=int(now.timestamp()))
+    with backend.create(project.id, default_branch) as repo:
+        if files:
+            commit_files(repo, default_branch, files, author=author, timestamp=int(now.timestamp()))
     return project
 
 
@@ -505,11 +505,7 @@ def create_job(
     if timeout <= 0:
         raise DomainError("job timeout must be a positive number of seconds")
     ref = ref or project.default_branch
-    sha = ""
-    if backend.exists(project.id):
-        repo = backend.open_repository(str(project.id))
-        sha = (repo.refs.as_dict().get(f"refs/heads/{ref}".encode())  # type: ignore[attr-defined]
-               or repo.refs.as_dict().get(f"refs/tags/{ref}".encode()) or b"").decode()  # type: ignore[attr-defined]
+    sha = backend.resolve(project.id, ref) if backend.exists(project.id) else ""
     secret = token or new_job_token()
     if not secret.startswith("glcbt-"):
         raise DomainError("job tokens start with 'glcbt-'")

@@ -97,6 +97,10 @@ class ForgeUploadPackHandler(UploadPackHandler):
         """Advertise dulwich's capabilities except `filter`, so clients fall back to full clones."""
         return [cap for cap in super().capabilities() if cap != CAPABILITY_FILTER]
 
+    def set_client_capabilities(self, caps: Iterable[bytes]) -> None:
+        """Ignore a `filter` the client sends anyway (git does, after warning it is unsupported)."""
+        super().set_client_capabilities([cap for cap in caps if not cap.startswith(CAPABILITY_FILTER)])
+
 
 class ForgeReceivePackHandler(ReceivePackHandler):
     """receive-pack with GitLab's per-ref rules, a connectivity check and one push at a time."""
@@ -196,6 +200,40 @@ class PushProtocol(ReceivableProtocol):
                 return line
             if not line.startswith(b"shallow "):
                 return line
+
+
+class FetchProtocol(ReceivableProtocol):
+    """The upload-pack protocol, accepting a fetch into a shallow clone.
+
+    A shallow clone that fetches without `--depth` sends `shallow` lines but no
+    `deepen`. git's upload-pack then sends no shallow-update section; dulwich insists
+    on a `deepen` and fails. With no `deepen` in the request, the `shallow` lines are
+    dropped before dulwich reads them, which gives git's answer.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pending: list[bytes | None] = []
+        self._first_section_read = False
+
+    def unread_pkt_line(self, data: bytes | None) -> None:
+        """Push a line back to be read again."""
+        self._pending.insert(0, data)
+
+    def read_pkt_line(self) -> bytes | None:
+        """Read a pkt-line; the first section (wants, shallows, deepen) is read whole."""
+        if self._pending:
+            return self._pending.pop(0)
+        if self._first_section_read:
+            return super().read_pkt_line()
+        self._first_section_read = True
+        section = [super().read_pkt_line()]
+        while section[-1] is not None:
+            section.append(super().read_pkt_line())
+        if not any(line.startswith(b"deepen") for line in section if line):
+            section = [line for line in section if not (line and line.startswith(b"shallow "))]
+        self._pending = section[1:]
+        return section[0]
 
 
 class _Output:
@@ -302,8 +340,12 @@ class GitApplication:
         proto.write_pkt_line(f"# service={service}\n".encode())
         proto.write_pkt_line(None)
         handler_cls = ForgeReceivePackHandler if service == "git-receive-pack" else ForgeUploadPackHandler
-        handler_cls(self.state.backend, [str(project_id)], proto, stateless_rpc=True,
-                    advertise_refs=True).handle()
+        handler = handler_cls(self.state.backend, [str(project_id)], proto, stateless_rpc=True,
+                              advertise_refs=True)
+        try:
+            handler.handle()
+        finally:
+            handler.repo.close()
         data = out.getvalue()
         start_response(status_line(200), [
             ("Content-Type", f"application/x-{service}-advertisement"),
@@ -320,7 +362,7 @@ class GitApplication:
         if environ.get("HTTP_CONTENT_ENCODING", "") == "gzip":
             stream = gzip.GzipFile(fileobj=stream, mode="rb")
         output = _Output(start_response, f"application/x-{service}-result")
-        protocol = PushProtocol if service == "git-receive-pack" else ReceivableProtocol
+        protocol = PushProtocol if service == "git-receive-pack" else FetchProtocol
         proto = protocol(stream.read, output.write)
         backend = self.state.backend
         if service == "git-receive-pack":
@@ -337,6 +379,8 @@ class GitApplication:
                         exc_info=log.isEnabledFor(logging.DEBUG))
             if not output.started:
                 return text_response(start_response, 400, f"Bad request: {type(exc).__name__}")
+        finally:
+            handler.repo.close()
         return [b""]
 
     def _ref_checker(self, outcome: auth.Outcome, project_id: int,

@@ -59,6 +59,13 @@ class RepositoryBackend(Backend):
         repo.refs.set_symbolic_ref(b"HEAD", f"refs/heads/{default_branch}".encode())
         return repo
 
+    def resolve(self, key: int, ref: str) -> str:
+        """Return the sha a branch or tag name points at, or "" when there is none."""
+        with Repo(str(self.path_for(key))) as repo:
+            refs = repo.refs.as_dict()
+            sha = refs.get(f"refs/heads/{ref}".encode()) or refs.get(f"refs/tags/{ref}".encode())
+        return sha.decode() if sha else ""
+
     def delete(self, key: int) -> None:
         """Remove the project's repository from disk."""
         shutil.rmtree(self.path_for(key), ignore_errors=True)

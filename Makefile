@@ -1,0 +1,43 @@
+# The habits of this project. Each target sets up what it needs by itself.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+HOST   ?= 127.0.0.1
+PORT   ?= 8929
+DEMO_DATA ?= .forge-data/demo
+
+.PHONY: dev system-deps serve test lint typecheck check bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test,dev]'
+	touch $(STAMP)
+
+dev: $(STAMP) system-deps
+
+# The real clients the tests drive. Installed with apt-get when missing (root or sudo).
+system-deps:
+	@./scripts/system-deps.sh
+
+serve: dev
+	rm -rf $(DEMO_DATA)
+	$(BIN)/forge serve --host $(HOST) --port $(PORT) --data-dir $(DEMO_DATA) --seed fixtures/demo.yml
+
+test: dev
+	$(BIN)/python -m pytest -n 2 -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check forge tests
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+check: lint typecheck test
+
+bench: dev
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) .forge-data .pytest_cache

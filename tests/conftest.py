@@ -1,0 +1,67 @@
+"""Shared helpers: run the real `git` CLI in isolation from the user's configuration."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+if os.environ.get("CI") == "true" and shutil.which("git") is None:  # pragma: no cover
+    raise RuntimeError("CI=true but git is not installed: run `make test`, which installs it")
+
+Git = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def git_env(tmp_path: Path) -> dict[str, str]:
+    """An environment where git never prompts and reads no user or system config."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env.update(
+        HOME=str(home), GIT_CONFIG_NOSYSTEM="1", GIT_TERMINAL_PROMPT="0", GIT_ASKPASS="",
+        GIT_AUTHOR_NAME="Test", GIT_AUTHOR_EMAIL="test@example.com",
+        GIT_COMMITTER_NAME="Test", GIT_COMMITTER_EMAIL="test@example.com", LC_ALL="C",
+    )
+    env.pop("SSH_ASKPASS", None)
+    return env
+
+
+@pytest.fixture
+def git(git_env: dict[str, str], tmp_path: Path) -> Git:
+    """Run git; `check=False` returns a failed process instead of raising."""
+
+    def run(*args: str | Path, cwd: Path | None = None, check: bool = True,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            ["git", "-c", "init.defaultBranch=main", "-c", "protocol.version=0",
+             *map(str, args)],
+            cwd=cwd or tmp_path, env=git_env, capture_output=True, text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"git {' '.join(map(str, args))} failed:\n{result.stderr}")
+        return result
+
+    return run
+
+
+@pytest.fixture
+def commit(git: Git) -> Callable[..., str]:
+    """Write files into a work tree, commit them, and return the new sha."""
+
+    def make(repo: Path, files: dict[str, str | bytes], message: str = "change") -> str:
+        for name, content in files.items():
+            path = repo / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, bytes):
+                path.write_bytes(content)
+            else:
+                path.write_text(content)
+        git("add", "-A", cwd=repo)
+        git("commit", "-q", "-m", message, cwd=repo)
+        return git("rev-parse", "HEAD", cwd=repo).stdout.strip()
+
+    return make

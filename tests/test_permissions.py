@@ -1,0 +1,235 @@
+"""The permission matrix, over the pure module only: every rule of spec sections 1 and 2."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+import pytest
+
+from forge import permissions as perm
+from forge.permissions import Action, Kind
+
+NOW = datetime(2026, 11, 22, 12, 0, 0)
+BASE = "http://forge.test"
+DENIED_401 = perm.HTTP_BASIC_DENIED.format(base=BASE)
+NOT_FOUND = perm.PROJECT_NOT_FOUND
+DOWNLOAD = perm.DOWNLOAD_DENIED
+PUSH = perm.PUSH_DENIED
+
+# The job's own project is #1 (path `app`) in group 10 (`acme`), itself in group 1 (`top`).
+JOB_PROJECT_ID, JOB_GROUPS = 1, frozenset({10, 1})
+TARGET_ID = 7
+
+
+def user(**kw: object) -> perm.User:
+    return perm.User(id=5, username="bob", **kw)  # type: ignore[arg-type]
+
+
+def job(**kw: object) -> perm.Job:
+    base = dict(id=99, project_id=JOB_PROJECT_ID, project_path="app",
+                project_group_ids=JOB_GROUPS, status="running",
+                started_at=NOW - timedelta(minutes=5), timeout=3600)
+    base.update(kw)
+    return perm.Job(**base)  # type: ignore[arg-type]
+
+
+def job_principal(u: perm.User | None = None, **job_kw: object) -> perm.Principal:
+    return perm.Principal(Kind.JOB, user=u or user(), job=job(**job_kw))
+
+
+def target(visibility: str = "private", role: int = perm.NO_ACCESS, **kw: object) -> perm.Project:
+    base = dict(id=TARGET_ID, path="lib", full_path="top/acme/lib", visibility=visibility,
+                role=role)
+    base.update(kw)
+    return perm.Project(**base)  # type: ignore[arg-type]
+
+
+def own(visibility: str = "private", role: int = perm.DEVELOPER, **kw: object) -> perm.Project:
+    return target(visibility, role, id=JOB_PROJECT_ID, path="app", full_path="top/acme/app", **kw)
+
+
+SCOPE_DENIED = perm.JOB_SCOPE_DENIED.format(source="app", target=TARGET_ID)
+INSUFFICIENT = perm.JOB_INSUFFICIENT.format(target=TARGET_ID)
+ALLOW_PROJECT = dict(allowlist_project_ids=frozenset({JOB_PROJECT_ID}))
+ALLOW_ANCESTOR = dict(allowlist_group_ids=frozenset({1}))
+ALLOW_OTHER_GROUP = dict(allowlist_group_ids=frozenset({55}))
+SCOPE_OFF = dict(inbound_enabled=False)
+
+D, R, G, M = perm.DEVELOPER, perm.REPORTER, perm.GUEST, perm.MAINTAINER
+EXTERNAL = user(external=True)
+ADMIN = user(admin=True)
+
+# (id, principal, action, project, allowed, reason, status, message)
+JOB_TOKEN_CASES = [
+    # clone source from the job's own project (developer+)
+    ("own-private-developer", job_principal(), Action.READ, own(), True, "job_token_allowed", 200, ""),
+    ("own-private-maintainer", job_principal(), Action.READ, own(role=M), True, "job_token_allowed", 200, ""),
+    ("own-demoted-reporter", job_principal(), Action.READ, own(role=R), True, "job_token_allowed", 200, ""),
+    ("own-demoted-guest", job_principal(), Action.READ, own(role=G), False, "insufficient_role", 403, DOWNLOAD),
+    ("own-removed", job_principal(), Action.READ, own(role=0), False, "insufficient_permissions", 403,
+     perm.JOB_INSUFFICIENT.format(target=JOB_PROJECT_ID)),
+    # public projects: always, allowlist or not
+    ("public-no-allowlist", job_principal(), Action.READ, target("public"), True, "public_project", 200, ""),
+    ("public-allowlisted", job_principal(), Action.READ, target("public", **ALLOW_PROJECT), True, "job_token_allowed", 200, ""),
+    ("public-external", job_principal(EXTERNAL), Action.READ, target("public"), True, "public_project", 200, ""),
+    # internal projects: unless the user is external
+    ("internal-no-allowlist", job_principal(), Action.READ, target("internal"), True, "internal_project", 200, ""),
+    ("internal-allowlisted", job_principal(), Action.READ, target("internal", **ALLOW_PROJECT), True, "job_token_allowed", 200, ""),
+    ("internal-external-nonmember", job_principal(EXTERNAL), Action.READ, target("internal"), False, "not_in_inbound_allowlist", 403, SCOPE_DENIED),
+    ("internal-external-allowlisted-nonmember", job_principal(EXTERNAL), Action.READ, target("internal", **ALLOW_PROJECT), False, "insufficient_permissions", 403, INSUFFICIENT),
+    ("internal-external-allowlisted-member", job_principal(EXTERNAL), Action.READ, target("internal", role=R, **ALLOW_PROJECT), True, "job_token_allowed", 200, ""),
+    # private projects: only where the user is a member, and the allowlist admits the job
+    ("private-member-project-entry", job_principal(), Action.READ, target(role=R, **ALLOW_PROJECT), True, "job_token_allowed", 200, ""),
+    ("private-member-ancestor-group-entry", job_principal(), Action.READ, target(role=D, **ALLOW_ANCESTOR), True, "job_token_allowed", 200, ""),
+    ("private-member-parent-group-entry", job_principal(), Action.READ, target(role=D, allowlist_group_ids=frozenset({10})), True, "job_token_allowed", 200, ""),
+    ("private-member-unrelated-group-entry", job_principal(), Action.READ, target(role=D, **ALLOW_OTHER_GROUP), False, "not_in_inbound_allowlist", 403, SCOPE_DENIED),
+    ("private-member-not-allowlisted", job_principal(), Action.READ, target(role=M), False, "not_in_inbound_allowlist", 403, SCOPE_DENIED),
+    ("private-member-allowlist-disabled", job_principal(), Action.READ, target(role=R, **SCOPE_OFF), True, "job_token_allowed", 200, ""),
+    ("private-nonmember-allowlisted", job_principal(), Action.READ, target(**ALLOW_PROJECT), False, "insufficient_permissions", 403, INSUFFICIENT),
+    ("private-nonmember-allowlist-disabled", job_principal(), Action.READ, target(**SCOPE_OFF), False, "insufficient_permissions", 403, INSUFFICIENT),
+    ("private-nonmember-not-allowlisted", job_principal(), Action.READ, target(), False, "not_in_inbound_allowlist", 403, SCOPE_DENIED),
+    ("private-guest-allowlisted", job_principal(), Action.READ, target(role=G, **ALLOW_PROJECT), False, "insufficient_role", 403, DOWNLOAD),
+    # administrators: no job-token rights without membership
+    ("admin-private-nonmember-allowlisted", job_principal(ADMIN), Action.READ, target(**ALLOW_PROJECT), False, "insufficient_permissions", 403, INSUFFICIENT),
+    ("admin-private-not-allowlisted", job_principal(ADMIN), Action.READ, target(), False, "not_in_inbound_allowlist", 403, SCOPE_DENIED),
+    ("admin-private-member-allowlisted", job_principal(ADMIN), Action.READ, target(role=R, **ALLOW_PROJECT), True, "job_token_allowed", 200, ""),
+    ("admin-public", job_principal(ADMIN), Action.READ, target("public"), True, "public_project", 200, ""),
+    # legacy outbound scope of the job's project
+    ("outbound-on-private-unlisted", job_principal(outbound_enabled=True), Action.READ, target(role=R, **ALLOW_PROJECT), False, "not_in_outbound_scope", 403, SCOPE_DENIED),
+    ("outbound-on-private-listed", job_principal(outbound_enabled=True, outbound_project_ids=frozenset({TARGET_ID})), Action.READ, target(role=R, **ALLOW_PROJECT), True, "job_token_allowed", 200, ""),
+    ("outbound-on-public-unlisted", job_principal(outbound_enabled=True), Action.READ, target("public", **ALLOW_PROJECT), True, "job_token_allowed", 200, ""),
+    ("outbound-on-own-project", job_principal(outbound_enabled=True), Action.READ, own(), True, "job_token_allowed", 200, ""),
+    # job status and timeout: a dead token is a 401, whatever the target
+    *[(f"status-{status}", job_principal(status=status), Action.READ, own(), False, "job_not_running", 401, DENIED_401)
+      for status in ("created", "pending", "success", "failed", "canceled", "skipped", "manual")],
+    ("timed-out", job_principal(started_at=NOW - timedelta(seconds=3600)), Action.READ, own(), False, "job_timed_out", 401, DENIED_401),
+    ("just-before-timeout", job_principal(started_at=NOW - timedelta(seconds=3599)), Action.READ, own(), True, "job_token_allowed", 200, ""),
+    ("blocked-user", job_principal(user(state="blocked")), Action.READ, own(), False, "user_blocked", 401, DENIED_401),
+    ("deactivated-user", job_principal(user(state="deactivated")), Action.READ, target("public"), False, "user_blocked", 401, DENIED_401),
+    ("project-missing", job_principal(), Action.READ, None, False, "project_not_found", 404, NOT_FOUND),
+    # push source: never by default; with the setting, own project and developer+
+    ("push-own-default", job_principal(), Action.PUSH, own(role=M), False, "job_token_push_disabled", 403, PUSH),
+    ("push-own-setting-developer", job_principal(), Action.PUSH, own(job_push_allowed=True), True, "job_token_push_allowed", 200, ""),
+    ("push-own-setting-reporter", job_principal(), Action.PUSH, own(role=R, job_push_allowed=True), False, "insufficient_role", 403, PUSH),
+    ("push-other-allowlisted", job_principal(), Action.PUSH, target(role=M, job_push_allowed=True, **ALLOW_PROJECT), False, "job_token_push_other_project", 403, PUSH),
+    ("push-other-public", job_principal(), Action.PUSH, target("public", role=M), False, "job_token_push_other_project", 403, PUSH),
+    ("push-other-private-not-allowlisted", job_principal(), Action.PUSH, target(role=M), False, "not_in_inbound_allowlist", 403, SCOPE_DENIED),
+    ("push-admin-own-default", job_principal(ADMIN), Action.PUSH, own(role=M), False, "job_token_push_disabled", 403, PUSH),
+]
+
+PAT = dict(kind=Kind.PAT, user=user(), scopes=frozenset({"api"}))
+OTHER_CASES = [
+    # anonymous
+    ("anon-public-read", perm.ANONYMOUS, Action.READ, target("public"), True, "public_project", 200, ""),
+    ("anon-internal-read", perm.ANONYMOUS, Action.READ, target("internal"), False, "login_required", 401, DENIED_401),
+    ("anon-private-read", perm.ANONYMOUS, Action.READ, target(), False, "login_required", 401, DENIED_401),
+    ("anon-missing", perm.ANONYMOUS, Action.READ, None, False, "project_not_found", 401, DENIED_401),
+    ("anon-public-push", perm.ANONYMOUS, Action.PUSH, target("public"), False, "anonymous_push", 401, DENIED_401),
+    # bad credentials
+    ("invalid-token", perm.Principal(Kind.INVALID, failure="unknown_job_token"), Action.READ, target("public"), False, "unknown_job_token", 401, DENIED_401),
+    ("invalid-password", perm.Principal(Kind.INVALID, failure="invalid_password"), Action.READ, None, False, "invalid_password", 401, DENIED_401),
+    # PATs: scopes, expiry, revocation
+    ("pat-api-private-reporter", perm.Principal(**PAT), Action.READ, target(role=R), True, "can_download", 200, ""),
+    ("pat-read-repository", perm.Principal(**{**PAT, "scopes": frozenset({"read_repository"})}), Action.READ, target(role=R), True, "can_download", 200, ""),
+    ("pat-read-repository-push", perm.Principal(**{**PAT, "scopes": frozenset({"read_repository"})}), Action.PUSH, target(role=D), False, "insufficient_scope", 403, perm.AUTH_UPLOAD),
+    ("pat-read-registry-read", perm.Principal(**{**PAT, "scopes": frozenset({"read_registry"})}), Action.READ, target(role=D), False, "insufficient_scope", 403, perm.AUTH_DOWNLOAD),
+    ("pat-write-repository-push", perm.Principal(**{**PAT, "scopes": frozenset({"write_repository"})}), Action.PUSH, target(role=D), True, "can_push", 200, ""),
+    ("pat-expired", perm.Principal(**PAT, expires_at=NOW), Action.READ, target("public"), False, "token_expired", 401, DENIED_401),
+    ("pat-not-yet-expired", perm.Principal(**PAT, expires_at=NOW + timedelta(days=1)), Action.READ, target("public"), True, "can_download", 200, ""),
+    ("pat-revoked", perm.Principal(**PAT, revoked=True), Action.READ, target("public"), False, "token_revoked", 401, DENIED_401),
+    # passwords and roles
+    ("password-private-nonmember", perm.Principal(Kind.PASSWORD, user=user()), Action.READ, target(), False, "project_not_visible", 404, NOT_FOUND),
+    ("password-private-guest", perm.Principal(Kind.PASSWORD, user=user()), Action.READ, target(role=G), False, "insufficient_role", 403, DOWNLOAD),
+    ("password-private-reporter-push", perm.Principal(Kind.PASSWORD, user=user()), Action.PUSH, target(role=R), False, "insufficient_role", 403, PUSH),
+    ("password-private-developer-push", perm.Principal(Kind.PASSWORD, user=user()), Action.PUSH, target(role=D), True, "can_push", 200, ""),
+    ("password-internal-nonmember", perm.Principal(Kind.PASSWORD, user=user()), Action.READ, target("internal"), True, "can_download", 200, ""),
+    ("password-internal-guest", perm.Principal(Kind.PASSWORD, user=user()), Action.READ, target("internal", role=G), True, "can_download", 200, ""),
+    ("password-internal-external", perm.Principal(Kind.PASSWORD, user=EXTERNAL), Action.READ, target("internal"), False, "project_not_visible", 404, NOT_FOUND),
+    ("password-public-nonmember-push", perm.Principal(Kind.PASSWORD, user=user()), Action.PUSH, target("public"), False, "insufficient_role", 403, PUSH),
+    ("password-blocked", perm.Principal(Kind.PASSWORD, user=user(state="blocked")), Action.READ, target("public"), False, "user_blocked", 401, DENIED_401),
+    ("password-missing-project", perm.Principal(Kind.PASSWORD, user=user()), Action.READ, None, False, "project_not_found", 404, NOT_FOUND),
+    ("admin-password-private-nonmember", perm.Principal(Kind.PASSWORD, user=ADMIN), Action.PUSH, target(), True, "can_push", 200, ""),
+    ("personal-namespace-owner", perm.Principal(Kind.PASSWORD, user=user()), Action.PUSH, target(personal_owner=True), True, "can_push", 200, ""),
+    ("no-repository", perm.Principal(Kind.PASSWORD, user=user()), Action.READ, target(role=R, has_repository=False), False, "no_repository", 404, perm.NO_REPOSITORY),
+]
+
+
+@pytest.mark.parametrize(
+    "principal,action,project,allowed,reason,status,message",
+    [pytest.param(*case[1:], id=case[0]) for case in JOB_TOKEN_CASES + OTHER_CASES],
+)
+def test_authorize_matrix(principal: perm.Principal, action: Action, project: perm.Project | None,
+                          allowed: bool, reason: str, status: int, message: str) -> None:
+    decision = perm.authorize(principal, action, project, NOW, BASE)
+    assert (decision.allowed, decision.reason, decision.status, decision.message) == (
+        allowed, reason, status, message)
+    assert decision.challenge == (status == 401 and not allowed)
+
+
+DEV = perm.Principal(Kind.PASSWORD, user=user())
+MAIN_RULE = perm.ProtectedBranch("main")
+PROJECT = target(role=D, default_branch="main", protected_branches=(
+    MAIN_RULE, perm.ProtectedBranch("release/*", push_access_level=D),
+    perm.ProtectedBranch("frozen", push_access_level=perm.NO_ACCESS),
+    perm.ProtectedBranch("hotfix", push_access_level=M, allow_force_push=True)))
+A, B, Z = "a" * 40, "b" * 40, perm.ZERO_SHA
+
+REF_CASES = [
+    ("developer-unprotected", DEV, PROJECT, "refs/heads/feature", A, B, True, True, "unprotected_branch", ""),
+    ("developer-unprotected-force", DEV, PROJECT, "refs/heads/feature", A, B, False, True, "unprotected_branch", ""),
+    ("developer-unprotected-delete", DEV, PROJECT, "refs/heads/feature", A, Z, True, True, "unprotected_branch", ""),
+    ("developer-default", DEV, PROJECT, "refs/heads/main", A, B, True, False, "protected_branch", perm.PUSH_PROTECTED),
+    ("maintainer-default", DEV, replace(PROJECT, role=M), "refs/heads/main", A, B, True, True, "protected_branch_allowed", ""),
+    ("maintainer-default-force", DEV, replace(PROJECT, role=M), "refs/heads/main", A, B, False, False, "protected_branch_force_push", perm.FORCE_PUSH_PROTECTED),
+    ("maintainer-default-delete", DEV, replace(PROJECT, role=M), "refs/heads/main", A, Z, True, False, "default_branch_delete", perm.DELETE_DEFAULT),
+    ("maintainer-protected-delete", DEV, replace(PROJECT, role=M), "refs/heads/release/1", A, Z, True, False, "protected_branch_delete", perm.DELETE_PROTECTED),
+    ("developer-wildcard-allowed", DEV, PROJECT, "refs/heads/release/1.0", A, B, True, True, "protected_branch_allowed", ""),
+    ("developer-create-protected", DEV, PROJECT, "refs/heads/hotfix", Z, B, True, False, "protected_branch_create", perm.CREATE_PROTECTED),
+    ("maintainer-no-one-may-push", DEV, replace(PROJECT, role=perm.OWNER), "refs/heads/frozen", A, B, True, False, "protected_branch", perm.PUSH_PROTECTED),
+    ("maintainer-force-allowed", DEV, replace(PROJECT, role=M), "refs/heads/hotfix", A, B, False, True, "protected_branch_allowed", ""),
+    ("admin-default", perm.Principal(Kind.PASSWORD, user=ADMIN), replace(PROJECT, role=0), "refs/heads/main", A, B, True, True, "protected_branch_allowed", ""),
+    ("job-developer-default", job_principal(), PROJECT, "refs/heads/main", A, B, True, False, "protected_branch", perm.PUSH_PROTECTED),
+    ("job-admin-default", job_principal(ADMIN), PROJECT, "refs/heads/main", A, B, True, False, "protected_branch", perm.PUSH_PROTECTED),
+    ("tag", DEV, PROJECT, "refs/tags/v1", Z, B, True, True, "not_a_branch", ""),
+]
+
+
+@pytest.mark.parametrize(
+    "principal,project,ref,old,new,fast_forward,allowed,reason,message",
+    [pytest.param(*case[1:], id=case[0]) for case in REF_CASES],
+)
+def test_authorize_ref_update_matrix(principal: perm.Principal, project: perm.Project, ref: str,
+                                     old: str, new: str, fast_forward: bool, allowed: bool,
+                                     reason: str, message: str) -> None:
+    decision = perm.authorize_ref_update(principal, project, ref, old, new, fast_forward)
+    assert (decision.allowed, decision.reason, decision.message) == (allowed, reason, message)
+    assert decision.status == (200 if allowed else 403)
+
+
+@pytest.mark.parametrize("role,allowed", [(G, False), (R, False), (D, True), (M, True), (perm.OWNER, True)])
+def test_may_run_job_needs_developer(role: int, allowed: bool) -> None:
+    decision = perm.may_run_job(user(), own(role=role))
+    assert decision.allowed is allowed
+    assert decision.reason == ("can_run_job" if allowed else "insufficient_role")
+
+
+def test_may_run_job_admin_and_blocked() -> None:
+    assert perm.may_run_job(ADMIN, own(role=0)).allowed
+    blocked = perm.may_run_job(user(state="blocked"), own(role=M))
+    assert (blocked.allowed, blocked.reason) == (False, "user_blocked")
+
+
+def test_admin_api_needs_admin_api_pat() -> None:
+    admin_pat = perm.Principal(Kind.PAT, user=ADMIN, scopes=frozenset({"api"}))
+    assert perm.authorize_admin(admin_pat, NOW, BASE).allowed
+    assert perm.authorize_admin(replace(admin_pat, user=user()), NOW, BASE).status == 403
+    assert perm.authorize_admin(replace(admin_pat, scopes=frozenset({"read_api"})), NOW, BASE).status == 403
+    assert perm.authorize_admin(perm.ANONYMOUS, NOW, BASE).status == 401
+    assert perm.authorize_admin(replace(admin_pat, revoked=True), NOW, BASE).status == 401
+
+
+def test_wildcard_rule_matches_only_its_pattern() -> None:
+    rule = perm.ProtectedBranch("release/*")
+    assert rule.matches("release/1.0") and not rule.matches("releases/1")
+    assert perm.ProtectedBranch("[x]").matches("[x]")
