@@ -130,6 +130,14 @@ class ForgeReceivePackHandler(ReceivePackHandler):
         if error:
             return error
         zero = perm.ZERO_SHA.encode()
+        # dulwich ignores a failed compare-and-swap and reports "ok"; under the push
+        # lock, checking the current value here makes the update a true CAS.
+        try:
+            current = self.repo.refs[ref_name]
+        except KeyError:
+            current = zero
+        if current != old_sha:
+            return b"failed to update ref"
         if new_sha != zero and not self._objects_connected(new_sha):
             return b"missing necessary objects"
         if self.check_ref is None:

@@ -1,0 +1,167 @@
+"""Pushes with real git: roles, protected branches per ref, job tokens, races, big packs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from forge import permissions as perm
+from forge.testing import Forge, UserHandle
+
+
+@pytest.fixture
+def users(forge: Forge) -> dict[str, UserHandle]:
+    forge.create_group("acme")
+    people = {role: forge.create_user(role[:4] + "user") for role in
+              ("reporter", "developer", "maintainer")}
+    forge.create_project("acme/app", files={"README.md": "v1\n"},
+                         members={u.username: role for role, u in people.items()})
+    return people
+
+
+def clone(forge: Forge, git, tmp_path: Path, user: UserHandle, name: str = "work") -> Path:
+    work = tmp_path / name
+    git("clone", "-q", forge.clone_url("acme/app", user=user), work)
+    return work
+
+
+def server_repo(forge: Forge, path: str = "acme/app") -> Path:
+    with forge.app.app_context():
+        from forge import domain
+        return forge.state.backend.path_for(domain.get_project(path).id)
+
+
+def test_push_reporter_refused(forge: Forge, users: dict[str, UserHandle], git, commit,
+                               tmp_path: Path) -> None:
+    work = clone(forge, git, tmp_path, users["reporter"])
+    commit(work, {"x": "1"})
+    result = git("push", "origin", "HEAD:feature", cwd=work, check=False)
+    assert result.returncode != 0
+    assert f"remote: {perm.PUSH_DENIED}" in result.stderr
+    assert forge.last_event(action="push_code")["reason"] == "insufficient_role"
+
+
+def test_push_developer_unprotected_accepted_protected_default_refused_per_ref(
+        forge: Forge, users: dict[str, UserHandle], git, commit, tmp_path: Path) -> None:
+    work = clone(forge, git, tmp_path, users["developer"])
+    sha = commit(work, {"x": "1"})
+    result = git("push", "origin", "HEAD:main", "HEAD:feature", cwd=work, check=False)
+    assert result.returncode != 0
+    assert f"remote: GitLab: {perm.PUSH_PROTECTED}" in result.stderr
+    assert "! [remote rejected] HEAD -> main (pre-receive hook declined)" in result.stderr
+    assert "* [new branch]      HEAD -> feature" in result.stderr
+    refs = git("ls-remote", forge.clone_url("acme/app", user=users["developer"])).stdout
+    assert f"{sha}\trefs/heads/feature" in refs
+    assert f"{sha}\trefs/heads/main" not in refs
+    event = forge.last_event(action="push_ref", allowed=False)
+    assert (event["ref"], event["reason"], event["status"]) == (
+        "refs/heads/main", "protected_branch", 403)
+
+
+def test_push_maintainer_to_default_branch_accepted(forge: Forge, users: dict[str, UserHandle],
+                                                    git, commit, tmp_path: Path) -> None:
+    work = clone(forge, git, tmp_path, users["maintainer"])
+    sha = commit(work, {"x": "1"})
+    git("push", "-q", "origin", "main", cwd=work)
+    assert git("ls-remote", "origin", "main", cwd=work).stdout.startswith(sha)
+
+
+def test_push_force_and_delete_of_protected_branch_refused(
+        forge: Forge, users: dict[str, UserHandle], git, commit, tmp_path: Path) -> None:
+    forge.protect_branch("acme/app", "stable")
+    maintainer = users["maintainer"]
+    work = clone(forge, git, tmp_path, maintainer)
+    commit(work, {"x": "1"})
+    git("push", "-q", "origin", "main", "main:stable", cwd=work)
+    git("reset", "-q", "--hard", "HEAD~1", cwd=work)
+    commit(work, {"y": "diverged"})
+    result = git("push", "--force", "origin", "main", cwd=work, check=False)
+    assert f"remote: GitLab: {perm.FORCE_PUSH_PROTECTED}" in result.stderr
+    assert "! [remote rejected] main -> main (pre-receive hook declined)" in result.stderr
+    result = git("push", "origin", ":stable", cwd=work, check=False)
+    assert f"remote: GitLab: {perm.DELETE_PROTECTED}" in result.stderr
+    result = git("push", "origin", ":main", cwd=work, check=False)
+    assert f"remote: GitLab: {perm.DELETE_DEFAULT}" in result.stderr
+    reasons = [e["reason"] for e in forge.events(action="push_ref", allowed=False)]
+    assert reasons == ["protected_branch_force_push", "protected_branch_delete",
+                       "default_branch_delete"]
+
+
+def test_push_force_to_unprotected_branch_by_developer(
+        forge: Forge, users: dict[str, UserHandle], git, commit, tmp_path: Path) -> None:
+    work = clone(forge, git, tmp_path, users["developer"])
+    git("checkout", "-q", "-b", "topic", cwd=work)
+    commit(work, {"a": "1"})
+    git("push", "-q", "origin", "topic", cwd=work)
+    git("reset", "-q", "--hard", "HEAD~1", cwd=work)
+    sha = commit(work, {"b": "rewritten"})
+    git("push", "-q", "--force", "origin", "topic", cwd=work)
+    assert git("ls-remote", "origin", "topic", cwd=work).stdout.startswith(sha)
+    git("push", "-q", "origin", ":topic", cwd=work)
+    assert git("ls-remote", "origin", "topic", cwd=work).stdout == ""
+
+
+def test_push_with_job_token_needs_the_project_setting(
+        forge: Forge, users: dict[str, UserHandle], git, commit, tmp_path: Path) -> None:
+    job = forge.start_job("acme/app", users["developer"])
+    work = tmp_path / "job"
+    git("clone", "-q", forge.clone_url("acme/app", job=job), work)
+    commit(work, {"ci": "generated"})
+    result = git("push", "origin", "HEAD:ci-branch", cwd=work, check=False)
+    assert f"remote: {perm.PUSH_DENIED}" in result.stderr
+    assert forge.last_event(action="push_code")["reason"] == "job_token_push_disabled"
+
+    forge.update_project("acme/app", job_push_allowed=True)
+    git("push", "-q", "origin", "HEAD:ci-branch", cwd=work)
+    result = git("push", "origin", "HEAD:main", cwd=work, check=False)
+    assert f"remote: GitLab: {perm.PUSH_PROTECTED}" in result.stderr
+
+
+def test_push_ten_concurrent_pushes_lose_nothing(forge: Forge, users: dict[str, UserHandle], git,
+                                                 commit, git_env: dict[str, str],
+                                                 tmp_path: Path) -> None:
+    developer = users["developer"]
+    base = clone(forge, git, tmp_path, developer, "base")
+    git("push", "-q", "origin", "HEAD:race", cwd=base)
+    clones, shas = [], []
+    for i in range(10):
+        work = clone(forge, git, tmp_path, developer, f"w{i}")
+        git("checkout", "-q", "-b", "race", "origin/race", cwd=work)
+        shas.append(commit(work, {f"file{i}.txt": f"{i}\n"}, f"push {i}"))
+        clones.append(work)
+
+    def push(work: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["git", "push", "origin", "race"], cwd=work, env=git_env,
+                              capture_output=True, text=True, timeout=120)
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        results = list(pool.map(push, clones))
+    landed = [sha for sha, r in zip(shas, results) if r.returncode == 0]
+    assert landed, [r.stderr for r in results]
+    for result in results:
+        if result.returncode != 0:
+            assert "rejected" in result.stderr, result.stderr
+    git("fetch", "-q", "origin", cwd=base)
+    history = git("rev-list", "origin/race", cwd=base).stdout.split()
+    for sha in landed:
+        assert sha in history  # no accepted push was lost
+    fsck = git("fsck", "--full", "--strict", cwd=server_repo(forge))
+    assert "error" not in fsck.stderr.lower()
+
+
+def test_push_8mb_chunked_body_lands(forge: Forge, users: dict[str, UserHandle], git, commit,
+                                     tmp_path: Path) -> None:
+    work = clone(forge, git, tmp_path, users["developer"])
+    git("checkout", "-q", "-b", "big", cwd=work)
+    sha = commit(work, {"big.bin": os.urandom(8 * 1024 * 1024)})
+    git("push", "-q", "origin", "big", cwd=work)  # over http.postBuffer: chunked
+    assert git("ls-remote", "origin", "big", cwd=work).stdout.startswith(sha)
+    again = tmp_path / "again"
+    git("clone", "-q", "--branch", "big", forge.clone_url("acme/app", user=users["developer"]),
+        again)
+    assert (again / "big.bin").read_bytes() == (work / "big.bin").read_bytes()
+    git("fsck", "--full", cwd=server_repo(forge))
