@@ -11,6 +11,7 @@ import fcntl
 import gzip
 import logging
 import re
+import struct
 import traceback
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -59,7 +60,7 @@ NO_CACHE = [
 CLIENT_ERRORS = (
     GitProtocolError, HangupException, NotGitRepository, ApplyDeltaError, ChecksumMismatch,
     ObjectFormatException, HTTPException, OSError, EOFError, ValueError, zlib.error, KeyError,
-    AssertionError,
+    AssertionError, IndexError, struct.error,
 )
 RefCheck = Callable[[str, str, str, bool], perm.Decision]
 
@@ -122,7 +123,13 @@ class ForgeReceivePackHandler(ReceivePackHandler):
             return
         with repository_lock(self.repo_dir):
             self._packs_before = {pack.name().decode() for pack in self.repo.object_store.packs}
-            super().handle()
+            try:
+                super().handle()
+            finally:
+                # A pack that failed to unpack stays behind as a temporary file; under
+                # the push lock, every such file belongs to this push.
+                for leftover in (self.repo_dir / "objects").glob("tmp_pack_*"):
+                    leftover.unlink(missing_ok=True)
 
     def _on_update(self, ref_name: bytes, old_sha: bytes, new_sha: bytes) -> bytes | None:
         """Refuse a ref update that would point at missing objects or that the rules deny."""
