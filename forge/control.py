@@ -37,7 +37,7 @@ def require_admin() -> Response | None:
     token = request.headers.get("PRIVATE-TOKEN", "")
     principal = auth.principal_for(auth.Credentials("", token)) if token else perm.ANONYMOUS
     if principal.kind is not perm.Kind.PAT and principal.kind is not perm.Kind.ANONYMOUS:
-        principal = perm.Principal(perm.Kind.INVALID, failure="not_a_personal_access_token")
+        principal = perm.Principal(perm.Kind.INVALID, failure="unknown_token")
     decision = perm.authorize_admin(principal, state.now(), state.config.base_url)
     if decision.allowed:
         return None

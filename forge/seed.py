@@ -87,6 +87,13 @@ def _members(value: Any, where: str) -> list[tuple[str, Any]]:
     raise SeedError(f"{where}: expected a mapping of user to role")
 
 
+def _where(kind: str, index: int, entry: Any, key: str) -> str:
+    """Name an entry for error messages: `projects[2] (acme/app)`."""
+    if isinstance(entry, dict) and entry.get(key):
+        return f"{kind}[{index}] ({entry[key]})"
+    return f"{kind}[{index}]"
+
+
 def _datetime(value: Any, where: str) -> datetime | None:
     if value is None:
         return None
@@ -131,11 +138,10 @@ def _apply(state: ForgeState, scenario: Mapping[str, Any], base_dir: Path, creat
             raise SeedError(f"{where}: {exc}") from None
 
     for i, entry in enumerate(_list(scenario, "users", "")):
-        where = f"users[{i}]"
+        where = _where("users", i, entry, "username")
         entry = _check_keys(entry, USER_KEYS, where)
         if not entry.get("username"):
             raise SeedError(f"{where}: username is missing")
-        where = f"users[{i}] ({entry['username']})"
         user = named(where, domain.create_user, now, str(entry["username"]),
                      email=entry.get("email"), name=entry.get("name"),
                      password=entry.get("password"), admin=bool(entry.get("admin", False)),
@@ -155,12 +161,12 @@ def _apply(state: ForgeState, scenario: Mapping[str, Any], base_dir: Path, creat
             tokens[name] = secret
         result["users"][user.username] = {"id": user.id, "tokens": tokens}
 
-    groups = [(i, _check_keys(g, GROUP_KEYS, f"groups[{i}]"))
+    groups = [(i, _check_keys(g, GROUP_KEYS, _where("groups", i, g, "path")))
               for i, g in enumerate(_list(scenario, "groups", ""))]
     for i, entry in sorted(groups, key=lambda item: str(item[1].get("path", "")).count("/")):
+        where = _where("groups", i, entry, "path")
         if not entry.get("path"):
-            raise SeedError(f"groups[{i}]: path is missing")
-        where = f"groups[{i}] ({entry['path']})"
+            raise SeedError(f"{where}: path is missing")
         group = named(where, domain.create_group, now, str(entry["path"]), name=entry.get("name"),
                       visibility=entry.get("visibility", "private"))
         for username, role in _members(entry.get("members"), f"{where}.members"):
@@ -170,10 +176,10 @@ def _apply(state: ForgeState, scenario: Mapping[str, Any], base_dir: Path, creat
 
     projects = []
     for i, entry in enumerate(_list(scenario, "projects", "")):
-        entry = _check_keys(entry, PROJECT_KEYS, f"projects[{i}]")
+        where = _where("projects", i, entry, "path")
+        entry = _check_keys(entry, PROJECT_KEYS, where)
         if not entry.get("path"):
-            raise SeedError(f"projects[{i}]: path is missing")
-        where = f"projects[{i}] ({entry['path']})"
+            raise SeedError(f"{where}: path is missing")
         files = _files(entry, base_dir, where)
         project = named(where, domain.create_project, now, state.backend, str(entry["path"]),
                         name=entry.get("name"), visibility=entry.get("visibility", "private"),

@@ -1,0 +1,147 @@
+"""The `forge` command as a user runs it: serve the demo, paste its commands, start/finish jobs."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+FORGE = shutil.which("forge", path=str(Path(sys.executable).parent)) or "forge"
+
+
+class Served:
+    """A `forge serve` process and what it printed before serving."""
+
+    def __init__(self, data_dir: Path, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [FORGE, "serve", "--port", "0", "--data-dir", str(data_dir), "--quiet", *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        assert self.proc.stdout is not None
+        self.lines = [self.proc.stdout.readline().rstrip("\n")]
+        match = re.fullmatch(r"forge listening on (http://127\.0\.0\.1:\d+)", self.lines[0])
+        assert match, self.lines[0] + (self.proc.stderr.read() if self.proc.stderr else "")
+        self.url = match.group(1)
+        self.lines.append(self.proc.stdout.readline().rstrip("\n"))
+        self.root_token = self.lines[1].split()[2]
+        if "--seed" in args:
+            while not self.lines[-1].startswith(("curl ", "seed: ")):
+                line = self.proc.stdout.readline()
+                assert line, "forge serve ended early"
+                self.lines.append(line.rstrip("\n"))
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream:
+                stream.close()
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    server = Served(tmp_path / "data", "--seed", str(ROOT / "fixtures" / "demo.yml"))
+    yield server
+    server.stop()
+
+
+def shell(command: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", "-c", command], env=env, cwd=cwd, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_serve_prints_listening_line_root_token_and_working_clone_commands(
+        served: Served, git_env: dict[str, str], tmp_path: Path) -> None:
+    assert served.lines[1].startswith("root token: glpat-")
+    pairs = [(served.lines[i], served.lines[i + 1]) for i in range(len(served.lines) - 1)
+             if served.lines[i].startswith("# ") and "git clone" in served.lines[i + 1]]
+    assert len(pairs) >= 8
+    outcomes = set()
+    for comment, command in pairs:
+        command = command.replace("/tmp/forge-clones/", f"{tmp_path}/clones/")
+        result = shell(command, git_env, tmp_path)
+        expectation = comment.split("expect: ", 1)[1]
+        if expectation == "clones":
+            assert result.returncode == 0, (comment, result.stderr)
+            outcomes.add("clones")
+        else:
+            status, reason, message = re.match(r"(\d+) \((\w+)\) (.*)", expectation).groups()  # type: ignore[union-attr]
+            assert result.returncode != 0, comment
+            assert message.strip() in result.stderr, (comment, result.stderr)
+            outcomes.add(reason)
+    assert {"clones", "not_in_inbound_allowlist", "job_not_running"} <= outcomes
+    events = requests.get(f"{served.url}/-/forge/events",
+                          headers={"PRIVATE-TOKEN": served.root_token}).json()
+    assert {"not_in_inbound_allowlist", "job_not_running"} <= {e["reason"] for e in events}
+
+
+def test_job_start_and_finish_talk_to_a_running_forge(
+        served: Served, git_env: dict[str, str], tmp_path: Path) -> None:
+    env = {**git_env, "FORGE_URL": served.url, "FORGE_TOKEN": served.root_token}
+    start = subprocess.run([FORGE, "job", "start", "--project", "acme/app", "--user", "bob"],
+                           env=env, capture_output=True, text=True, check=True)
+    assert "export CI_JOB_TOKEN=glcbt-64_" in start.stdout
+    job_id = re.search(r"export CI_JOB_ID=(\d+)", start.stdout).group(1)  # type: ignore[union-attr]
+    clone = 'eval "$EXPORTS"; git clone -q "$CI_REPOSITORY_URL" "$1"'
+    env["EXPORTS"] = start.stdout
+    result = subprocess.run(["bash", "-c", clone, "-", str(tmp_path / "one")], env=env,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    lib = subprocess.run(["bash", "-c", 'eval "$EXPORTS"; git clone -q '
+                          '"http://gitlab-ci-token:${CI_JOB_TOKEN}@${CI_SERVER_HOST}:'
+                          '${CI_SERVER_PORT}/acme/platform/lib.git" "$1"', "-",
+                          str(tmp_path / "lib")], env=env, capture_output=True, text=True)
+    assert lib.returncode == 0, lib.stderr
+    finish = subprocess.run([FORGE, "job", "finish", job_id, "--status", "failed"], env=env,
+                            capture_output=True, text=True, check=True)
+    assert finish.stdout.strip() == f"job {job_id} is failed"
+    result = subprocess.run(["bash", "-c", clone, "-", str(tmp_path / "two")], env=env,
+                            capture_output=True, text=True)
+    assert result.returncode != 0 and "HTTP Basic: Access denied" in result.stderr
+    refused = subprocess.run([FORGE, "job", "start", "--project", "acme/website", "--user", "eve"],
+                             env=env, capture_output=True, text=True)
+    assert refused.returncode != 0
+    assert "403: eve may not run CI jobs in acme/website" in refused.stderr
+
+
+def test_serve_keeps_state_across_restarts(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    first = Served(data, "--seed", str(ROOT / "fixtures" / "demo.yml"))
+    token = first.root_token
+    first.stop()
+    second = Served(data, "--seed", str(ROOT / "fixtures" / "demo.yml"))
+    try:
+        assert second.root_token == token
+        assert second.lines[-1] == "seed: the data directory already holds projects; not seeding again"
+        response = requests.get(f"{second.url}/acme/website.git/info/refs?service=git-upload-pack")
+        assert response.status_code == 200
+        assert oct((data / "root-token").stat().st_mode & 0o777) == "0o600"
+    finally:
+        second.stop()
+
+
+def test_serve_refuses_a_bad_seed_with_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yml"
+    bad.write_text("projects:\n  - path: ghost/app\n")
+    result = subprocess.run([FORGE, "serve", "--port", "0", "--data-dir", str(tmp_path / "d"),
+                             "--seed", str(bad)], capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0
+    assert "projects[0] (ghost/app): namespace 'ghost' of project 'ghost/app' does not exist" \
+        in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_seed_command_posts_a_scenario(served: Served, tmp_path: Path) -> None:
+    scenario = tmp_path / "more.yml"
+    scenario.write_text("users:\n  - username: zed\n    tokens: [{name: z}]\n")
+    env = {**os.environ, "FORGE_URL": served.url, "FORGE_TOKEN": served.root_token}
+    result = subprocess.run([FORGE, "seed", str(scenario)], env=env, capture_output=True,
+                            text=True, check=True)
+    assert '"zed"' in result.stdout and "glpat-" in result.stdout

@@ -1,0 +1,162 @@
+"""The pytest plugin, tested as its users run it: in a fresh pytest session via `pytester`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+# Import the heavy modules here: pytester forgets modules first imported inside an
+# in-process run, and a second run would then mix two copies of flask.
+import forge.testing  # noqa: F401
+import requests  # noqa: F401
+
+ROOT = Path(__file__).resolve().parent.parent
+
+CLONE_TEST = '''
+import subprocess
+
+def test_clone_with_job_token(forge, tmp_path):
+    forge.create_group("acme")
+    bob = forge.create_user("bob")
+    app = forge.create_project("acme/app", files={"README.md": "hi\\n"}, members={"bob": "developer"})
+    job = forge.start_job(app, bob)
+    assert job.variables["CI_PROJECT_PATH"] == "acme/app"
+    subprocess.run(["git", "clone", "-q", job.variables["CI_REPOSITORY_URL"], str(tmp_path / "c")],
+                   check=True, env={"GIT_TERMINAL_PROMPT": "0", "HOME": str(tmp_path)})
+    assert (tmp_path / "c" / "README.md").read_text() == "hi\\n"
+    forge.finish_job(job)
+    result = subprocess.run(["git", "clone", job.variables["CI_REPOSITORY_URL"], str(tmp_path / "d")],
+                            capture_output=True, text=True, env={"GIT_TERMINAL_PROMPT": "0", "HOME": str(tmp_path)})
+    assert result.returncode != 0
+    assert forge.last_event(credential="job_token")["reason"] == "job_not_running"
+'''
+
+
+def test_plugin_forge_fixture_serves_real_git(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(CLONE_TEST)
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+
+
+def test_plugin_resets_between_tests_without_restarting(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile('''
+        URLS = []
+
+        def test_one(forge):
+            URLS.append(forge.url)
+            forge.create_group("acme")
+            forge.create_project("acme/app")
+            forge.create_user("bob")
+
+        def test_two(forge):
+            URLS.append(forge.url)
+            assert URLS[0] == URLS[1]
+            assert forge.events() == []
+            forge.create_group("acme")       # would conflict if test_one's data were left
+            forge.create_project("acme/app")
+            forge.create_user("bob")
+    ''')
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=2)
+
+
+def test_plugin_server_exception_fails_the_test_that_caused_it(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile('''
+        import requests
+
+        def test_breaks_the_server(forge, monkeypatch):
+            forge.create_group("acme")
+            forge.create_project("acme/site", visibility="public")
+            def boom(path):
+                raise RuntimeError("disk on fire")
+            monkeypatch.setattr(forge.state.backend, "open_repository", boom)
+            response = requests.get(forge.url + "/acme/site.git/info/refs?service=git-upload-pack")
+            assert response.status_code == 500
+
+        def test_next_one_is_fine(forge):
+            assert forge.state.errors == []
+    ''')
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines([
+        "*ERROR at teardown of test_breaks_the_server*",
+        "*the forge server raised during this test*",
+        "*RuntimeError: disk on fire*",
+    ])
+
+
+SEED = """
+users:
+  - {username: alice, tokens: [{name: t, token: glpat-from-seed-00000001}]}
+groups:
+  - {path: acme, members: {alice: owner}}
+projects:
+  - {path: acme/app, files: {f: "1"}}
+"""
+
+SEED_TEST = '''
+import requests
+
+def test_seeded(forge):
+    response = requests.get(forge.url + "/acme/app.git/info/refs?service=git-upload-pack",
+                            auth=("oauth2", "glpat-from-seed-00000001"))
+    assert response.status_code == 200
+
+def test_seeded_again_after_reset(forge):
+    test_seeded(forge)
+'''
+
+
+@pytest.mark.parametrize("how", ["flag", "ini"])
+def test_plugin_seed_option_as_flag_and_ini(pytester: pytest.Pytester, how: str) -> None:
+    pytester.makefile(".yml", scenario=SEED)
+    pytester.makepyfile(SEED_TEST)
+    if how == "ini":
+        pytester.makeini("[pytest]\nforge_seed = scenario.yml\n")
+        result = pytester.runpytest("-p", "no:cacheprovider")
+    else:
+        result = pytester.runpytest("-p", "no:cacheprovider", "--forge-seed", "scenario.yml")
+    result.assert_outcomes(passed=2)
+
+
+def test_plugin_help_lists_options(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--help")
+    result.stdout.fnmatch_lines(["*--forge-seed*", "*forge_seed*"])
+
+
+def test_plugin_one_server_per_xdist_worker(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile('''
+        import os, pathlib, time
+
+        def _record(forge, name):
+            out = pathlib.Path(os.environ["URLS_DIR"]) / name
+            out.write_text(os.environ.get("PYTEST_XDIST_WORKER", "main") + " " + forge.url)
+            forge.create_group("acme")
+            forge.create_project("acme/app")
+            time.sleep(0.5)  # overlap with the other worker
+
+        def test_a(forge):
+            _record(forge, "a")
+
+        def test_b(forge):
+            _record(forge, "b")
+    ''')
+    urls_dir = pytester.mkdir("urls")
+    pytester._monkeypatch.setenv("URLS_DIR", str(urls_dir))
+    result = pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+    seen = {(urls_dir / name).read_text() for name in ("a", "b")}
+    workers = {line.split()[0] for line in seen}
+    urls = {line.split()[1] for line in seen}
+    assert len(workers) == len(urls) == 2
+
+
+def test_plugin_factory_makes_independent_forges(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile('''
+        def test_two_forges(forge, forge_factory):
+            other = forge_factory()
+            assert other.url != forge.url
+            other.create_user("bob")
+            forge.create_user("bob")  # no clash: separate databases
+    ''')
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
