@@ -37,7 +37,7 @@ typecheck: $(STAMP)
 check: lint typecheck test
 
 bench: dev
-	$(BIN)/python -m bench.run
+	$(BIN)/python bench/run.py
 
 clean:
 	rm -rf $(VENV) .forge-data .pytest_cache

@@ -7,12 +7,36 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from typing import Any
+
+from dulwich.config import ConfigFile
 from dulwich.errors import NotGitRepository
+from dulwich.object_store import DiskObjectStore
 from dulwich.objects import Blob, Commit, Tree
 from dulwich.repo import Repo
 from dulwich.server import Backend, BackendRepo
 
 FileContent = str | bytes
+
+
+class ForgeObjectStore(DiskObjectStore):
+    """dulwich's on-disk object store, answering reachability by walking the commit graph.
+
+    dulwich's bitmap path fails when some packs have a bitmap and others do not (a repo
+    that `git gc` wrote bitmaps for, then received a push): every later fetch raises
+    FileNotFoundError. Graph traversal is always correct.
+    """
+
+    def get_reachability_provider(self, prefer_bitmaps: bool = True) -> Any:
+        """Return the graph-walking reachability provider, never the bitmap one."""
+        return super().get_reachability_provider(prefer_bitmaps=False)
+
+
+def open_repo(path: Path) -> Repo:
+    """Open a bare repository with forge's object store."""
+    config = ConfigFile.from_path(str(path / "config"))
+    store = ForgeObjectStore.from_config(str(path / "objects"), config)
+    return Repo(str(path), object_store=store)
 
 
 class RepositoryBackend(Backend):
@@ -40,7 +64,7 @@ class RepositoryBackend(Backend):
         location = self.path_for(path)
         if not location.is_dir():
             raise NotGitRepository(f"no repository at {path!r}")
-        return Repo(str(location))  # type: ignore[return-value]
+        return open_repo(location)  # type: ignore[return-value]
 
     def exists(self, key: str | int) -> bool:
         """Tell whether the project's repository exists on disk."""
@@ -61,7 +85,7 @@ class RepositoryBackend(Backend):
 
     def resolve(self, key: int, ref: str) -> str:
         """Return the sha a branch or tag name points at, or "" when there is none."""
-        with Repo(str(self.path_for(key))) as repo:
+        with open_repo(self.path_for(key)) as repo:
             refs = repo.refs.as_dict()
             sha = refs.get(f"refs/heads/{ref}".encode()) or refs.get(f"refs/tags/{ref}".encode())
         return sha.decode() if sha else ""

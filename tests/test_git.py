@@ -236,3 +236,19 @@ def test_git_partial_clone_filter_is_not_offered(forge: Forge, setup: dict[str, 
                  tmp_path / "p")
     assert "filtering not recognized by server" in result.stderr
     assert (tmp_path / "p/src/app.py").exists()
+
+
+def test_git_fetch_after_push_into_repository_with_bitmaps(
+        forge: Forge, setup: dict[str, object], git, commit, tmp_path: Path) -> None:
+    """A repository repacked by git (with a bitmap) that then receives a push stays fetchable."""
+    repo = forge.state.backend.path_for(setup["app"].id)  # type: ignore[attr-defined]
+    git("repack", "-a", "-d", "--write-bitmap-index", cwd=repo)
+    assert list((repo / "objects/pack").glob("*.bitmap"))
+    url = forge.clone_url("acme/app", user=setup["bob"])  # type: ignore[arg-type]
+    git("clone", "-q", url, tmp_path / "pusher")
+    git("clone", "-q", url, tmp_path / "fetcher")
+    git("checkout", "-q", "-b", "more", cwd=tmp_path / "pusher")
+    sha = commit(tmp_path / "pusher", {"more.txt": "more\n"})
+    git("push", "-q", "origin", "more", cwd=tmp_path / "pusher")
+    git("fetch", "-q", "origin", cwd=tmp_path / "fetcher")
+    assert git("rev-parse", "origin/more", cwd=tmp_path / "fetcher").stdout.strip() == sha
