@@ -10,6 +10,7 @@ in seconds; ratio = forge / http-backend (below 1 means forge is faster).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import statistics
@@ -129,7 +130,7 @@ def bench_repo(label: str, source: Path, forge: Forge, backend: HttpBackend, wor
     name = source.name.removesuffix(".git")
     if not _has_group(forge):
         forge.create_group("bench")
-    project = forge.create_project(f"bench/{name}")
+    project = forge.create_project(f"bench/{name}", visibility="public")
     forge_repo = forge.state.backend.path_for(project.id)
     shutil.rmtree(forge_repo)
     git("clone", "-q", "--bare", source, forge_repo)
@@ -137,13 +138,18 @@ def bench_repo(label: str, source: Path, forge: Forge, backend: HttpBackend, wor
     git("clone", "-q", "--bare", source, backend_repo)
     git("config", "http.receivepack", "true", cwd=backend_repo)
     netloc = forge.url.split("//")[1]
-    urls = {"forge": f"http://root:{forge.root_token}@{netloc}/bench/{name}.git",
+    # Reads are anonymous on both sides (a public project); forge's push authenticates,
+    # which costs git one extra round trip (the 401 challenge) that http-backend does not ask.
+    urls = {"forge": f"http://{netloc}/bench/{name}.git",
             "http-backend": f"{backend.url}/{name}.git"}
+    push_urls = {"forge": f"http://root:{forge.root_token}@{netloc}/bench/{name}.git",
+                 "http-backend": urls["http-backend"]}
     rows = []
     for op in ("ls-remote", "full clone", "--depth 1 clone", "fetch 10 new commits", "push"):
         medians = {}
         for server, url in urls.items():
-            medians[server] = measure(op, url, work / f"{label}-{server}-{op.replace(' ', '_')}", runs)
+            medians[server] = measure(op, url, push_urls[server],
+                                      work / f"{label}-{server}-{op.replace(' ', '_')}", runs)
         rows.append((label, op, medians["forge"], medians["http-backend"]))
         print(f"  {label:<14} {op:<22} {medians['forge']:8.3f} {medians['http-backend']:10.3f}"
               f" {medians['forge'] / medians['http-backend']:8.2f}", flush=True)
@@ -159,8 +165,8 @@ def _has_group(forge: Forge) -> bool:
             return False
 
 
-def measure(op: str, url: str, work: Path, runs: int) -> float:
-    """Median time of one git operation against `url`."""
+def measure(op: str, url: str, push_url: str, work: Path, runs: int) -> float:
+    """Median time of one git operation against `url` (`push_url` where it writes)."""
     work.mkdir(parents=True)
     if op == "ls-remote":
         return median_time(lambda: git("ls-remote", url), runs)
@@ -169,7 +175,7 @@ def measure(op: str, url: str, work: Path, runs: int) -> float:
         targets = iter(work / f"c{i}" for i in range(runs))
         return median_time(lambda: git("clone", "-q", "--bare", *extra, url, next(targets)), runs)
     base = work / "base"
-    git("clone", "-q", url, base)
+    git("clone", "-q", push_url, base)
     if op == "push":
         def prepare(i: int) -> None:
             (base / f"push{i}.txt").write_text(f"push {i}\n")
@@ -234,6 +240,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer runs, small repository only")
     args = parser.parse_args()
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     runs = 3 if args.quick else 5
     with tempfile.TemporaryDirectory(prefix="forge-bench-") as tmp_name:
         tmp = Path(tmp_name)
