@@ -29,7 +29,7 @@ test: dev
 	$(BIN)/python -m pytest -n 2 -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check forge tests
+	$(BIN)/ruff check forge tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -220,7 +220,8 @@ def startup_times(tmp: Path, runs: int) -> tuple[float, float, float]:
         proc.stdout.close()
 
     process = median_time(serve, runs)
-    server = ForgeServer(ForgeConfig(data_dir=tmp / "reset", password_hash_method="pbkdf2:sha256:1000")).start()
+    config = ForgeConfig(data_dir=tmp / "reset", password_hash_method="pbkdf2:sha256:1000")
+    server = ForgeServer(config).start()
     forge = Forge(server)
 
     def populate(_: int) -> None:

@@ -78,6 +78,7 @@ def _seed_on_start(server: Any, seed_file: Path) -> None:
     from sqlalchemy import func, select
 
     from forge import seed
+    from forge.domain import DomainError
     from forge.models import Project, db
 
     with server.app.app_context():
@@ -88,7 +89,7 @@ def _seed_on_start(server: Any, seed_file: Path) -> None:
         try:
             result = seed.apply(server.state, scenario, seed_file.resolve().parent)
             db.session.commit()
-        except seed.domain.DomainError as exc:
+        except DomainError as exc:
             db.session.rollback()
             raise click.ClickException(f"seed {seed_file}: {exc}") from None
         lines = clone_commands(server.state, scenario, result)

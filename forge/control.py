@@ -21,7 +21,7 @@ bp = Blueprint("control", __name__, url_prefix="/-/forge")
 
 
 def _state() -> ForgeState:
-    return state_of(current_app)  # type: ignore[arg-type]
+    return state_of(current_app)
 
 
 def _error(status: int, message: str) -> Response:

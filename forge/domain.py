@@ -21,8 +21,16 @@ from werkzeug.security import generate_password_hash
 
 from forge import permissions as perm
 from forge.models import (
-    Event, Group, Job, Membership, PersonalAccessToken, Project, ProtectedBranch, ScopeLink,
-    User, db,
+    Event,
+    Group,
+    Job,
+    Membership,
+    PersonalAccessToken,
+    Project,
+    ProtectedBranch,
+    ScopeLink,
+    User,
+    db,
 )
 from forge.repos import FileContent, RepositoryBackend, commit_files
 
@@ -104,7 +112,7 @@ def role_level(role: int | str) -> int:
 
 def get_user(username: str) -> User:
     """Find a user by username, or raise NotFound."""
-    user = db.session.scalar(select(User).where(User.username == username))
+    user: User | None = db.session.scalar(select(User).where(User.username == username))
     if user is None:
         raise NotFound(f"user {username!r} does not exist")
     return user
@@ -112,7 +120,8 @@ def get_user(username: str) -> User:
 
 def get_group(full_path: str) -> Group:
     """Find a group by full path, or raise NotFound."""
-    group = db.session.scalar(select(Group).where(Group.full_path == full_path.strip("/")))
+    group: Group | None = db.session.scalar(
+        select(Group).where(Group.full_path == full_path.strip("/")))
     if group is None:
         raise NotFound(f"group {full_path!r} does not exist")
     return group

@@ -22,15 +22,22 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote
 
 from dulwich.errors import (
-    ApplyDeltaError, ChecksumMismatch, GitProtocolError, HangupException, NotGitRepository,
+    ApplyDeltaError,
+    ChecksumMismatch,
+    GitProtocolError,
+    HangupException,
+    NotGitRepository,
     ObjectFormatException,
 )
 from dulwich.graph import can_fast_forward
-from dulwich.objects import Commit, Tag, Tree
+from dulwich.objects import Commit, ObjectID, Tag, Tree
 from dulwich.protocol import (
-    CAPABILITY_FILTER, CAPABILITY_SIDE_BAND_64K, SIDE_BAND_CHANNEL_PROGRESS, ReceivableProtocol,
-    pkt_line,
+    CAPABILITY_FILTER,
+    CAPABILITY_SIDE_BAND_64K,
+    SIDE_BAND_CHANNEL_PROGRESS,
+    ReceivableProtocol,
 )
+from dulwich.refs import Ref
 from dulwich.server import ReceivePackHandler, UploadPackHandler
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
@@ -140,7 +147,7 @@ class ForgeReceivePackHandler(ReceivePackHandler):
         # dulwich ignores a failed compare-and-swap and reports "ok"; under the push
         # lock, checking the current value here makes the update a true CAS.
         try:
-            current = self.repo.refs[ref_name]
+            current: bytes = self.repo.refs[Ref(ref_name)]
         except KeyError:
             current = zero
         if current != old_sha:
@@ -168,7 +175,7 @@ class ForgeReceivePackHandler(ReceivePackHandler):
     def _objects_connected(self, new_sha: bytes) -> bool:
         """Check that `new_sha` exists and every object the push added has its references."""
         store = self.repo.object_store
-        if new_sha not in store:
+        if ObjectID(new_sha) not in store:
             return False
         if self._connected is None:
             self._connected = True
@@ -176,7 +183,7 @@ class ForgeReceivePackHandler(ReceivePackHandler):
                 if pack.name().decode() in self._packs_before:
                     continue
                 for sha in pack:
-                    if not all(ref in store for ref in _references(pack[sha])):
+                    if not all(ref in store for ref in _references(pack[sha])):  # type: ignore[operator]
                         self._connected = False
                         return False
         return self._connected
@@ -355,7 +362,7 @@ class GitApplication:
         proto.write_pkt_line(f"# service={service}\n".encode())
         proto.write_pkt_line(None)
         handler_cls = ForgeReceivePackHandler if service == "git-receive-pack" else ForgeUploadPackHandler
-        handler = handler_cls(self.state.backend, [str(project_id)], proto, stateless_rpc=True,
+        handler: Any = handler_cls(self.state.backend, [str(project_id)], proto, stateless_rpc=True,
                               advertise_refs=True)
         try:
             handler.handle()

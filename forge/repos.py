@@ -6,13 +6,13 @@ import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
-
 from typing import Any
 
 from dulwich.config import ConfigFile
 from dulwich.errors import NotGitRepository
 from dulwich.object_store import DiskObjectStore
-from dulwich.objects import Blob, Commit, Tree
+from dulwich.objects import Blob, Commit, ObjectID, Tree
+from dulwich.refs import Ref
 from dulwich.repo import Repo
 from dulwich.server import Backend, BackendRepo
 
@@ -64,7 +64,7 @@ class RepositoryBackend(Backend):
         location = self.path_for(path)
         if not location.is_dir():
             raise NotGitRepository(f"no repository at {path!r}")
-        return open_repo(location)  # type: ignore[return-value]
+        return open_repo(location)
 
     def exists(self, key: str | int) -> bool:
         """Tell whether the project's repository exists on disk."""
@@ -80,14 +80,14 @@ class RepositoryBackend(Backend):
             shutil.rmtree(location)
         location.mkdir(parents=True)
         repo = Repo.init_bare(str(location))
-        repo.refs.set_symbolic_ref(b"HEAD", f"refs/heads/{default_branch}".encode())
+        repo.refs.set_symbolic_ref(Ref(b"HEAD"), Ref(f"refs/heads/{default_branch}".encode()))
         return repo
 
     def resolve(self, key: int, ref: str) -> str:
         """Return the sha a branch or tag name points at, or "" when there is none."""
         with open_repo(self.path_for(key)) as repo:
             refs = repo.refs.as_dict()
-            sha = refs.get(f"refs/heads/{ref}".encode()) or refs.get(f"refs/tags/{ref}".encode())
+            sha = refs.get(Ref(f"refs/heads/{ref}".encode())) or refs.get(Ref(f"refs/tags/{ref}".encode()))
         return sha.decode() if sha else ""
 
     def delete(self, key: int) -> None:
@@ -101,7 +101,7 @@ class RepositoryBackend(Backend):
                 shutil.rmtree(child, ignore_errors=True)
 
 
-def _tree_for(repo: Repo, files: Mapping[str, FileContent]) -> bytes:
+def _tree_for(repo: Repo, files: Mapping[str, FileContent]) -> ObjectID:
     """Store blobs and nested trees for `files` and return the root tree id."""
     nested: dict[str, object] = {}
     for name, content in files.items():
@@ -116,7 +116,7 @@ def _tree_for(repo: Repo, files: Mapping[str, FileContent]) -> bytes:
             node = child
         node[parts[-1]] = content.encode() if isinstance(content, str) else content
 
-    def build(node: Mapping[str, object]) -> bytes:
+    def build(node: Mapping[str, object]) -> ObjectID:
         tree = Tree()
         for entry, value in node.items():
             if isinstance(value, dict):
@@ -142,7 +142,7 @@ def commit_files(
     timestamp: int | None = None,
 ) -> str:
     """Commit `files` as the whole tree of a new commit on `branch`; return its sha."""
-    ref = f"refs/heads/{branch}".encode()
+    ref = Ref(f"refs/heads/{branch}".encode())
     commit = Commit()
     commit.tree = _tree_for(repo, files)
     parent = repo.refs.as_dict().get(ref)

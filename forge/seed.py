@@ -72,7 +72,7 @@ def _list(data: Mapping[str, Any], key: str, where: str) -> list[Any]:
     return value
 
 
-def _members(value: Any, where: str) -> list[tuple[str, Any]]:
+def _members(value: Any, where: str) -> list[tuple[Any, Any]]:
     """Accept `{alice: developer}` or `[{user: alice, role: developer}]`."""
     if not value:
         return []

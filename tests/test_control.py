@@ -137,7 +137,8 @@ def test_jobs_refused_for_reporter_and_unknown_names(forge: Forge, api: requests
     assert response.status_code == 403
     assert response.json()["message"].startswith("bob may not run CI jobs in acme/app")
     assert api.post(f"{forge.url}/-/forge/jobs", json={"project": "no/pe", "user": "bob"}).status_code == 404
-    assert api.post(f"{forge.url}/-/forge/jobs", json={"user": "bob"}).json() == {"message": "project is missing"}
+    response = api.post(f"{forge.url}/-/forge/jobs", json={"user": "bob"})
+    assert response.json() == {"message": "project is missing"}
     assert api.post(f"{forge.url}/-/forge/jobs", data="{not json").status_code == 400
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import requests  # noqa: F401 - imported up front, like forge.testing below
 
 # Import the heavy modules here: pytester forgets modules first imported inside an
-# in-process run, and a second run would then mix two copies of flask.
+# in-process run, and a second run would then mix two copies of flask and requests.
 import forge.testing  # noqa: F401
-import requests  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,8 +26,9 @@ def test_clone_with_job_token(forge, tmp_path):
                    check=True, env={"GIT_TERMINAL_PROMPT": "0", "HOME": str(tmp_path)})
     assert (tmp_path / "c" / "README.md").read_text() == "hi\\n"
     forge.finish_job(job)
+    env = {"GIT_TERMINAL_PROMPT": "0", "HOME": str(tmp_path)}
     result = subprocess.run(["git", "clone", job.variables["CI_REPOSITORY_URL"], str(tmp_path / "d")],
-                            capture_output=True, text=True, env={"GIT_TERMINAL_PROMPT": "0", "HOME": str(tmp_path)})
+                            capture_output=True, text=True, env=env)
     assert result.returncode != 0
     assert forge.last_event(credential="job_token")["reason"] == "job_not_running"
 '''

@@ -140,7 +140,7 @@ def test_push_ten_concurrent_pushes_lose_nothing(forge: Forge, users: dict[str, 
 
     with ThreadPoolExecutor(max_workers=10) as pool:
         results = list(pool.map(push, clones))
-    landed = [sha for sha, r in zip(shas, results) if r.returncode == 0]
+    landed = [sha for sha, r in zip(shas, results, strict=True) if r.returncode == 0]
     assert landed, [r.stderr for r in results]
     for result in results:
         if result.returncode != 0:
