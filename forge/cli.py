@@ -133,13 +133,26 @@ def clone_commands(state: Any, scenario: dict[str, Any], result: dict[str, Any])
         members = project.get("members") or {}
         if isinstance(members, list):
             members = {m.get("user"): m.get("role") for m in members}
-        for username in members:
-            password = (users.get(username) or {}).get("password")
-            if password:
-                lines += [f"# {path} ({visibility}) as {username} ({members[username]}) with a "
-                          f"password: {expect(username, password, path)}",
-                          clone(path, username, password)]
-                break
+        with_password = [u for u in users.values() if u.get("password")]
+        picks = [  # one member, and for internal projects an outsider and an external user
+            next((u for u in with_password if u["username"] in members
+                  and u.get("state", "active") == "active"), None),
+            next((u for u in with_password if u["username"] not in members
+                  and not u.get("external") and u.get("state", "active") == "active"), None)
+            if visibility == "internal" else None,
+            next((u for u in with_password if u.get("external")), None)
+            if visibility == "internal" else None,
+            next((u for u in with_password if u["username"] in members
+                  and u.get("state", "active") != "active"), None),
+        ]
+        for user in filter(None, picks):
+            name = user["username"]
+            kind = ", ".join(filter(None, [
+                members.get(name, "not a member"), "external" if user.get("external") else "",
+                user.get("state", "active") if user.get("state", "active") != "active" else ""]))
+            lines += [f"# {path} ({visibility}) as {name} ({kind}) with a password: "
+                      f"{expect(name, user['password'], path)}",
+                      clone(path, name, user["password"])]
     for job in result.get("jobs") or []:
         token = job["token"]
         paths = result["projects"] if job["status"] == "running" else [job["project"]]
