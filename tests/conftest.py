@@ -38,7 +38,7 @@ def git(git_env: dict[str, str], tmp_path: Path) -> Git:
     def run(*args: str | Path, cwd: Path | None = None, check: bool = True,
             timeout: float = 120) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            ["git", "-c", "init.defaultBranch=main", "-c", "protocol.version=0",
+            ["git", "-c", "init.defaultBranch=main",
              *map(str, args)],
             cwd=cwd or tmp_path, env=git_env, capture_output=True, text=True, timeout=timeout)
         if check and result.returncode != 0:
