@@ -392,29 +392,26 @@ def allow_project(now: datetime, target: Project, source: Project, *,
     """Put `source` on `target`'s inbound allowlist."""
     if source.id == target.id:
         raise DomainError("Target project can't be the same as the source project")
-    links = [link for link in _links(target, "inbound") if link.source_project_id is not None]
-    if any(link.source_project_id == source.id for link in links):
-        raise DomainError("This project is already in the job token allowlist.")
-    if len(links) >= MAX_ALLOWLIST:
-        raise DomainError(f"The project allowlist is limited to {MAX_ALLOWLIST} projects.")
-    link = ScopeLink(project_id=target.id, direction="inbound", source_project_id=source.id,
-                     default_permissions=default_permissions,
-                     job_token_policies=list(job_token_policies), created_at=now)
-    db.session.add(link)
-    db.session.flush()
-    return link
+    return _allow_inbound(now, target, "project", source.id, default_permissions,
+                          job_token_policies)
 
 
 def allow_group(now: datetime, target: Project, group: Group, *,
                 default_permissions: bool = True,
                 job_token_policies: Iterable[str] = ()) -> ScopeLink:
     """Put `group` (and so every project below it) on `target`'s inbound allowlist."""
-    links = [link for link in _links(target, "inbound") if link.source_group_id is not None]
-    if any(link.source_group_id == group.id for link in links):
-        raise DomainError("This group is already in the job token allowlist.")
+    return _allow_inbound(now, target, "group", group.id, default_permissions, job_token_policies)
+
+
+def _allow_inbound(now: datetime, target: Project, kind: str, source_id: int,
+                   default_permissions: bool, job_token_policies: Iterable[str]) -> ScopeLink:
+    column = f"source_{kind}_id"
+    links = [link for link in _links(target, "inbound") if getattr(link, column) is not None]
+    if any(getattr(link, column) == source_id for link in links):
+        raise DomainError(f"This {kind} is already in the job token allowlist.")
     if len(links) >= MAX_ALLOWLIST:
-        raise DomainError(f"The group allowlist is limited to {MAX_ALLOWLIST} groups.")
-    link = ScopeLink(project_id=target.id, direction="inbound", source_group_id=group.id,
+        raise DomainError(f"The {kind} allowlist is limited to {MAX_ALLOWLIST} {kind}s.")
+    link = ScopeLink(project_id=target.id, direction="inbound", **{column: source_id},
                      default_permissions=default_permissions,
                      job_token_policies=list(job_token_policies), created_at=now)
     db.session.add(link)
