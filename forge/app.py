@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, jsonify
 from flask.signals import got_request_exception
@@ -17,6 +17,9 @@ from forge import domain
 from forge.config import ForgeConfig
 from forge.models import db
 from forge.repos import RepositoryBackend
+
+if TYPE_CHECKING:
+    from forge.registry import SigningKey
 
 
 def utcnow() -> datetime:
@@ -33,6 +36,7 @@ class ForgeState:
     clock: Callable[[], datetime] = utcnow
     errors: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _signing_key: SigningKey | None = None
 
     def now(self) -> datetime:
         """Return the forge's current time (tests may swap the clock)."""
@@ -42,6 +46,15 @@ class ForgeState:
         """Keep a server-side traceback so the test that caused it can fail."""
         with self._lock:
             self.errors.append(text)
+
+    def signing_key(self) -> SigningKey:
+        """Return the registry token signing key, creating it (and its certificate) once."""
+        with self._lock:
+            if self._signing_key is None:
+                from forge.registry import load_or_create_key
+                self._signing_key = load_or_create_key(
+                    self.config.signing_key_path, self.config.signing_cert_path, self.now())
+            return self._signing_key
 
     def take_errors(self) -> list[str]:
         """Return and forget the recorded server errors."""
@@ -97,8 +110,9 @@ def create_app(config: ForgeConfig | None = None, clock: Callable[[], datetime] 
     def health() -> Any:
         return jsonify(status="ok")
 
-    from forge import control
+    from forge import control, registry
     control.init_app(app)
+    registry.init_app(app)
 
     from forge.gitserve import GitApplication
     app.wsgi_app = GitApplication(state, app, app.wsgi_app)  # type: ignore[method-assign]

@@ -50,17 +50,21 @@ def main() -> None:
               help="PAT of the admin `root` (default: generated once per data directory)")
 @click.option("--database-url", default=None, envvar="FORGE_DATABASE_URL",
               help="SQLAlchemy URL (default: SQLite in the data directory)")
+@click.option("--registry", default=None, envvar="FORGE_REGISTRY_URL",
+              help="host:port of a registry trusting this forge (jobs get CI_REGISTRY_*)")
 @click.option("--quiet", is_flag=True, help="do not log requests")
 def serve(host: str, port: int, data_dir: Path, seed_file: Path | None, root_token: str | None,
-          database_url: str | None, quiet: bool) -> None:
+          database_url: str | None, registry: str | None, quiet: bool) -> None:
     """Serve a forge; print its URL, the root token and clone commands."""
     import logging
 
     from forge.server import ForgeServer
 
     config = ForgeConfig.from_env(data_dir=data_dir, database_url=database_url,
-                                  root_token=_root_token(data_dir, root_token))
+                                  root_token=_root_token(data_dir, root_token),
+                                  registry_url=registry)
     server = ForgeServer(config, host, port)
+    server.state.signing_key()  # created on first start, so a registry can be pointed at it
     click.echo(f"forge listening on {server.url}", nl=True)
     click.echo(f"root token: {config.root_token}   (admin `root`; header PRIVATE-TOKEN)")
     if seed_file is not None:
@@ -234,6 +238,27 @@ def seed_remote(url: str, token: str, scenario: Path) -> None:
     session.headers["Content-Type"] = "application/yaml"
     data = _check(session.post(f"{url.rstrip('/')}/-/forge/seed", data=scenario.read_bytes()))
     click.echo(json.dumps(data, indent=2))
+
+
+@main.command("registry-config")
+@url_option
+@click.option("--cert-file", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="where to save the forge's token certificate (the registry's rootcertbundle)")
+@click.option("--storage", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="the registry's storage directory")
+@click.option("--addr", default="127.0.0.1:5000", show_default=True, help="the registry's address")
+def registry_config_command(url: str, cert_file: Path, storage: Path, addr: str) -> None:
+    """Print a docker-registry config.yml that trusts a running forge's tokens."""
+    from forge.registry import registry_config
+
+    response = requests.get(f"{url.rstrip('/')}/-/forge/registry/certificate", timeout=30)
+    if response.status_code != 200:
+        raise click.ClickException(f"could not download the certificate: {response.status_code}")
+    cert_file.parent.mkdir(parents=True, exist_ok=True)
+    cert_file.write_bytes(response.content)
+    storage.mkdir(parents=True, exist_ok=True)
+    click.echo(registry_config(forge_url=url.rstrip("/"), cert_file=cert_file.resolve(),
+                               storage=storage.resolve(), addr=addr), nl=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

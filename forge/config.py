@@ -28,6 +28,11 @@ class ForgeConfig:
     max_body_bytes: int = 256 * MiB
     password_hash_method: str = "pbkdf2:sha256:10000"
     testing: bool = False
+    registry_url: str = ""  # host:port of the registry, for CI_REGISTRY; empty: none
+    registry_service: str = "container_registry"
+    registry_issuer: str = "omnibus-gitlab-issuer"
+    registry_key_file: str = ""  # default: registry/signing.key in the data directory
+    registry_cert_file: str = ""  # default: registry/signing.crt in the data directory
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> ForgeConfig:
@@ -73,6 +78,18 @@ class ForgeConfig:
     def repositories_dir(self) -> Path:
         """Where bare repositories live, one per project id."""
         return self.data_dir / "repositories"
+
+    @property
+    def signing_key_path(self) -> Path:
+        """The registry token signing key (PEM, created on first use)."""
+        return Path(self.registry_key_file) if self.registry_key_file else (
+            self.data_dir / "registry" / "signing.key")
+
+    @property
+    def signing_cert_path(self) -> Path:
+        """The self-signed certificate of the signing key (a registry's `rootcertbundle`)."""
+        return Path(self.registry_cert_file) if self.registry_cert_file else (
+            self.data_dir / "registry" / "signing.crt")
 
     def replace(self, **changes: Any) -> ForgeConfig:
         """Return a copy with `changes` applied."""

@@ -77,7 +77,8 @@ def job_json(job: Job, token: str | None = None) -> dict[str, Any]:
         "name": job.name, "stage": job.stage, "timeout": job.timeout,
         "started_at": job.started_at.isoformat() + "Z" if job.started_at else None,
         "finished_at": job.finished_at.isoformat() + "Z" if job.finished_at else None,
-        "variables": domain.job_variables(job, token, _state().config.base_url),
+        "variables": domain.job_variables(job, token, _state().config.base_url,
+                                          _state().config.registry_url),
     }
     if token is not None:
         data["token"] = token

@@ -538,7 +538,7 @@ def set_job_status(now: datetime, job: Job, status: str) -> None:
     job.status = status
 
 
-def job_variables(job: Job, token: str | None, base_url: str) -> dict[str, str]:
+def job_variables(job: Job, token: str | None, base_url: str, registry: str = "") -> dict[str, str]:
     """Return the CI_* variables GitLab gives the job (spec section 6)."""
     project, user = job.project, job.user
     url = urlsplit(base_url)
@@ -579,6 +579,12 @@ def job_variables(job: Job, token: str | None, base_url: str) -> dict[str, str]:
         variables["CI_JOB_TOKEN"] = token
         variables["CI_REPOSITORY_URL"] = (
             f"{url.scheme}://gitlab-ci-token:{token}@{netloc}/{project.full_path}.git")
+    if registry:
+        variables["CI_REGISTRY"] = registry
+        variables["CI_REGISTRY_IMAGE"] = f"{registry}/{project.full_path.lower()}"
+        variables["CI_REGISTRY_USER"] = "gitlab-ci-token"
+        if token is not None:
+            variables["CI_REGISTRY_PASSWORD"] = token
     return variables
 
 

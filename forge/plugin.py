@@ -7,6 +7,7 @@ ini key `forge_seed`, a scenario applied after every reset.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
+    from forge.dockerregistry import RegistryServer
     from forge.server import ForgeServer
     from forge.testing import Forge
 
@@ -83,3 +85,30 @@ def forge(forge_server: ForgeServer, request: pytest.FixtureRequest) -> Iterator
     if errors:
         pytest.fail("the forge server raised during this test:\n\n" + "\n".join(errors),
                     pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def forge_registry_server(forge_server: ForgeServer,
+                          tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+    """The session's real Docker registry (Debian's `docker-registry`), trusting the forge."""
+    from forge.dockerregistry import RegistryServer, find_binary
+
+    if find_binary() is None:
+        message = ("docker-registry is not installed; `make test` installs it "
+                   "(apt-get install docker-registry)")
+        if os.environ.get("CI") == "true":
+            pytest.fail(message + " and CI=true forbids skipping registry tests", pytrace=False)
+        pytest.skip(message)
+    server = RegistryServer(forge_server, tmp_path_factory.mktemp("registry"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def forge_registry(forge: Forge, forge_registry_server: RegistryServer) -> Iterator[RegistryServer]:
+    """A real registry with empty storage; while it is in use jobs get CI_REGISTRY_* variables."""
+    forge_registry_server.clear()
+    state = forge_registry_server.forge.state
+    state.config = state.config.replace(registry_url=forge_registry_server.address)
+    yield forge_registry_server
+    state.config = state.config.replace(registry_url="")

@@ -256,7 +256,7 @@ class Forge:
             job, token = domain.create_job(
                 self.now(), self.state.backend, domain.get_project(_path(project)),
                 domain.get_user(_name(user)), ref=ref, name=name, timeout=timeout, status=status)
-            variables = domain.job_variables(job, token, self.url)
+            variables = domain.job_variables(job, token, self.url, self.state.config.registry_url)
             return JobHandle(job.id, token, job.project.full_path, job.user.username, variables)
 
     def set_job_status(self, job: JobHandle | int, status: str) -> None:
@@ -272,7 +272,8 @@ class Forge:
     def job_variables(self, job: JobHandle) -> dict[str, str]:
         """Return the CI_* variables of a job, as a runner would export them."""
         with self._session():
-            return domain.job_variables(domain.get_job(job.id), job.token, self.url)
+            return domain.job_variables(domain.get_job(job.id), job.token, self.url,
+                                        self.state.config.registry_url)
 
     # -- URLs and the decision log -----------------------------------------------------
 
