@@ -233,3 +233,62 @@ def test_wildcard_rule_matches_only_its_pattern() -> None:
     rule = perm.ProtectedBranch("release/*")
     assert rule.matches("release/1.0") and not rule.matches("releases/1")
     assert perm.ProtectedBranch("[x]").matches("[x]")
+
+
+RD = perm.REGISTRY_DENIED
+REGISTRY_CASES = [
+    # job tokens: pull like clone; push and delete in the own project only; `*` never
+    ("job-pull-own", job_principal(), "pull", own(), True, "job_token_allowed"),
+    ("job-push-own", job_principal(), "push", own(), True, "job_token_own_project"),
+    ("job-delete-own", job_principal(), "delete", own(), True, "job_token_own_project"),
+    ("job-push-own-demoted", job_principal(), "push", own(role=R), False, "insufficient_role"),
+    ("job-admin-own", job_principal(), "*", own(role=M), False, "job_token_admin"),
+    ("job-pull-public", job_principal(), "pull", target("public"), True, "public_project"),
+    ("job-pull-internal", job_principal(), "pull", target("internal"), True, "internal_project"),
+    ("job-pull-internal-external", job_principal(EXTERNAL), "pull", target("internal"), False, "not_in_inbound_allowlist"),
+    ("job-pull-private-allowlisted-member", job_principal(), "pull", target(role=R, **ALLOW_PROJECT), True, "job_token_allowed"),
+    ("job-pull-private-group-entry", job_principal(), "pull", target(role=R, **ALLOW_ANCESTOR), True, "job_token_allowed"),
+    ("job-pull-private-not-allowlisted", job_principal(), "pull", target(role=M), False, "not_in_inbound_allowlist"),
+    ("job-pull-private-nonmember", job_principal(), "pull", target(**ALLOW_PROJECT), False, "insufficient_permissions"),
+    ("job-pull-admin-nonmember", job_principal(ADMIN), "pull", target(**ALLOW_PROJECT), False, "insufficient_permissions"),
+    ("job-push-other-public", job_principal(), "push", target("public", role=M), False, "job_token_push_other_project"),
+    ("job-push-other-allowlisted", job_principal(), "push", target(role=M, **ALLOW_PROJECT), False, "job_token_push_other_project"),
+    ("job-delete-other", job_principal(), "delete", target(role=M, **ALLOW_PROJECT), False, "job_token_push_other_project"),
+    ("job-unknown-action", job_principal(), "tag", own(), False, "unknown_action"),
+    ("job-missing-project", job_principal(), "pull", None, False, "project_not_found"),
+    # users
+    ("anon-pull-public", perm.ANONYMOUS, "pull", target("public"), True, "public_project"),
+    ("anon-pull-internal", perm.ANONYMOUS, "pull", target("internal"), False, "login_required"),
+    ("anon-push-public", perm.ANONYMOUS, "push", target("public"), False, "login_required"),
+    ("user-pull-internal", DEV, "pull", target("internal"), True, "can_pull"),
+    ("external-pull-internal", perm.Principal(Kind.PASSWORD, user=EXTERNAL), "pull", target("internal"), False, "insufficient_role"),
+    ("reporter-pull-private", DEV, "pull", target(role=R), True, "can_pull"),
+    ("guest-pull-private", DEV, "pull", target(role=G), False, "insufficient_role"),
+    ("reporter-push", DEV, "push", target(role=R), False, "insufficient_role"),
+    ("developer-push", DEV, "push", target(role=D), True, "can_push"),
+    ("developer-delete", DEV, "delete", target(role=D), True, "can_delete"),
+    ("developer-admin", DEV, "*", target(role=D), False, "insufficient_role"),
+    ("maintainer-admin", DEV, "*", target(role=M), True, "can_admin"),
+    ("admin-push-nonmember", perm.Principal(Kind.PASSWORD, user=ADMIN), "push", target(), True, "can_push"),
+    ("pat-read-registry-push", perm.Principal(**{**PAT, "scopes": frozenset({"read_registry"})}), "push", target(role=D), False, "insufficient_scope"),
+    ("pat-read-registry-pull", perm.Principal(**{**PAT, "scopes": frozenset({"read_registry"})}), "pull", target(role=D), True, "can_pull"),
+    ("pat-write-registry-push", perm.Principal(**{**PAT, "scopes": frozenset({"write_registry"})}), "push", target(role=D), True, "can_push"),
+    ("pat-read-repository-pull", perm.Principal(**{**PAT, "scopes": frozenset({"read_repository"})}), "pull", target("public"), False, "insufficient_scope"),
+    ("dead-job", job_principal(status="success"), "pull", target("public"), False, "job_not_running"),
+]
+
+
+@pytest.mark.parametrize("principal,action,project,allowed,reason",
+                         [pytest.param(*case[1:], id=case[0]) for case in REGISTRY_CASES])
+def test_authorize_registry_matrix(principal: perm.Principal, action: str,
+                                   project: perm.Project | None, allowed: bool, reason: str) -> None:
+    decision = perm.authorize_registry(principal, action, project, NOW, BASE)
+    assert (decision.allowed, decision.reason) == (allowed, reason)
+    if not allowed and decision.status != 401:
+        assert decision.message == RD
+
+
+def test_authorize_catalog() -> None:
+    assert perm.authorize_catalog(perm.Principal(Kind.PASSWORD, user=ADMIN), NOW, BASE).allowed
+    assert not perm.authorize_catalog(DEV, NOW, BASE).allowed
+    assert not perm.authorize_catalog(job_principal(ADMIN), NOW, BASE).allowed
