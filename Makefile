@@ -23,7 +23,8 @@ system-deps:
 
 serve: dev
 	rm -rf $(DEMO_DATA)
-	$(BIN)/forge serve --host $(HOST) --port $(PORT) --data-dir $(DEMO_DATA) --seed fixtures/demo.yml
+	$(BIN)/forge serve --host $(HOST) --port $(PORT) --data-dir $(DEMO_DATA) --seed fixtures/demo.yml \
+	  $(if $(REGISTRY),--registry $(REGISTRY))
 
 test: dev
 	$(BIN)/python -m pytest -n 2 -q

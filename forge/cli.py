@@ -169,6 +169,13 @@ def clone_commands(state: Any, scenario: dict[str, Any], result: dict[str, Any])
     return lines
 
 
+def _request(session: requests.Session, method: str, url: str, **kwargs: Any) -> requests.Response:
+    try:
+        return session.request(method, url, timeout=60, **kwargs)
+    except requests.RequestException as exc:
+        raise click.ClickException(f"cannot reach the forge at {url}: {type(exc).__name__}") from None
+
+
 def _client(url: str, token: str) -> requests.Session:
     session = requests.Session()
     session.headers["PRIVATE-TOKEN"] = token
@@ -211,7 +218,8 @@ def job_start(url: str, token: str, project: str, user: str, ref: str | None, na
     body = {"project": project, "user": user, "name": name, "timeout": timeout}
     if ref:
         body["ref"] = ref
-    data = _check(_client(url, token).post(f"{url.rstrip('/')}/-/forge/jobs", data=json.dumps(body)))
+    data = _check(_request(_client(url, token), "POST", f"{url.rstrip('/')}/-/forge/jobs",
+                           data=json.dumps(body)))
     for key, value in sorted(data["variables"].items()):
         click.echo(f"export {key}={shlex.quote(value)}")
 
@@ -223,8 +231,8 @@ def job_start(url: str, token: str, project: str, user: str, ref: str | None, na
 @click.option("--status", default="success", show_default=True)
 def job_finish(url: str, token: str, job_id: int, status: str) -> None:
     """Finish a job (its token stops working at once)."""
-    data = _check(_client(url, token).patch(f"{url.rstrip('/')}/-/forge/jobs/{job_id}",
-                                            data=json.dumps({"status": status})))
+    data = _check(_request(_client(url, token), "PATCH", f"{url.rstrip('/')}/-/forge/jobs/{job_id}",
+                           data=json.dumps({"status": status})))
     click.echo(f"job {data['id']} is {data['status']}")
 
 
@@ -236,7 +244,8 @@ def seed_remote(url: str, token: str, scenario: Path) -> None:
     """Send a scenario to a running forge and print the ids and secrets it created."""
     session = _client(url, token)
     session.headers["Content-Type"] = "application/yaml"
-    data = _check(session.post(f"{url.rstrip('/')}/-/forge/seed", data=scenario.read_bytes()))
+    data = _check(_request(session, "POST", f"{url.rstrip('/')}/-/forge/seed",
+                           data=scenario.read_bytes()))
     click.echo(json.dumps(data, indent=2))
 
 
@@ -251,7 +260,10 @@ def registry_config_command(url: str, cert_file: Path, storage: Path, addr: str)
     """Print a docker-registry config.yml that trusts a running forge's tokens."""
     from forge.registry import registry_config
 
-    response = requests.get(f"{url.rstrip('/')}/-/forge/registry/certificate", timeout=30)
+    try:
+        response = requests.get(f"{url.rstrip('/')}/-/forge/registry/certificate", timeout=30)
+    except requests.RequestException as exc:
+        raise click.ClickException(f"cannot reach the forge at {url}: {type(exc).__name__}") from None
     if response.status_code != 200:
         raise click.ClickException(f"could not download the certificate: {response.status_code}")
     cert_file.parent.mkdir(parents=True, exist_ok=True)

@@ -200,3 +200,16 @@ def test_registry_config_command_writes_a_working_config(forge: Forge, tmp_path:
     assert "service: container_registry" in result.output
     assert "issuer: omnibus-gitlab-issuer" in result.output
     assert (tmp_path / "token.crt").read_bytes() == forge.state.signing_key().certificate_pem
+
+
+def test_shipped_demo_image_pushes_with_job_variables(forge: Forge, forge_registry: RegistryServer) -> None:
+    """The README's example: the image under fixtures/ and a job's CI_REGISTRY_* variables."""
+    forge.create_group("acme")
+    forge.create_user("bob")
+    forge.create_project("acme/app", members={"bob": "developer"})
+    v = forge.start_job("acme/app", "bob").variables
+    image = Path(__file__).resolve().parent.parent / "fixtures" / "images" / "hello"
+    result = skopeo("copy", "--dest-tls-verify=false",
+                    "--dest-creds", f"{v['CI_REGISTRY_USER']}:{v['CI_REGISTRY_PASSWORD']}",
+                    f"oci:{image}:latest", f"docker://{v['CI_REGISTRY_IMAGE']}/app:1")
+    assert result.returncode == 0, result.stderr
