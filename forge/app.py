@@ -16,7 +16,7 @@ from sqlalchemy import event
 from forge import domain
 from forge.config import ForgeConfig
 from forge.models import db
-from forge.repos import RepositoryBackend
+from forge.repos import LfsStore, RepositoryBackend
 
 if TYPE_CHECKING:
     from forge.registry import SigningKey
@@ -33,6 +33,7 @@ class ForgeState:
 
     config: ForgeConfig
     backend: RepositoryBackend
+    lfs: LfsStore
     clock: Callable[[], datetime] = utcnow
     errors: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -90,7 +91,8 @@ def create_app(config: ForgeConfig | None = None, clock: Callable[[], datetime] 
         TESTING=config.testing,
         SECRET_KEY=secrets.token_hex(16),
     )
-    state = ForgeState(config, RepositoryBackend(config.repositories_dir), clock or utcnow)
+    state = ForgeState(config, RepositoryBackend(config.repositories_dir),
+                       LfsStore(config.data_dir / "lfs"), clock or utcnow)
     app.extensions["forge"] = state
     db.init_app(app)
     with app.app_context():
@@ -111,8 +113,10 @@ def create_app(config: ForgeConfig | None = None, clock: Callable[[], datetime] 
         return jsonify(status="ok")
 
     from forge import control, registry
+    from forge import lfs as lfs_api
     control.init_app(app)
     registry.init_app(app)
+    lfs_api.init_app(app)
 
     from forge.gitserve import GitApplication
     app.wsgi_app = GitApplication(state, app, app.wsgi_app)  # type: ignore[method-assign]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -128,26 +129,32 @@ class Outcome:
     decision: perm.Decision
 
 
+Decide = Callable[[perm.Principal, perm.Project | None, Project | None], perm.Decision]
+
+
 def authorize_request(
     *,
     now: datetime,
-    base_url: str,
     backend: RepositoryBackend,
     method: str,
     path: str,
     authorization: str | None,
     project_path: str | None,
-    action: perm.Action,
+    action: str,
+    decide: Decide,
 ) -> Outcome:
-    """Authenticate the request, load the project, decide, and record the decision."""
+    """Authenticate the request, load the project, `decide`, and record the decision.
+
+    `decide` is a call into `forge.permissions` given the principal, the project's
+    facts and the project row (None when no project has that path).
+    """
     credentials = parse_basic(authorization)
     principal = principal_for(credentials)
     project = _lookup(project_path)
     facts = domain.project_facts(project, user_of(principal), backend) if project else None
-    decision = perm.authorize(principal, action, facts, now, base_url)
-    attempted = _loggable_username(credentials)
-    record(now, method, path, principal, action.value, decision, project,
-           attempted_username=attempted)
+    decision = decide(principal, facts, project)
+    record(now, method, path, principal, action, decision, project,
+           attempted_username=_loggable_username(credentials))
     return Outcome(principal, project, facts, decision)
 
 

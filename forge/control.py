@@ -97,7 +97,7 @@ def seed_scenario() -> tuple[Response, int]:
 @bp.post("/reset")
 def reset() -> tuple[Response, int]:
     """Empty the forge, keeping the root user and its token."""
-    domain.reset(_state().backend)
+    domain.reset(_state().backend, _state().lfs)
     db.session.commit()
     return jsonify(status="reset"), 200
 

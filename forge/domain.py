@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import posixpath
 import re
 import secrets
 from collections.abc import Iterable, Mapping
@@ -24,6 +25,8 @@ from forge.models import (
     Event,
     Group,
     Job,
+    LfsLock,
+    LfsObject,
     Membership,
     PersonalAccessToken,
     Project,
@@ -32,7 +35,15 @@ from forge.models import (
     User,
     db,
 )
-from forge.repos import FileContent, RepositoryBackend, commit_files
+from forge.repos import (
+    FileContent,
+    Gitlink,
+    LfsStore,
+    RepositoryBackend,
+    TreeEntry,
+    commit_files,
+    lfs_pointer,
+)
 
 PATH_SEGMENT = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9_.-]*$")
 RESERVED_SUFFIXES = (".git", ".atom")
@@ -270,11 +281,17 @@ def create_project(
     files: Mapping[str, FileContent] | None = None,
     protect_default_branch: bool = True,
     author: str = "Forge <forge@example.com>",
+    lfs_files: Mapping[str, FileContent] | None = None,
+    lfs: LfsStore | None = None,
+    submodules: Mapping[str, str] | None = None,
 ) -> Project:
     """Create a project in a group or a user's namespace, with its bare repository.
 
     The default branch is protected like GitLab's default (maintainers push, nobody
-    force-pushes). With `files`, the repository starts with one commit holding them.
+    force-pushes). With `files`, the repository starts with one commit holding them;
+    `lfs_files` are stored as LFS objects and committed as pointers tracked in
+    `.gitattributes`; `submodules` maps a path to another forge project's URL (relative,
+    like `../lib.git`, or absolute) and commits it at that project's default branch.
     """
     parts = check_path(full_path, "project path")
     if len(parts) < 2:
@@ -300,10 +317,45 @@ def create_project(
     db.session.flush()
     if protect_default_branch:
         protect_branch(project, default_branch)
+    tree: dict[str, TreeEntry] = dict(files or {})
+    if lfs_files:
+        if lfs is None:
+            raise DomainError("LFS files need the forge's LFS store")
+        attributes = str(tree.get(".gitattributes", ""))
+        for name, content in lfs_files.items():
+            oid, size = lfs.put_bytes(content.encode() if isinstance(content, str) else content)
+            link_lfs_object(now, project, oid, size)
+            tree[name] = lfs_pointer(oid, size)
+            attributes += f"{name.replace(' ', '[[:space:]]')} filter=lfs diff=lfs merge=lfs -text\n"
+        tree[".gitattributes"] = attributes
+    if submodules:
+        tree.update(_submodule_entries(backend, project, submodules))
     with backend.create(project.id, default_branch) as repo:
-        if files:
-            commit_files(repo, default_branch, files, author=author, timestamp=int(now.timestamp()))
+        if tree:
+            commit_files(repo, default_branch, tree, author=author, timestamp=int(now.timestamp()))
     return project
+
+
+def _submodule_entries(backend: RepositoryBackend, project: Project,
+                       submodules: Mapping[str, str]) -> dict[str, TreeEntry]:
+    """`.gitmodules` and gitlinks for submodules that are other forge projects."""
+    entries: dict[str, TreeEntry] = {}
+    config = ""
+    for path, url in submodules.items():
+        split = urlsplit(url)
+        target_path = (split.path if split.scheme else posixpath.normpath(
+            posixpath.join(f"{project.full_path}.git", url))).strip("/").removesuffix(".git")
+        target = find_project(target_path)
+        if target is None:
+            raise NotFound(f"submodule {path!r}: project {target_path!r} does not exist")
+        sha = backend.resolve(target.id, target.default_branch)
+        if not sha:
+            raise DomainError(f"submodule {path!r}: {target.full_path!r} has no commit on "
+                              f"{target.default_branch!r} yet")
+        entries[path] = Gitlink(sha)
+        config += f'[submodule "{path}"]\n\tpath = {path}\n\turl = {url}\n'
+    entries[".gitmodules"] = config
+    return entries
 
 
 def delete_project(backend: RepositoryBackend, project: Project) -> None:
@@ -316,7 +368,7 @@ def delete_project(backend: RepositoryBackend, project: Project) -> None:
 def update_project(project: Project, **changes: Any) -> None:
     """Change a project's visibility, default branch or job token settings."""
     allowed = {"visibility", "default_branch", "inbound_enabled", "outbound_enabled",
-               "job_push_allowed", "name"}
+               "job_push_allowed", "lfs_enabled", "name"}
     unknown = sorted(set(changes) - allowed)
     if unknown:
         raise DomainError(f"cannot change {', '.join(unknown)} of project {project.full_path!r}")
@@ -438,6 +490,63 @@ def disallow(target: Project, *, project: Project | None = None, group: Group | 
             db.session.delete(link)
             return
     raise NotFound("entry is not in the job token allowlist")
+
+
+# -- LFS -------------------------------------------------------------------------------
+
+def link_lfs_object(now: datetime, project: Project, oid: str, size: int) -> None:
+    """Let `project` download the stored object `oid`."""
+    exists = db.session.scalar(select(LfsObject.id).where(
+        LfsObject.project_id == project.id, LfsObject.oid == oid))
+    if exists is None:
+        db.session.add(LfsObject(project_id=project.id, oid=oid, size=size, created_at=now))
+        db.session.flush()
+
+
+def lfs_objects(project: Project, oids: Iterable[str]) -> dict[str, int]:
+    """Return the oids (with sizes) among `oids` that `project` has."""
+    rows = db.session.execute(select(LfsObject.oid, LfsObject.size).where(
+        LfsObject.project_id == project.id, LfsObject.oid.in_(list(oids))))
+    return {oid: size for oid, size in rows}
+
+
+class LockTaken(Conflict):
+    """The path is locked already; `lock` is the existing lock."""
+
+    def __init__(self, lock: LfsLock) -> None:
+        super().__init__("already locked")
+        self.lock = lock
+
+
+def create_lock(now: datetime, project: Project, user: User, path: str) -> LfsLock:
+    """Lock `path`; raises LockTaken when someone holds it."""
+    existing = db.session.scalar(select(LfsLock).where(
+        LfsLock.project_id == project.id, LfsLock.path == path))
+    if existing is not None:
+        raise LockTaken(existing)
+    lock = LfsLock(project_id=project.id, path=path, user_id=user.id, created_at=now)
+    db.session.add(lock)
+    db.session.flush()
+    return lock
+
+
+def get_lock(project: Project, lock_id: str) -> LfsLock:
+    """Find a lock of `project` by id, or raise NotFound."""
+    lock = db.session.get(LfsLock, int(lock_id)) if str(lock_id).isdigit() else None
+    if lock is None or lock.project_id != project.id:
+        raise NotFound("Lock not found")
+    return lock
+
+
+def list_locks(project: Project, *, path: str | None = None, lock_id: str | None = None
+               ) -> list[LfsLock]:
+    """Return `project`'s locks, optionally only the one at `path` or with `lock_id`."""
+    query = select(LfsLock).where(LfsLock.project_id == project.id).order_by(LfsLock.id)
+    if path:
+        query = query.where(LfsLock.path == path)
+    if lock_id:
+        query = query.where(LfsLock.id == (int(lock_id) if lock_id.isdigit() else -1))
+    return list(db.session.scalars(query))
 
 
 # -- jobs ------------------------------------------------------------------------------
@@ -605,12 +714,15 @@ def ensure_root(now: datetime, root_token: str, root_password: str = "",
     return root
 
 
-def reset(backend: RepositoryBackend) -> None:
+def reset(backend: RepositoryBackend, lfs: LfsStore | None = None) -> None:
     """Empty the forge, keeping the root user and its tokens."""
-    for model in (Event, Job, ScopeLink, ProtectedBranch, Membership, Project, Group):
+    for model in (Event, Job, LfsLock, LfsObject, ScopeLink, ProtectedBranch, Membership,
+                  Project, Group):
         db.session.execute(db.delete(model))
     root = db.session.scalar(select(User).where(User.username == "root"))
     keep = root.id if root is not None else -1
     db.session.execute(db.delete(PersonalAccessToken).where(PersonalAccessToken.user_id != keep))
     db.session.execute(db.delete(User).where(User.id != keep))
     backend.delete_all()
+    if lfs is not None:
+        lfs.delete_all()

@@ -334,12 +334,14 @@ class GitApplication:
             service = op
         action = perm.Action.PUSH if service == "git-receive-pack" else perm.Action.READ
 
+        now, base_url = self.state.now(), self.state.config.base_url
         with self.flask_app.app_context():
             outcome = auth.authorize_request(
-                now=self.state.now(), base_url=self.state.config.base_url,
-                backend=self.state.backend, method=method, path=environ.get("PATH_INFO", ""),
-                authorization=environ.get("HTTP_AUTHORIZATION"), project_path=project_path,
-                action=action)
+                now=now, backend=self.state.backend, method=method,
+                path=environ.get("PATH_INFO", ""), authorization=environ.get("HTTP_AUTHORIZATION"),
+                project_path=project_path, action=action.value,
+                decide=lambda principal, facts, _: perm.authorize(principal, action, facts, now,
+                                                                   base_url))
             db.session.commit()
             decision = outcome.decision
             if not decision.allowed:

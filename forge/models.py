@@ -80,6 +80,7 @@ class Project(db.Model):  # type: ignore[name-defined,misc]
     inbound_enabled: Mapped[bool] = mapped_column(default=True)
     outbound_enabled: Mapped[bool] = mapped_column(default=False)
     job_push_allowed: Mapped[bool] = mapped_column(default=False)
+    lfs_enabled: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime]
     group: Mapped[Group | None] = relationship()
     owner: Mapped[User | None] = relationship()
@@ -134,6 +135,31 @@ class ScopeLink(db.Model):  # type: ignore[name-defined,misc]
     default_permissions: Mapped[bool] = mapped_column(default=True)
     job_token_policies: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime]
+
+
+class LfsObject(db.Model):  # type: ignore[name-defined,misc]
+    """An LFS object a project may download: content-addressed, stored once on disk."""
+
+    __tablename__ = "lfs_objects"
+    __table_args__ = (UniqueConstraint("project_id", "oid"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    oid: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int]
+    created_at: Mapped[datetime]
+
+
+class LfsLock(db.Model):  # type: ignore[name-defined,misc]
+    """A file lock taken with `git lfs lock`."""
+
+    __tablename__ = "lfs_locks"
+    __table_args__ = (UniqueConstraint("project_id", "path"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    path: Mapped[str] = mapped_column(String(4096))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime]
+    user: Mapped[User] = relationship()
 
 
 class Job(db.Model):  # type: ignore[name-defined,misc]

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import re
 import shutil
+import tempfile
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from dulwich.config import ConfigFile
 from dulwich.errors import NotGitRepository
@@ -16,7 +21,18 @@ from dulwich.refs import Ref
 from dulwich.repo import Repo
 from dulwich.server import Backend, BackendRepo
 
+OID = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class Gitlink:
+    """A submodule entry in a tree: the commit of another repository."""
+
+    sha: str
+
+
 FileContent = str | bytes
+TreeEntry = FileContent | Gitlink
 
 
 class ForgeObjectStore(DiskObjectStore):
@@ -101,7 +117,7 @@ class RepositoryBackend(Backend):
                 shutil.rmtree(child, ignore_errors=True)
 
 
-def _tree_for(repo: Repo, files: Mapping[str, FileContent]) -> ObjectID:
+def _tree_for(repo: Repo, files: Mapping[str, TreeEntry]) -> ObjectID:
     """Store blobs and nested trees for `files` and return the root tree id."""
     nested: dict[str, object] = {}
     for name, content in files.items():
@@ -121,6 +137,8 @@ def _tree_for(repo: Repo, files: Mapping[str, FileContent]) -> ObjectID:
         for entry, value in node.items():
             if isinstance(value, dict):
                 tree.add(entry.encode(), 0o040000, build(value))
+            elif isinstance(value, Gitlink):
+                tree.add(entry.encode(), 0o160000, ObjectID(value.sha.encode()))
             else:
                 assert isinstance(value, bytes)
                 blob = Blob.from_string(value)
@@ -136,7 +154,7 @@ def _tree_for(repo: Repo, files: Mapping[str, FileContent]) -> ObjectID:
 def commit_files(
     repo: Repo,
     branch: str,
-    files: Mapping[str, FileContent],
+    files: Mapping[str, TreeEntry],
     message: str = "Initial commit",
     author: str = "Forge <forge@example.com>",
     timestamp: int | None = None,
@@ -166,3 +184,67 @@ def read_directory(path: Path) -> dict[str, bytes]:
         for f in sorted(path.rglob("*"))
         if f.is_file() and ".git" not in f.relative_to(path).parts
     }
+
+
+class LfsStore:
+    """LFS objects on disk, content-addressed by their SHA-256 oid."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    def path_for(self, oid: str) -> Path:
+        """Where the object lives; raises ValueError for anything but a SHA-256 hex oid."""
+        if not OID.match(oid):
+            raise ValueError(f"invalid LFS oid {oid!r}")
+        return self.root / "objects" / oid[:2] / oid[2:4] / oid
+
+    def exists(self, oid: str) -> bool:
+        """Tell whether the object's content is stored."""
+        return self.path_for(oid).is_file()
+
+    def put_bytes(self, data: bytes) -> tuple[str, int]:
+        """Store `data`; return its oid and size."""
+        oid = hashlib.sha256(data).hexdigest()
+        path = self.path_for(oid)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, path)
+        return oid, len(data)
+
+    def put_stream(self, stream: IO[bytes], oid: str, size: int) -> bool:
+        """Store an upload when its content has exactly `size` bytes hashing to `oid`.
+
+        Returns False, keeping nothing, when it does not.
+        """
+        target = self.path_for(oid)
+        digest, count = hashlib.sha256(), 0
+        (self.root / "tmp").mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.root / "tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                while chunk := stream.read(1024 * 1024):
+                    count += len(chunk)
+                    if count > size:
+                        return False
+                    digest.update(chunk)
+                    handle.write(chunk)
+            if count != size or digest.hexdigest() != oid:
+                return False
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, target)
+            return True
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def delete_all(self) -> None:
+        """Remove every object (used by reset)."""
+        shutil.rmtree(self.root / "objects", ignore_errors=True)
+
+
+def lfs_pointer(oid: str, size: int) -> str:
+    """The pointer file git stores in place of an LFS object."""
+    return f"version https://git-lfs.github.com/spec/v1\noid sha256:{oid}\nsize {size}\n"

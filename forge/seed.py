@@ -24,7 +24,7 @@ USER_KEYS = {"username", "email", "name", "password", "admin", "external", "stat
 TOKEN_KEYS = {"name", "scopes", "token", "expires_at", "revoked"}
 GROUP_KEYS = {"path", "name", "visibility", "members"}
 PROJECT_KEYS = {"path", "name", "visibility", "default_branch", "members", "protected_branches",
-                "files", "template", "job_token_scope"}
+                "files", "template", "job_token_scope", "lfs_files", "lfs_enabled", "submodules"}
 BRANCH_KEYS = {"name", "push_access_level", "allow_force_push"}
 SCOPE_KEYS = {"inbound_enabled", "outbound_enabled", "push_repository_allowed",
               "ci_push_repository_for_job_token_allowed", "allowlist", "outbound"}
@@ -181,9 +181,14 @@ def _apply(state: ForgeState, scenario: Mapping[str, Any], base_dir: Path, creat
         if not entry.get("path"):
             raise SeedError(f"{where}: path is missing")
         files = _files(entry, base_dir, where)
+        lfs_files = _mapping(entry, "lfs_files", where)
+        submodules = _mapping(entry, "submodules", where)
         project = named(where, domain.create_project, now, state.backend, str(entry["path"]),
                         name=entry.get("name"), visibility=entry.get("visibility", "private"),
-                        default_branch=entry.get("default_branch", "main"), files=files)
+                        default_branch=entry.get("default_branch", "main"), files=files,
+                        lfs_files=lfs_files, lfs=state.lfs, submodules=submodules)
+        if "lfs_enabled" in entry:
+            domain.update_project(project, lfs_enabled=bool(entry["lfs_enabled"]))
         created.append(project.id)
         for username, role in _members(entry.get("members"), f"{where}.members"):
             named(f"{where}.members", lambda u=username, r=role, p=project: domain.set_member(
@@ -219,6 +224,13 @@ def _apply(state: ForgeState, scenario: Mapping[str, Any], base_dir: Path, creat
                                "status": job.status, "token": token})
     db.session.flush()
     return result
+
+
+def _mapping(entry: Mapping[str, Any], key: str, where: str) -> dict[str, str] | None:
+    value = entry.get(key) or {}
+    if not isinstance(value, dict):
+        raise SeedError(f"{where}.{key}: expected a mapping of path to content or URL")
+    return {str(k): str(v) for k, v in value.items()} or None
 
 
 def _files(entry: Mapping[str, Any], base_dir: Path, where: str) -> dict[str, Any] | None:

@@ -101,7 +101,7 @@ class Forge:
         self.state.clock = utcnow
         self.state.take_errors()
         with self._session():
-            domain.reset(self.state.backend)
+            domain.reset(self.state.backend, self.state.lfs)
 
     def seed(self, scenario: Mapping[str, Any] | str | Path) -> dict[str, Any]:
         """Apply a seed scenario (a mapping, or a YAML file path); return ids and secrets."""
@@ -170,12 +170,20 @@ class Forge:
                        files: Mapping[str, FileContent] | None = None,
                        default_branch: str = "main",
                        members: Mapping[str, str | int] | None = None,
-                       protect_default_branch: bool = True) -> ProjectHandle:
-        """Create a project (with an initial commit of `files`, if given)."""
+                       protect_default_branch: bool = True,
+                       lfs_files: Mapping[str, FileContent] | None = None,
+                       submodules: Mapping[str, str] | None = None) -> ProjectHandle:
+        """Create a project (with an initial commit of `files`, if given).
+
+        `lfs_files` are stored as LFS objects and committed as pointers (tracked in
+        `.gitattributes`); `submodules` maps a path to another forge project's URL,
+        relative (`../lib.git`, as GitLab recommends) or absolute (`forge.url + "/g/lib.git"`).
+        """
         with self._session():
             project = domain.create_project(
                 self.now(), self.state.backend, path, visibility=visibility, files=files,
-                default_branch=default_branch, protect_default_branch=protect_default_branch)
+                default_branch=default_branch, protect_default_branch=protect_default_branch,
+                lfs_files=lfs_files, lfs=self.state.lfs, submodules=submodules)
             for username, role in (members or {}).items():
                 domain.set_member(domain.get_user(username), project, role)
             return ProjectHandle(project.id, project.full_path, f"{self.url}/{project.full_path}.git")
