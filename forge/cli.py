@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import shlex
 import sys
 from pathlib import Path
@@ -157,6 +158,8 @@ def clone_commands(state: Any, scenario: dict[str, Any], result: dict[str, Any])
             lines += [f"# {path} ({visibility}) as {name} ({kind}) with a password: "
                       f"{expect(name, user['password'], path)}",
                       clone(path, name, user["password"])]
+    submodules = {p["path"]: list((p.get("submodules") or {}).values())
+                  for p in scenario.get("projects") or []}
     for job in result.get("jobs") or []:
         token = job["token"]
         paths = result["projects"] if job["status"] == "running" else [job["project"]]
@@ -164,6 +167,15 @@ def clone_commands(state: Any, scenario: dict[str, Any], result: dict[str, Any])
             lines += [f"# {path} with the token of {job['status']} job {job['id']} of "
                       f"{job['project']} ({job['user']}): {expect('gitlab-ci-token', token, path)}",
                       clone(path, "gitlab-ci-token", token)]
+        if job["status"] == "running" and submodules.get(job["project"]):
+            targets = [posixpath.normpath(posixpath.join(f"{job['project']}.git", url))
+                       .removesuffix(".git") for url in submodules[job["project"]]]
+            outcomes = [expect("gitlab-ci-token", token, t) for t in [job["project"], *targets]]
+            outcome = next((o for o in outcomes if o != "expect: clones"), "expect: clones")
+            lines += [f"# {job['project']} and its submodules ({', '.join(targets)}) with the "
+                      f"token of job {job['id']}: {outcome}",
+                      clone(job["project"], "gitlab-ci-token", token).replace(
+                          "git clone ", "git clone --recurse-submodules ")]
     lines += ["# why was a request allowed or refused? the decision log:",
               f"curl -s -H 'PRIVATE-TOKEN: {state.config.root_token}' {url}/-/forge/events"]
     return lines
