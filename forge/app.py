@@ -16,7 +16,7 @@ from sqlalchemy import event
 from forge import domain
 from forge.config import ForgeConfig
 from forge.models import db
-from forge.repos import LfsStore, RepositoryBackend
+from forge.repos import BlobStore, RepositoryBackend
 
 if TYPE_CHECKING:
     from forge.registry import SigningKey
@@ -33,7 +33,8 @@ class ForgeState:
 
     config: ForgeConfig
     backend: RepositoryBackend
-    lfs: LfsStore
+    lfs: BlobStore
+    packages: BlobStore
     clock: Callable[[], datetime] = utcnow
     errors: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -92,7 +93,8 @@ def create_app(config: ForgeConfig | None = None, clock: Callable[[], datetime] 
         SECRET_KEY=secrets.token_hex(16),
     )
     state = ForgeState(config, RepositoryBackend(config.repositories_dir),
-                       LfsStore(config.data_dir / "lfs"), clock or utcnow)
+                       BlobStore(config.data_dir / "lfs"), BlobStore(config.data_dir / "packages"),
+                       clock or utcnow)
     app.extensions["forge"] = state
     db.init_app(app)
     with app.app_context():
@@ -112,11 +114,12 @@ def create_app(config: ForgeConfig | None = None, clock: Callable[[], datetime] 
     def health() -> Any:
         return jsonify(status="ok")
 
-    from forge import control, registry
+    from forge import api, control, registry
     from forge import lfs as lfs_api
     control.init_app(app)
     registry.init_app(app)
     lfs_api.init_app(app)
+    api.init_app(app)
 
     from forge.gitserve import GitApplication
     app.wsgi_app = GitApplication(state, app, app.wsgi_app)  # type: ignore[method-assign]

@@ -28,17 +28,19 @@ from forge.models import (
     LfsLock,
     LfsObject,
     Membership,
+    PackageFile,
     PersonalAccessToken,
     Project,
     ProtectedBranch,
+    Release,
     ScopeLink,
     User,
     db,
 )
 from forge.repos import (
+    BlobStore,
     FileContent,
     Gitlink,
-    LfsStore,
     RepositoryBackend,
     TreeEntry,
     commit_files,
@@ -282,7 +284,7 @@ def create_project(
     protect_default_branch: bool = True,
     author: str = "Forge <forge@example.com>",
     lfs_files: Mapping[str, FileContent] | None = None,
-    lfs: LfsStore | None = None,
+    lfs: BlobStore | None = None,
     submodules: Mapping[str, str] | None = None,
 ) -> Project:
     """Create a project in a group or a user's namespace, with its bare repository.
@@ -368,7 +370,7 @@ def delete_project(backend: RepositoryBackend, project: Project) -> None:
 def update_project(project: Project, **changes: Any) -> None:
     """Change a project's visibility, default branch or job token settings."""
     allowed = {"visibility", "default_branch", "inbound_enabled", "outbound_enabled",
-               "job_push_allowed", "lfs_enabled", "name"}
+               "job_push_allowed", "lfs_enabled", "job_token_policies_enabled", "name"}
     unknown = sorted(set(changes) - allowed)
     if unknown:
         raise DomainError(f"cannot change {', '.join(unknown)} of project {project.full_path!r}")
@@ -438,6 +440,15 @@ def _links(project: Project, direction: str) -> list[ScopeLink]:
     ).order_by(ScopeLink.id)))
 
 
+def check_policies(policies: Iterable[str]) -> list[str]:
+    """Validate fine-grained job token policies."""
+    policies = list(policies)
+    unknown = sorted(set(policies) - perm.POLICIES)
+    if unknown:
+        raise DomainError(f"job_token_policies does not have a valid value: {', '.join(unknown)}")
+    return policies
+
+
 def allow_project(now: datetime, target: Project, source: Project, *,
                   default_permissions: bool = True,
                   job_token_policies: Iterable[str] = ()) -> ScopeLink:
@@ -465,7 +476,7 @@ def _allow_inbound(now: datetime, target: Project, kind: str, source_id: int,
         raise DomainError(f"The {kind} allowlist is limited to {MAX_ALLOWLIST} {kind}s.")
     link = ScopeLink(project_id=target.id, direction="inbound", **{column: source_id},
                      default_permissions=default_permissions,
-                     job_token_policies=list(job_token_policies), created_at=now)
+                     job_token_policies=check_policies(job_token_policies), created_at=now)
     db.session.add(link)
     db.session.flush()
     return link
@@ -575,7 +586,20 @@ def project_facts(project: Project, user: User | None, backend: RepositoryBacken
         job_push_allowed=project.job_push_allowed,
         protected_branches=tuple(
             perm.ProtectedBranch(r.name, r.push_access_level, r.allow_force_push) for r in rules),
+        fine_grained=project.job_token_policies_enabled,
+        allowlist_entries=tuple(
+            (link.source_project_id, link.source_group_id, link.default_permissions,
+             frozenset(link.job_token_policies or ())) for link in links),
     )
+
+
+def group_role(group: Group, user: User | None) -> int:
+    """A user's role in a group: the highest of its and its ancestors' memberships."""
+    if user is None:
+        return perm.NO_ACCESS
+    levels = db.session.scalars(select(Membership.access_level).where(
+        Membership.user_id == user.id, Membership.group_id.in_(ancestor_ids(group))))
+    return max(levels, default=perm.NO_ACCESS)
 
 
 def user_facts(user: User) -> perm.User:
@@ -714,10 +738,10 @@ def ensure_root(now: datetime, root_token: str, root_password: str = "",
     return root
 
 
-def reset(backend: RepositoryBackend, lfs: LfsStore | None = None) -> None:
+def reset(backend: RepositoryBackend, lfs: BlobStore | None = None) -> None:
     """Empty the forge, keeping the root user and its tokens."""
-    for model in (Event, Job, LfsLock, LfsObject, ScopeLink, ProtectedBranch, Membership,
-                  Project, Group):
+    for model in (Event, Job, LfsLock, LfsObject, PackageFile, Release, ScopeLink,
+                  ProtectedBranch, Membership, Project, Group):
         db.session.execute(db.delete(model))
     root = db.session.scalar(select(User).where(User.username == "root"))
     keep = root.id if root is not None else -1

@@ -137,7 +137,7 @@ def upload(project: str, oid: str, size: int) -> Response:
     state = _state()
     if not OID.match(oid):
         return lfs_json({"message": "Invalid oid"}, 422)
-    if not state.lfs.put_stream(request.stream, oid, size):
+    if state.lfs.put_stream(request.stream, oid, size) is None:
         return lfs_json({"message": "The object does not match its oid and size."}, 422)
     domain.link_lfs_object(state.now(), outcome.project, oid, size)
     db.session.commit()

@@ -81,6 +81,7 @@ class Project(db.Model):  # type: ignore[name-defined,misc]
     outbound_enabled: Mapped[bool] = mapped_column(default=False)
     job_push_allowed: Mapped[bool] = mapped_column(default=False)
     lfs_enabled: Mapped[bool] = mapped_column(default=True)
+    job_token_policies_enabled: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime]
     group: Mapped[Group | None] = relationship()
     owner: Mapped[User | None] = relationship()
@@ -160,6 +161,37 @@ class LfsLock(db.Model):  # type: ignore[name-defined,misc]
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     created_at: Mapped[datetime]
     user: Mapped[User] = relationship()
+
+
+class PackageFile(db.Model):  # type: ignore[name-defined,misc]
+    """A file of a generic package (`/packages/generic/:name/:version/:file`)."""
+
+    __tablename__ = "package_files"
+    __table_args__ = (UniqueConstraint("project_id", "name", "version", "file_name"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(255))
+    version: Mapped[str] = mapped_column(String(255))
+    file_name: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int]
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+
+
+class Release(db.Model):  # type: ignore[name-defined,misc]
+    """A release of a project, tied to a tag."""
+
+    __tablename__ = "releases"
+    __table_args__ = (UniqueConstraint("project_id", "tag_name"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    tag_name: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str] = mapped_column(String(65535), default="")
+    sha: Mapped[str] = mapped_column(String(64))
+    author_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime]
+    author: Mapped[User | None] = relationship()
 
 
 class Job(db.Model):  # type: ignore[name-defined,misc]

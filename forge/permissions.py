@@ -156,6 +156,9 @@ class Project:
     allowlist_group_ids: frozenset[int] = frozenset()
     job_push_allowed: bool = False
     protected_branches: tuple[ProtectedBranch, ...] = field(default_factory=tuple)
+    fine_grained: bool = False  # forge extension: job token policies are enforced
+    # (source project id or None, source group id or None, default_permissions, policies)
+    allowlist_entries: tuple[tuple[int | None, int | None, bool, frozenset[str]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -505,3 +508,172 @@ def authorize_unlock(principal: Principal, project: Project, owner_id: int, path
         return _deny("insufficient_role", 403,
                      "You must have maintainer access to force delete a lock")
     return _allow("force_unlock")
+
+
+# -- REST API (spec section 5) ----------------------------------------------------------
+
+API_UNAUTHORIZED = "401 Unauthorized"
+API_FORBIDDEN = "403 Forbidden"
+API_PROJECT_NOT_FOUND = "404 Project Not Found"
+API_SCOPE_DENIED = "403 Forbidden - Authentication by CI/CD job token not allowed from {source} to {target}."
+API_POLICY_DENIED = ("403 Forbidden - Insufficient permissions to access this resource in project "
+                     "{project}. The following token permission is required: {policy}.")
+API_INSUFFICIENT_SCOPE = "insufficient_scope"
+POLICIES = frozenset({
+    "read_deployments", "admin_deployments", "read_environments", "admin_environments",
+    "read_jobs", "admin_jobs", "read_merge_requests", "read_packages", "admin_packages",
+    "read_pipelines", "admin_pipelines", "read_releases", "admin_releases", "read_repositories",
+    "read_secure_files", "admin_secure_files", "read_terraform_state", "admin_terraform_state",
+    "read_work_items",
+})
+
+
+@dataclass(frozen=True)
+class Ability:
+    """What an API endpoint needs: a minimum role in private projects, whether it writes,
+    and the fine-grained job token policy that covers it (if any)."""
+
+    name: str
+    role: int
+    writes: bool = False
+    policy: str | None = None
+    public_read: bool = True  # readable by anyone who sees a public/internal project
+
+
+ABILITIES = {a.name: a for a in (
+    Ability("read_project", GUEST),
+    Ability("read_repository", REPORTER, policy="read_repositories"),
+    Ability("push_code", DEVELOPER, writes=True),
+    Ability("read_packages", REPORTER, policy="read_packages"),
+    Ability("create_package", DEVELOPER, writes=True, policy="admin_packages"),
+    Ability("read_release", REPORTER, policy="read_releases"),
+    Ability("create_release", DEVELOPER, writes=True, policy="admin_releases"),
+    Ability("read_members", GUEST),
+    Ability("admin_project", MAINTAINER, writes=True, public_read=False),
+    Ability("admin_members", MAINTAINER, writes=True, public_read=False),
+    Ability("admin_job_token_scope", MAINTAINER, writes=True, public_read=False),
+    Ability("read_job_token_scope", MAINTAINER, public_read=False),
+    Ability("delete_project", OWNER, writes=True, public_read=False),
+)}
+
+
+def _api_deny(reason: str, status: int, message: str) -> Decision:
+    return Decision(False, reason, status, message)
+
+
+def authenticate_api(principal: Principal, now: datetime, base_url: str) -> Decision:
+    """Check API credentials: anything but valid credentials is `401 Unauthorized`."""
+    auth = authenticate(principal, now, base_url)
+    if not auth.allowed:
+        return _api_deny(auth.reason, 401, API_UNAUTHORIZED)
+    return auth
+
+
+def _policy_granted(needed: str, granted: frozenset[str]) -> bool:
+    return needed in granted or (needed.startswith("read_") and
+                                 "admin_" + needed[len("read_"):] in granted)
+
+
+def _entries_for(job: Job, project: Project) -> list[tuple[bool, frozenset[str]]]:
+    return [(default, policies) for source_project, source_group, default, policies
+            in project.allowlist_entries
+            if source_project == job.project_id or source_group in job.project_group_ids]
+
+
+def authorize_api(principal: Principal, ability: str, project: Project | None, now: datetime,
+                  base_url: str) -> Decision:
+    """Decide a REST call needing `ability` on `project` (None: no such project).
+
+    Job tokens reach here only on job-token endpoints; elsewhere the glue treats them
+    as no credential. For a job token: the allowlist, then the user's role, then (when
+    the project enforces fine-grained permissions and the matching entries all have
+    `default_permissions: false`) the entries' policies. The job's own project is never
+    restricted by policies.
+    """
+    auth = authenticate_api(principal, now, base_url)
+    if not auth.allowed:
+        return auth
+    need = ABILITIES[ability]
+    if project is None:
+        return _api_deny("project_not_found", 404, API_PROJECT_NOT_FOUND)
+    if principal.kind is Kind.PAT:
+        if not ({"api"} if need.writes else {"api", "read_api"}) & principal.scopes:
+            return _api_deny("insufficient_scope", 403, API_INSUFFICIENT_SCOPE)
+    role = effective_role(principal, project)
+    visibility = _sees_as(principal.user, project)
+    job = principal.job if principal.kind is Kind.JOB else None
+    if job is not None and job.project_id != project.id:
+        if _job_scope(job, project):
+            return _api_deny("not_in_inbound_allowlist", 403, API_SCOPE_DENIED.format(
+                source=job.project_path, target=project.path))
+    if visibility == PRIVATE and role < GUEST:
+        return _api_deny("project_not_visible", 404, API_PROJECT_NOT_FOUND)
+    readable = need.public_read and not need.writes and visibility != PRIVATE
+    if not readable and role < need.role:
+        return _api_deny("insufficient_role", 403, API_FORBIDDEN)
+    if job is not None and job.project_id != project.id and project.fine_grained and need.policy:
+        entries = _entries_for(job, project)
+        if entries and not any(default for default, _ in entries):
+            granted = frozenset().union(*(policies for _, policies in entries))
+            if not _policy_granted(need.policy, granted):
+                return _api_deny("missing_job_token_policy", 403, API_POLICY_DENIED.format(
+                    project=project.path, policy=need.policy))
+    return _allow(f"can_{ability}")
+
+
+def authorize_instance(principal: Principal, ability: str, now: datetime, base_url: str,
+                       target_user_id: int | None = None) -> Decision:
+    """Decide instance-level calls: `admin` (manage users and tokens), `read_user`
+    (see oneself), `create_group`, `revoke_token` (one's own, or any as admin)."""
+    auth = authenticate_api(principal, now, base_url)
+    if not auth.allowed:
+        return auth
+    user = principal.user
+    if principal.kind is Kind.ANONYMOUS or user is None:
+        return _api_deny("login_required", 401, API_UNAUTHORIZED)
+    if principal.kind is Kind.PAT and not ({"api", "read_api", "read_user"} & principal.scopes if
+                                           ability == "read_user" else {"api"} & principal.scopes):
+        return _api_deny("insufficient_scope", 403, API_INSUFFICIENT_SCOPE)
+    if ability == "read_user":
+        return _allow("authenticated")
+    if ability == "create_group":
+        return _allow("can_create_group")
+    if ability == "revoke_token" and target_user_id == user.id:
+        return _allow("own_token")
+    if not user.admin:
+        return _api_deny("not_admin", 403, API_FORBIDDEN)
+    return _allow("admin")
+
+
+def authorize_group(principal: Principal, ability: str, visibility: str, role: int,
+                    now: datetime, base_url: str) -> Decision:
+    """Decide a group call: `read_group`; `create_subgroup`, `create_project` (maintainer);
+    `admin_members` (owner); `role` is the principal's role there, ancestors included."""
+    auth = authenticate_api(principal, now, base_url)
+    if not auth.allowed:
+        return auth
+    user = principal.user
+    admin = user is not None and user.admin and principal.kind is not Kind.JOB
+    seen = visibility if not (visibility == INTERNAL and (user is None or user.external)) else PRIVATE
+    if seen == PRIVATE and role < GUEST and not admin:
+        return _api_deny("group_not_visible", 404, "404 Group Not Found")
+    if ability == "read_group":
+        return _allow("can_read_group")
+    if principal.kind is Kind.PAT and "api" not in principal.scopes:
+        return _api_deny("insufficient_scope", 403, API_INSUFFICIENT_SCOPE)
+    needed = OWNER if ability == "admin_members" else MAINTAINER
+    if not admin and role < needed:
+        return _api_deny("insufficient_role", 403, API_FORBIDDEN)
+    return _allow(f"can_{ability}")
+
+
+def authorize_current_job(principal: Principal, now: datetime, base_url: str) -> Decision:
+    """Decide `GET /job`: a running job's token sees its job; other credentials find none."""
+    auth = authenticate_api(principal, now, base_url)
+    if not auth.allowed:
+        return auth
+    if principal.kind is Kind.ANONYMOUS:
+        return _api_deny("login_required", 401, API_UNAUTHORIZED)
+    if principal.kind is not Kind.JOB:
+        return _api_deny("not_a_job_token", 404, "404 Job Not Found")
+    return _allow("job_token")

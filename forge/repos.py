@@ -186,8 +186,8 @@ def read_directory(path: Path) -> dict[str, bytes]:
     }
 
 
-class LfsStore:
-    """LFS objects on disk, content-addressed by their SHA-256 oid."""
+class BlobStore:
+    """Files on disk, content-addressed by their SHA-256 (LFS objects, package files)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
@@ -214,12 +214,15 @@ class LfsStore:
             os.replace(tmp, path)
         return oid, len(data)
 
-    def put_stream(self, stream: IO[bytes], oid: str, size: int) -> bool:
-        """Store an upload when its content has exactly `size` bytes hashing to `oid`.
+    def put_stream(self, stream: IO[bytes], oid: str | None = None,
+                   size: int | None = None) -> tuple[str, int] | None:
+        """Store a stream; return its oid and size.
 
-        Returns False, keeping nothing, when it does not.
+        With `oid` and `size`, the content must have exactly that many bytes hashing to
+        that oid; when it does not, nothing is kept and None is returned.
         """
-        target = self.path_for(oid)
+        if oid is not None:
+            self.path_for(oid)  # validates the oid
         digest, count = hashlib.sha256(), 0
         (self.root / "tmp").mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.root / "tmp")
@@ -227,15 +230,17 @@ class LfsStore:
             with os.fdopen(fd, "wb") as handle:
                 while chunk := stream.read(1024 * 1024):
                     count += len(chunk)
-                    if count > size:
-                        return False
+                    if size is not None and count > size:
+                        return None
                     digest.update(chunk)
                     handle.write(chunk)
-            if count != size or digest.hexdigest() != oid:
-                return False
+            found = digest.hexdigest()
+            if (size is not None and count != size) or (oid is not None and found != oid):
+                return None
+            target = self.path_for(found)
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, target)
-            return True
+            return found, count
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)

@@ -27,6 +27,7 @@ PROJECT_KEYS = {"path", "name", "visibility", "default_branch", "members", "prot
                 "files", "template", "job_token_scope", "lfs_files", "lfs_enabled", "submodules"}
 BRANCH_KEYS = {"name", "push_access_level", "allow_force_push"}
 SCOPE_KEYS = {"inbound_enabled", "outbound_enabled", "push_repository_allowed",
+              "fine_grained_permissions",
               "ci_push_repository_for_job_token_allowed", "allowlist", "outbound"}
 ALLOWLIST_KEYS = {"projects", "groups"}
 ENTRY_KEYS = {"path", "default_permissions", "job_token_policies"}
@@ -257,7 +258,8 @@ def _scope(state: ForgeState, project: Any, scope: Any, where: str, named: Any) 
     for key, attr in (("inbound_enabled", "inbound_enabled"),
                       ("outbound_enabled", "outbound_enabled"),
                       ("push_repository_allowed", "job_push_allowed"),
-                      ("ci_push_repository_for_job_token_allowed", "job_push_allowed")):
+                      ("ci_push_repository_for_job_token_allowed", "job_push_allowed"),
+                      ("fine_grained_permissions", "job_token_policies_enabled")):
         if key in scope:
             changes[attr] = bool(scope[key])
     domain.update_project(project, **changes)

@@ -1,0 +1,323 @@
+"""The GitLab v4 REST subset under `/api/v4`: credentials, errors, ids, pagination.
+
+Views live in the sibling modules; each asks `forge.permissions` through `authorize`
+here, so no view compares roles itself. Errors use GitLab's envelope
+(`{"message": "404 Project Not Found"}`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+from typing import Any, NoReturn
+from urllib.parse import quote, unquote, urlencode
+
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from forge import auth, domain
+from forge import permissions as perm
+from forge.app import ForgeState, state_of
+from forge.models import Group, Project, User, db
+
+bp = Blueprint("api", __name__, url_prefix="/api/v4")
+
+
+class ApiError(Exception):
+    """An API refusal with its status and GitLab body."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        super().__init__(body)
+        self.status = status
+        self.body = body
+
+
+def fail(status: int, message: str) -> NoReturn:
+    """Raise GitLab's `{"message": ...}` error."""
+    raise ApiError(status, {"message": message})
+
+
+def missing(name: str) -> NoReturn:
+    """Raise GitLab's missing-parameter error."""
+    raise ApiError(400, {"error": f"{name} is missing"})
+
+
+def state() -> ForgeState:
+    """The forge serving this request."""
+    return state_of(current_app)
+
+
+def now() -> datetime:
+    """The forge's clock."""
+    return state().now()
+
+
+def iso(value: datetime | None) -> str | None:
+    """Render a naive UTC time as GitLab does."""
+    return value.isoformat(timespec="milliseconds") + "Z" if value else None
+
+
+# -- credentials ------------------------------------------------------------------------
+
+def _job_token_candidate() -> str | None:
+    token = request.headers.get("JOB-TOKEN") or request.args.get("job_token")
+    if token:
+        return token
+    bearer = request.headers.get("Authorization", "")
+    if bearer.lower().startswith("bearer ") and bearer[7:].strip().startswith("glcbt-"):
+        return bearer[7:].strip()
+    return None
+
+
+def principal(job_token_endpoint: bool = False, basic: bool = False) -> perm.Principal:
+    """Read the request's credentials as GitLab's API does.
+
+    PATs come as `PRIVATE-TOKEN`, `private_token` or `Authorization: Bearer`. Job tokens
+    (`JOB-TOKEN`, `job_token`, Bearer) count only on job-token endpoints; elsewhere the
+    call is anonymous. `basic` also accepts `gitlab-ci-token:<token>` (package endpoints).
+    """
+    pat = request.headers.get("PRIVATE-TOKEN") or request.args.get("private_token")
+    job_token = _job_token_candidate()
+    if basic and not pat and not job_token:
+        credentials = auth.parse_basic(request.headers.get("Authorization"))
+        if credentials and not credentials.malformed:
+            if credentials.username == auth.JOB_TOKEN_USER:
+                job_token = credentials.secret
+            else:
+                pat = credentials.secret
+    if job_token:
+        if not job_token_endpoint:
+            return perm.ANONYMOUS
+        found = auth.principal_for(auth.Credentials(auth.JOB_TOKEN_USER, job_token))
+        return found if found.kind is perm.Kind.JOB else perm.Principal(
+            perm.Kind.INVALID, failure="unknown_job_token")
+    if not pat:
+        bearer = request.headers.get("Authorization", "")
+        if bearer.lower().startswith("bearer "):
+            pat = bearer[7:].strip()
+    if pat:
+        found = auth.principal_for(auth.Credentials("", pat))
+        return found if found.kind is perm.Kind.PAT else perm.Principal(
+            perm.Kind.INVALID, failure="unknown_token")
+    return perm.ANONYMOUS
+
+
+def record(who: perm.Principal, action: str, decision: perm.Decision,
+           project: Project | None = None) -> None:
+    """Log an API decision."""
+    auth.record(now(), request.method, request.path, who, action, decision, project)
+
+
+def check(who: perm.Principal, action: str, decision: perm.Decision,
+          project: Project | None = None) -> None:
+    """Log the decision and raise its GitLab error when it refuses."""
+    record(who, action, decision, project)
+    db.session.commit()
+    if not decision.allowed:
+        if decision.message == perm.API_INSUFFICIENT_SCOPE:
+            raise ApiError(403, {
+                "error": "insufficient_scope",
+                "error_description": "The request requires higher privileges than provided by "
+                                     "the access token.",
+                "scope": "api"})
+        fail(decision.status, decision.message)
+
+
+def current_user(who: perm.Principal) -> User | None:
+    """The ORM user behind a principal."""
+    return auth.user_of(who)
+
+
+def project_ability(project_id: str, ability: str, *, job_token_endpoint: bool = False,
+                    basic: bool = False) -> tuple[Project, perm.Principal]:
+    """Find the project (id or URL-encoded path) and require `ability` on it."""
+    who = principal(job_token_endpoint, basic)
+    project = find_project(project_id)
+    facts = domain.project_facts(project, current_user(who)) if project is not None else None
+    check(who, f"api_{ability}", perm.authorize_api(who, ability, facts, now(),
+                                                    state().config.base_url), project)
+    assert project is not None
+    return project, who
+
+
+def instance_ability(ability: str, target_user_id: int | None = None) -> perm.Principal:
+    """Require an instance-level ability (admin, read_user, ...)."""
+    who = principal()
+    check(who, f"api_{ability}", perm.authorize_instance(
+        who, ability, now(), state().config.base_url, target_user_id))
+    return who
+
+
+def group_ability(group: Group, ability: str) -> perm.Principal:
+    """Require `read_group`, `create_subgroup` or `admin_members` on a group."""
+    who = principal()
+    role = domain.group_role(group, current_user(who))
+    check(who, f"api_{ability}", perm.authorize_group(
+        who, ability, group.visibility, role, now(), state().config.base_url))
+    return who
+
+
+# -- ids, bodies, pages -----------------------------------------------------------------
+
+def find_project(ref: str) -> Project | None:
+    """A project by numeric id or URL-encoded full path."""
+    ref = unquote(ref)
+    if ref.isdigit():
+        return db.session.get(Project, int(ref))
+    try:
+        domain.check_path(ref)
+    except domain.DomainError:
+        return None
+    return domain.find_project(ref)
+
+
+def find_group(ref: str) -> Group:
+    """A group by numeric id or URL-encoded full path, or 404."""
+    ref = unquote(ref)
+    group = db.session.get(Group, int(ref)) if ref.isdigit() else None
+    if group is None and not ref.isdigit():
+        try:
+            group = domain.get_group(ref)
+        except domain.DomainError:
+            group = None
+    if group is None:
+        fail(404, "404 Group Not Found")
+    return group
+
+
+def params() -> dict[str, Any]:
+    """The request's parameters: query string, form or JSON body, merged like Grape does."""
+    values: dict[str, Any] = dict(request.args)
+    if request.form:
+        values.update(request.form)
+    body = request.get_json(silent=True) if request.data else None
+    if isinstance(body, dict):
+        values.update(body)
+    elif request.data and request.mimetype == "application/json":
+        fail(400, "400 Bad request - malformed JSON body")
+    return values
+
+
+def integer(values: dict[str, Any], name: str, required: bool = True) -> int | None:
+    """Read an integer parameter, with GitLab's 400 when it is missing or invalid."""
+    value = values.get(name)
+    if value is None or value == "":
+        if required:
+            missing(name)
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ApiError(400, {"error": f"{name} is invalid"}) from None
+
+
+def boolean(value: Any) -> bool:
+    """Read a Grape-style boolean."""
+    return value is True or str(value).lower() in ("true", "1", "yes", "on")
+
+
+def paginate(items: Sequence[Any], render: Callable[[Any], dict[str, Any]]) -> Response:
+    """A list page with GitLab's pagination headers."""
+    values = request.args
+    try:
+        page = max(int(values.get("page", 1)), 1)
+        per_page = min(max(int(values.get("per_page", 20)), 1), 100)
+    except ValueError:
+        page, per_page = 1, 20
+    total = len(items)
+    pages = max(math.ceil(total / per_page), 1)
+    chunk = items[(page - 1) * per_page: page * per_page]
+    response = jsonify([render(item) for item in chunk])
+    base = state().config.base_url + request.path
+    query = {k: v for k, v in values.items() if k not in ("page", "per_page")}
+
+    def link(number: int) -> str:
+        return f"{base}?{urlencode({**query, 'page': number, 'per_page': per_page})}"
+
+    links = []
+    if page > 1:
+        links.append(f'<{link(page - 1)}>; rel="prev"')
+    if page < pages:
+        links.append(f'<{link(page + 1)}>; rel="next"')
+    links += [f'<{link(1)}>; rel="first"', f'<{link(pages)}>; rel="last"']
+    response.headers.update({
+        "X-Total": str(total), "X-Total-Pages": str(pages), "X-Page": str(page),
+        "X-Per-Page": str(per_page), "X-Next-Page": str(page + 1) if page < pages else "",
+        "X-Prev-Page": str(page - 1) if page > 1 else "", "Link": ", ".join(links)})
+    return response
+
+
+def created(data: dict[str, Any]) -> tuple[Response, int]:
+    """A 201 answer."""
+    return jsonify(data), 201
+
+
+def no_content() -> Response:
+    """A 204 answer."""
+    return Response(status=204)
+
+
+def web_url(path: str) -> str:
+    """The browser URL of a path on this forge."""
+    return f"{state().config.base_url}/{path}"
+
+
+# -- errors -----------------------------------------------------------------------------
+
+@bp.errorhandler(ApiError)
+def api_error(exc: ApiError) -> Response:
+    """Render a refusal."""
+    db.session.rollback()
+    response = jsonify(exc.body)
+    response.status_code = exc.status
+    return response
+
+
+@bp.errorhandler(domain.DomainError)
+def domain_error(exc: domain.DomainError) -> Response:
+    """Render a refused operation as GitLab's `400 Bad request - ...` and friends."""
+    db.session.rollback()
+    prefix = {400: "400 Bad request - ", 403: "403 Forbidden - ", 404: "404 ",
+              409: ""}.get(exc.status, "")
+    response = jsonify(message=f"{prefix}{exc}")
+    response.status_code = exc.status
+    return response
+
+
+@bp.errorhandler(HTTPException)
+def http_error(exc: HTTPException) -> Response:
+    """Unknown routes and methods, too large bodies: GitLab's JSON envelope."""
+    code = exc.code or 500
+    text = {404: "404 Not Found", 405: "405 Method Not Allowed",
+            413: "413 Request Entity Too Large"}.get(code, f"{code} {exc.name}")
+    response = jsonify(message=text if code != 404 else "404 Not Found")
+    response.status_code = code
+    return response
+
+
+class EncodedIds:
+    """Keep `%2F` inside API path segments encoded, so `acme%2Fapp` stays one segment.
+
+    werkzeug decodes PATH_INFO before routing; GitLab addresses projects and files by
+    URL-encoded paths. Views `unquote` the segments they read.
+    """
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        raw = environ.get("RAW_URI") or environ.get("REQUEST_URI") or ""
+        raw_path = raw.split("?", 1)[0]
+        if raw_path.startswith("/api/v4/") and "%2f" in raw_path.lower():
+            segments = [quote(unquote(part), safe="@:+!$&'()*,;=-._~") for part in raw_path.split("/")]
+            environ["PATH_INFO"] = "/".join(segments)
+        return self.app(environ, start_response)
+
+
+def init_app(app: Flask) -> None:
+    """Register the API."""
+    from forge.api import ci, projects, repository, scope, users  # noqa: F401 - registers routes
+
+    app.register_blueprint(bp)
+    app.wsgi_app = EncodedIds(app.wsgi_app)  # type: ignore[method-assign]

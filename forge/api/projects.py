@@ -1,0 +1,413 @@
+"""Groups, projects, members and protected branches."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import unquote
+
+from flask import Response, jsonify
+from sqlalchemy import select
+
+from forge import domain
+from forge import permissions as perm
+from forge.api import (
+    ApiError,
+    boolean,
+    bp,
+    created,
+    current_user,
+    fail,
+    find_group,
+    group_ability,
+    instance_ability,
+    integer,
+    iso,
+    missing,
+    no_content,
+    now,
+    paginate,
+    params,
+    principal,
+    project_ability,
+    state,
+    web_url,
+)
+from forge.api.users import user_json
+from forge.models import Group, Membership, Project, ProtectedBranch, User, db
+
+LEVEL_NAMES = {0: "No one", 10: "Guest", 20: "Reporter", 30: "Developers + Maintainers",
+               40: "Maintainers", 50: "Owner"}
+
+
+def namespace_json(project: Project) -> dict[str, Any]:
+    """The namespace block of a project."""
+    if project.group is not None:
+        group = project.group
+        return {"id": group.id, "name": group.name, "path": group.path, "kind": "group",
+                "full_path": group.full_path, "parent_id": group.parent_id,
+                "web_url": web_url(f"groups/{group.full_path}")}
+    owner = project.owner
+    assert owner is not None
+    return {"id": owner.id, "name": owner.name, "path": owner.username, "kind": "user",
+            "full_path": owner.username, "parent_id": None, "web_url": web_url(owner.username)}
+
+
+def project_json(project: Project) -> dict[str, Any]:
+    """A project as GitLab renders one (the fields python-gitlab and CI scripts use)."""
+    base = state().config.base_url
+    return {
+        "id": project.id, "name": project.name, "path": project.path,
+        "name_with_namespace": project.full_path.replace("/", " / "),
+        "path_with_namespace": project.full_path, "description": None,
+        "visibility": project.visibility, "default_branch": project.default_branch,
+        "http_url_to_repo": f"{base}/{project.full_path}.git", "ssh_url_to_repo": None,
+        "web_url": web_url(project.full_path), "namespace": namespace_json(project),
+        "created_at": iso(project.created_at), "archived": False, "empty_repo": False,
+        "lfs_enabled": project.lfs_enabled, "container_registry_enabled": True,
+        "ci_push_repository_for_job_token_allowed": project.job_push_allowed,
+        "ci_inbound_job_token_scope_enabled": project.inbound_enabled,
+        "ci_job_token_scope_enabled": project.outbound_enabled,
+        "job_token_policies_enabled": project.job_token_policies_enabled,
+    }
+
+
+def group_json(group: Group) -> dict[str, Any]:
+    """A group as GitLab renders one."""
+    return {"id": group.id, "name": group.name, "path": group.path, "full_path": group.full_path,
+            "full_name": group.full_path.replace("/", " / "), "parent_id": group.parent_id,
+            "visibility": group.visibility, "description": "",
+            "web_url": web_url(f"groups/{group.full_path}"), "created_at": iso(group.created_at)}
+
+
+def member_json(member: Membership) -> dict[str, Any]:
+    """A membership as GitLab renders one."""
+    return {**user_json(member.user), "access_level": member.access_level, "expires_at": None}
+
+
+def protected_json(rule: ProtectedBranch) -> dict[str, Any]:
+    """A protected branch rule as GitLab renders one."""
+    def levels(level: int) -> list[dict[str, Any]]:
+        return [{"id": rule.id, "access_level": level,
+                 "access_level_description": LEVEL_NAMES.get(level, str(level)),
+                 "user_id": None, "group_id": None}]
+    return {"id": rule.id, "name": rule.name, "push_access_levels": levels(rule.push_access_level),
+            "merge_access_levels": levels(perm.MAINTAINER), "allow_force_push": rule.allow_force_push,
+            "code_owner_approval_required": False}
+
+
+def _visible_projects(query: Any) -> list[Project]:
+    who = principal()
+    user = current_user(who)
+    visible = []
+    for project in db.session.scalars(query.order_by(Project.id)):
+        facts = domain.project_facts(project, user)
+        if perm.authorize_api(who, "read_project", facts, now(), state().config.base_url).allowed:
+            visible.append(project)
+    return visible
+
+
+# -- groups -----------------------------------------------------------------------------
+
+@bp.get("/groups")
+def list_groups() -> Response:
+    """Groups the caller can see (`search` filters by path)."""
+    who = principal()
+    values = params()
+    groups = []
+    for group in db.session.scalars(select(Group).order_by(Group.id)):
+        role = domain.group_role(group, current_user(who))
+        if perm.authorize_group(who, "read_group", group.visibility, role, now(),
+                                state().config.base_url).allowed:
+            if not values.get("search") or str(values["search"]) in group.full_path:
+                groups.append(group)
+    return paginate(groups, group_json)
+
+
+@bp.get("/groups/<group_id>")
+def show_group(group_id: str) -> Response:
+    """One group."""
+    group = find_group(group_id)
+    group_ability(group, "read_group")
+    return jsonify(group_json(group))
+
+
+@bp.get("/groups/<group_id>/subgroups")
+def list_subgroups(group_id: str) -> Response:
+    """A group's direct subgroups."""
+    group = find_group(group_id)
+    group_ability(group, "read_group")
+    children = db.session.scalars(select(Group).where(Group.parent_id == group.id).order_by(Group.id))
+    return paginate(list(children), group_json)
+
+
+@bp.get("/groups/<group_id>/projects")
+def list_group_projects(group_id: str) -> Response:
+    """The projects directly in a group that the caller can see."""
+    group = find_group(group_id)
+    group_ability(group, "read_group")
+    return paginate(_visible_projects(select(Project).where(Project.group_id == group.id)),
+                    project_json)
+
+
+@bp.post("/groups")
+def create_group() -> tuple[Response, int]:
+    """Create a group, or a subgroup with `parent_id` (maintainer of the parent)."""
+    values = params()
+    for name in ("name", "path"):
+        if not values.get(name):
+            missing(name)
+    parent_id = integer(values, "parent_id", required=False)
+    if parent_id is not None:
+        parent = find_group(str(parent_id))
+        who = group_ability(parent, "create_subgroup")
+        full_path = f"{parent.full_path}/{values['path']}"
+    else:
+        who = instance_ability("create_group")
+        full_path = str(values["path"])
+    group = domain.create_group(now(), full_path, name=str(values["name"]),
+                                visibility=str(values.get("visibility", "private")))
+    user = current_user(who)
+    if user is not None:
+        domain.set_member(user, group, perm.OWNER)
+    db.session.commit()
+    return created(group_json(group))
+
+
+@bp.delete("/groups/<group_id>")
+def delete_group(group_id: str) -> tuple[Response, int]:
+    """Delete a group with its projects (owner)."""
+    group = find_group(group_id)
+    group_ability(group, "admin_members")
+    for project in db.session.scalars(select(Project).where(Project.group_id == group.id)):
+        domain.delete_project(state().backend, project)
+    db.session.delete(group)
+    db.session.commit()
+    return jsonify(message="202 Accepted"), 202
+
+
+# -- projects ---------------------------------------------------------------------------
+
+@bp.get("/projects")
+def list_projects() -> Response:
+    """Projects the caller can see (`search`, `membership=true`)."""
+    values = params()
+    query = select(Project)
+    if values.get("search"):
+        query = query.where(Project.full_path.contains(str(values["search"])))
+    projects = _visible_projects(query)
+    if boolean(values.get("membership")):
+        user = current_user(principal())
+        projects = [p for p in projects if user is not None and
+                    domain.project_facts(p, user).role >= perm.GUEST]
+    return paginate(projects, project_json)
+
+
+@bp.get("/projects/<project_id>")
+def show_project(project_id: str) -> Response:
+    """One project, by id or URL-encoded path."""
+    project, _ = project_ability(project_id, "read_project")
+    return jsonify(project_json(project))
+
+
+@bp.post("/projects")
+def create_project() -> tuple[Response, int]:
+    """Create a project in a group (`namespace_id`) or in the caller's namespace."""
+    values = params()
+    if not values.get("name") and not values.get("path"):
+        raise ApiError(400, {"error": "name, path are missing, at least one parameter must be provided"})
+    path = str(values.get("path") or values["name"]).strip().replace(" ", "-").lower()
+    namespace_id = integer(values, "namespace_id", required=False)
+    if namespace_id is not None:
+        group = find_group(str(namespace_id))
+        who = group_ability(group, "create_project")
+        namespace = group.full_path
+    else:
+        who = instance_ability("create_group")
+        user = current_user(who)
+        assert user is not None
+        namespace = user.username
+    files = {"README.md": f"# {values.get('name') or path}\n"} if boolean(
+        values.get("initialize_with_readme")) else None
+    project = domain.create_project(
+        now(), state().backend, f"{namespace}/{path}", name=str(values.get("name") or path),
+        visibility=str(values.get("visibility", "private")),
+        default_branch=str(values.get("default_branch") or "main"), files=files)
+    db.session.commit()
+    return created(project_json(project))
+
+
+PROJECT_SETTINGS = {"visibility": "visibility", "default_branch": "default_branch",
+                    "name": "name", "lfs_enabled": "lfs_enabled",
+                    "ci_push_repository_for_job_token_allowed": "job_push_allowed",
+                    "job_token_policies_enabled": "job_token_policies_enabled"}
+
+
+@bp.put("/projects/<project_id>")
+def update_project(project_id: str) -> Response:
+    """Change settings (maintainer): visibility, ci_push_repository_for_job_token_allowed, ..."""
+    project, _ = project_ability(project_id, "admin_project")
+    values = params()
+    changes: dict[str, Any] = {}
+    for key, attr in PROJECT_SETTINGS.items():
+        if key in values:
+            value = values[key]
+            changes[attr] = boolean(value) if isinstance(getattr(project, attr), bool) else str(value)
+    domain.update_project(project, **changes)
+    db.session.commit()
+    return jsonify(project_json(project))
+
+
+@bp.delete("/projects/<project_id>")
+def delete_project(project_id: str) -> tuple[Response, int]:
+    """Delete a project (owner)."""
+    project, _ = project_ability(project_id, "delete_project")
+    domain.delete_project(state().backend, project)
+    db.session.commit()
+    return jsonify(message="202 Accepted"), 202
+
+
+# -- members ----------------------------------------------------------------------------
+
+def _members(target: Project | Group, inherited: bool) -> list[Membership]:
+    condition: Any
+    if isinstance(target, Project):
+        group_ids = domain.ancestor_ids(target.group) if inherited else []
+        condition = (Membership.project_id == target.id) | Membership.group_id.in_(group_ids)
+    else:
+        ids = domain.ancestor_ids(target) if inherited else [target.id]
+        condition = Membership.group_id.in_(ids)
+    best: dict[int, Membership] = {}
+    for member in db.session.scalars(select(Membership).where(condition).order_by(Membership.id)):
+        if member.user_id not in best or member.access_level > best[member.user_id].access_level:
+            best[member.user_id] = member
+    return list(best.values())
+
+
+def _target(kind: str, ref: str, ability: str) -> Project | Group:
+    if kind == "projects":
+        project, _ = project_ability(ref, ability)
+        return project
+    group = find_group(ref)
+    group_ability(group, "read_group" if ability == "read_members" else "admin_members")
+    return group
+
+
+def _member_user(values: dict[str, Any]) -> User:
+    user_id = integer(values, "user_id")
+    user = db.session.get(User, user_id)
+    if user is None:
+        fail(404, "404 User Not Found")
+    return user
+
+
+@bp.get("/<any(projects, groups):kind>/<ref>/members")
+@bp.get("/<any(projects, groups):kind>/<ref>/members/all")
+def list_members(kind: str, ref: str) -> Response:
+    """Direct members (`/members`) or all, inherited included (`/members/all`)."""
+    from flask import request
+    target = _target(kind, ref, "read_members")
+    return paginate(_members(target, request.path.endswith("/all")), member_json)
+
+
+@bp.get("/<any(projects, groups):kind>/<ref>/members/<int:user_id>")
+def show_member(kind: str, ref: str, user_id: int) -> Response:
+    """One direct member."""
+    target = _target(kind, ref, "read_members")
+    for member in _members(target, False):
+        if member.user_id == user_id:
+            return jsonify(member_json(member))
+    fail(404, "404 Member Not Found")
+
+
+@bp.post("/<any(projects, groups):kind>/<ref>/members")
+def add_member(kind: str, ref: str) -> tuple[Response, int]:
+    """Add a member with an `access_level`."""
+    target = _target(kind, ref, "admin_members")
+    values = params()
+    user = _member_user(values)
+    level = integer(values, "access_level")
+    if any(m.user_id == user.id for m in _members(target, False)):
+        fail(409, "Member already exists")
+    member = domain.set_member(user, target, int(level or 0))
+    db.session.commit()
+    return created(member_json(member))
+
+
+@bp.put("/<any(projects, groups):kind>/<ref>/members/<int:user_id>")
+def update_member(kind: str, ref: str, user_id: int) -> Response:
+    """Change a member's access level."""
+    target = _target(kind, ref, "admin_members")
+    level = integer(params(), "access_level")
+    if not any(m.user_id == user_id for m in _members(target, False)):
+        fail(404, "404 Member Not Found")
+    user = db.session.get(User, user_id)
+    assert user is not None
+    member = domain.set_member(user, target, int(level or 0))
+    db.session.commit()
+    return jsonify(member_json(member))
+
+
+@bp.delete("/<any(projects, groups):kind>/<ref>/members/<int:user_id>")
+def remove_member(kind: str, ref: str, user_id: int) -> Response:
+    """Remove a direct member."""
+    target = _target(kind, ref, "admin_members")
+    user = db.session.get(User, user_id)
+    if user is None or not any(m.user_id == user_id for m in _members(target, False)):
+        fail(404, "404 Member Not Found")
+    domain.remove_member(user, target)
+    db.session.commit()
+    return no_content()
+
+
+# -- protected branches -----------------------------------------------------------------
+
+def _rules(project: Project) -> list[ProtectedBranch]:
+    return list(db.session.scalars(select(ProtectedBranch).where(
+        ProtectedBranch.project_id == project.id).order_by(ProtectedBranch.id)))
+
+
+@bp.get("/projects/<project_id>/protected_branches")
+def list_protected(project_id: str) -> Response:
+    """Protected branch rules."""
+    project, _ = project_ability(project_id, "read_project")
+    return paginate(_rules(project), protected_json)
+
+
+@bp.get("/projects/<project_id>/protected_branches/<path:name>")
+def show_protected(project_id: str, name: str) -> Response:
+    """One rule."""
+    project, _ = project_ability(project_id, "read_project")
+    for rule in _rules(project):
+        if rule.name == unquote(name):
+            return jsonify(protected_json(rule))
+    fail(404, "404 Not found")
+
+
+@bp.post("/projects/<project_id>/protected_branches")
+def protect(project_id: str) -> tuple[Response, int]:
+    """Protect a branch or wildcard (maintainer)."""
+    project, _ = project_ability(project_id, "admin_project")
+    values = params()
+    if not values.get("name"):
+        missing("name")
+    name = str(values["name"])
+    if any(rule.name == name for rule in _rules(project)):
+        fail(409, f"Protected branch '{name}' already exists")
+    level = integer(values, "push_access_level", required=False)
+    rule = domain.protect_branch(project, name, perm.MAINTAINER if level is None else level,
+                                 boolean(values.get("allow_force_push")))
+    db.session.commit()
+    return created(protected_json(rule))
+
+
+@bp.delete("/projects/<project_id>/protected_branches/<path:name>")
+def unprotect(project_id: str, name: str) -> Response:
+    """Unprotect a branch (maintainer)."""
+    project, _ = project_ability(project_id, "admin_project")
+    try:
+        domain.unprotect_branch(project, unquote(name))
+    except domain.NotFound:
+        fail(404, "404 Not found")
+    db.session.commit()
+    return no_content()
+

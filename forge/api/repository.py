@@ -1,0 +1,300 @@
+"""Repository reads and ref changes: branches, tags, files and commits (via dulwich)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import unquote
+
+from dulwich.objects import Blob, Commit, Tag, Tree
+from dulwich.repo import Repo
+from flask import Response, jsonify
+
+from forge import permissions as perm
+from forge.api import (
+    bp,
+    check,
+    created,
+    current_user,
+    fail,
+    missing,
+    no_content,
+    paginate,
+    params,
+    project_ability,
+    state,
+    web_url,
+)
+from forge.models import Project
+from forge.repos import open_repo
+
+ZERO = perm.ZERO_SHA
+
+
+@contextmanager
+def repository(project: Project) -> Iterator[Repo]:
+    """Open the project's repository, or 404 when it has none."""
+    backend = state().backend
+    if not backend.exists(project.id):
+        fail(404, "404 Repository Not Found")
+    with open_repo(backend.path_for(project.id)) as repo:
+        yield repo
+
+
+def resolve(repo: Repo, ref: str) -> Commit | None:
+    """The commit a branch, tag or sha names."""
+    refs = repo.refs.as_dict()
+    for name in (f"refs/heads/{ref}", f"refs/tags/{ref}"):
+        sha = refs.get(name.encode())  # type: ignore[call-overload]
+        if sha is not None:
+            break
+    else:
+        sha = ref.encode() if len(ref) == 40 else None
+    try:
+        obj = repo[sha] if sha else None
+    except (KeyError, ValueError):
+        return None
+    while isinstance(obj, Tag):
+        obj = repo[obj.object[1]]
+    return obj if isinstance(obj, Commit) else None
+
+
+def _when(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def commit_json(project: Project, commit: Commit) -> dict[str, Any]:
+    """A commit as GitLab renders one."""
+    author, committer = commit.author.decode(errors="replace"), commit.committer.decode(errors="replace")
+
+    def split(who: str) -> tuple[str, str]:
+        name, _, email = who.partition(" <")
+        return name, email.rstrip(">")
+
+    message = commit.message.decode(errors="replace")
+    sha = commit.id.decode()
+    return {"id": sha, "short_id": sha[:8], "title": message.splitlines()[0] if message else "",
+            "message": message, "author_name": split(author)[0], "author_email": split(author)[1],
+            "authored_date": _when(commit.author_time), "committer_name": split(committer)[0],
+            "committer_email": split(committer)[1], "committed_date": _when(commit.commit_time),
+            "created_at": _when(commit.commit_time),
+            "parent_ids": [p.decode() for p in commit.parents],
+            "web_url": web_url(f"{project.full_path}/-/commit/{sha}")}
+
+
+def _branches(repo: Repo) -> dict[str, bytes]:
+    return {name.decode()[len("refs/heads/"):]: sha for name, sha in repo.refs.as_dict().items()
+            if name.startswith(b"refs/heads/")}
+
+
+def _tags(repo: Repo) -> dict[str, bytes]:
+    return {name.decode()[len("refs/tags/"):]: sha for name, sha in repo.refs.as_dict().items()
+            if name.startswith(b"refs/tags/")}
+
+
+def branch_json(project: Project, repo: Repo, name: str) -> dict[str, Any]:
+    """A branch as GitLab renders one."""
+    from forge import domain
+    commit = resolve(repo, name)
+    rules = [r for r in domain.project_facts(project, None).protected_branches if r.matches(name)]
+    return {"name": name, "merged": False, "protected": bool(rules),
+            "default": name == project.default_branch,
+            "developers_can_push": any(r.push_access_level == perm.DEVELOPER for r in rules),
+            "developers_can_merge": False, "can_push": True,
+            "web_url": web_url(f"{project.full_path}/-/tree/{name}"),
+            "commit": commit_json(project, commit) if commit else None}
+
+
+def tag_json(project: Project, repo: Repo, name: str) -> dict[str, Any]:
+    """A tag as GitLab renders one."""
+    sha = _tags(repo)[name]
+    obj = repo[sha]
+    message = obj.message.decode(errors="replace") if isinstance(obj, Tag) else ""
+    commit = resolve(repo, name)
+    return {"name": name, "message": message or None, "target": sha.decode(),
+            "commit": commit_json(project, commit) if commit else None, "release": None,
+            "protected": False}
+
+
+def _update_ref(project: Project, who: perm.Principal, ref: str, old: str, new: str) -> None:
+    """Move a ref after the per-ref push rules allowed it."""
+    from forge import domain
+    facts = domain.project_facts(project, current_user(who))
+    decision = perm.authorize_ref_update(who, facts, ref, old, new, True)
+    check(who, "api_push_ref", decision, project)
+    with repository(project) as repo:
+        if new == ZERO:
+            repo.refs.remove_if_equals(ref.encode(), old.encode())  # type: ignore[arg-type]
+        elif not repo.refs.set_if_equals(ref.encode(), None if old == ZERO else old.encode(),  # type: ignore[arg-type]
+                                         new.encode()):  # type: ignore[arg-type]
+            fail(409, "409 Conflict - the reference changed meanwhile")
+
+
+@bp.get("/projects/<project_id>/repository/branches")
+def list_branches(project_id: str) -> Response:
+    """Branches, `search` filtering by name."""
+    project, _ = project_ability(project_id, "read_repository", job_token_endpoint=True)
+    search = str(params().get("search") or "")
+    with repository(project) as repo:
+        names = sorted(n for n in _branches(repo) if search in n)
+        items = [branch_json(project, repo, n) for n in names]
+    return paginate(items, lambda item: item)
+
+
+@bp.get("/projects/<project_id>/repository/branches/<path:branch>")
+def show_branch(project_id: str, branch: str) -> Response:
+    """One branch."""
+    project, _ = project_ability(project_id, "read_repository", job_token_endpoint=True)
+    branch = unquote(branch)
+    with repository(project) as repo:
+        if branch not in _branches(repo):
+            fail(404, "404 Branch Not Found")
+        return jsonify(branch_json(project, repo, branch))
+
+
+@bp.post("/projects/<project_id>/repository/branches")
+def create_branch(project_id: str) -> tuple[Response, int]:
+    """Create a branch at `ref` (developer)."""
+    project, who = project_ability(project_id, "push_code")
+    values = params()
+    for name in ("branch", "ref"):
+        if not values.get(name):
+            missing(name)
+    branch = str(values["branch"])
+    with repository(project) as repo:
+        commit = resolve(repo, str(values["ref"]))
+        if commit is None:
+            fail(400, "400 Bad request - Invalid reference name: " + str(values["ref"]))
+        if branch in _branches(repo):
+            fail(400, "400 Bad request - Branch already exists")
+    _update_ref(project, who, f"refs/heads/{branch}", ZERO, commit.id.decode())
+    with repository(project) as repo:
+        return created(branch_json(project, repo, branch))
+
+
+@bp.delete("/projects/<project_id>/repository/branches/<path:branch>")
+def delete_branch(project_id: str, branch: str) -> Response:
+    """Delete a branch (developer; protected and default branches are refused)."""
+    project, who = project_ability(project_id, "push_code")
+    branch = unquote(branch)
+    with repository(project) as repo:
+        sha = _branches(repo).get(branch)
+    if sha is None:
+        fail(404, "404 Branch Not Found")
+    _update_ref(project, who, f"refs/heads/{branch}", sha.decode(), ZERO)
+    return no_content()
+
+
+@bp.get("/projects/<project_id>/repository/tags")
+def list_tags(project_id: str) -> Response:
+    """Tags."""
+    project, _ = project_ability(project_id, "read_repository", job_token_endpoint=True)
+    with repository(project) as repo:
+        items = [tag_json(project, repo, n) for n in sorted(_tags(repo))]
+    return paginate(items, lambda item: item)
+
+
+@bp.get("/projects/<project_id>/repository/tags/<path:tag>")
+def show_tag(project_id: str, tag: str) -> Response:
+    """One tag."""
+    project, _ = project_ability(project_id, "read_repository", job_token_endpoint=True)
+    tag = unquote(tag)
+    with repository(project) as repo:
+        if tag not in _tags(repo):
+            fail(404, "404 Tag Not Found")
+        return jsonify(tag_json(project, repo, tag))
+
+
+@bp.post("/projects/<project_id>/repository/tags")
+def create_tag(project_id: str) -> tuple[Response, int]:
+    """Create a lightweight tag at `ref` (developer)."""
+    project, who = project_ability(project_id, "push_code")
+    values = params()
+    for name in ("tag_name", "ref"):
+        if not values.get(name):
+            missing(name)
+    tag = str(values["tag_name"])
+    create_tag_ref(project, who, tag, str(values["ref"]))
+    with repository(project) as repo:
+        return created(tag_json(project, repo, tag))
+
+
+def create_tag_ref(project: Project, who: perm.Principal, tag: str, ref: str) -> str:
+    """Create `refs/tags/<tag>` at `ref`; return the commit sha."""
+    with repository(project) as repo:
+        commit = resolve(repo, ref)
+        if commit is None:
+            fail(400, f"400 Bad request - Target {ref} is invalid")
+        if tag in _tags(repo):
+            fail(400, f"400 Bad request - Tag {tag} already exists")
+    _update_ref(project, who, f"refs/tags/{tag}", ZERO, commit.id.decode())
+    return commit.id.decode()
+
+
+@bp.delete("/projects/<project_id>/repository/tags/<path:tag>")
+def delete_tag(project_id: str, tag: str) -> Response:
+    """Delete a tag (developer)."""
+    project, who = project_ability(project_id, "push_code")
+    tag = unquote(tag)
+    with repository(project) as repo:
+        sha = _tags(repo).get(tag)
+    if sha is None:
+        fail(404, "404 Tag Not Found")
+    _update_ref(project, who, f"refs/tags/{tag}", sha.decode(), ZERO)
+    return no_content()
+
+
+def _file(project: Project, file_path: str) -> tuple[bytes, bytes, Commit, str]:
+    ref = params().get("ref")
+    if not ref:
+        missing("ref")
+    path = unquote(file_path)
+    with repository(project) as repo:
+        commit = resolve(repo, str(ref))
+        if commit is None:
+            fail(404, "404 Commit Not Found")
+        tree = repo[commit.tree]
+        obj: Any = tree
+        for part in [p for p in path.split("/") if p]:
+            if not isinstance(obj, Tree) or part.encode() not in obj:
+                fail(404, "404 File Not Found")
+            _, sha = obj[part.encode()]
+            obj = repo[sha]
+        if not isinstance(obj, Blob):
+            fail(404, "404 File Not Found")
+        return obj.data, obj.id, commit, path
+
+
+@bp.get("/projects/<project_id>/repository/files/<path:file_path>/raw")
+def raw_file(project_id: str, file_path: str) -> Response:
+    """A file's content at `ref`."""
+    project, _ = project_ability(project_id, "read_repository", job_token_endpoint=True)
+    data, _, _, _ = _file(project, file_path)
+    return Response(data, mimetype="text/plain")
+
+
+@bp.get("/projects/<project_id>/repository/files/<path:file_path>")
+def show_file(project_id: str, file_path: str) -> Response:
+    """A file at `ref`, base64-encoded, with its metadata."""
+    project, _ = project_ability(project_id, "read_repository", job_token_endpoint=True)
+    data, blob_id, commit, path = _file(project, file_path)
+    return jsonify(file_name=path.rsplit("/", 1)[-1], file_path=path, size=len(data),
+                   encoding="base64", content=base64.b64encode(data).decode(),
+                   content_sha256=hashlib.sha256(data).hexdigest(), ref=params().get("ref"),
+                   blob_id=blob_id.decode(), commit_id=commit.id.decode(),
+                   last_commit_id=commit.id.decode(), execute_filemode=False)
+
+
+@bp.get("/projects/<project_id>/repository/commits/<sha>")
+def show_commit(project_id: str, sha: str) -> Response:
+    """One commit (by sha, branch or tag)."""
+    project, _ = project_ability(project_id, "read_repository", job_token_endpoint=True)
+    with repository(project) as repo:
+        commit = resolve(repo, unquote(sha))
+        if commit is None:
+            fail(404, "404 Commit Not Found")
+        return jsonify(commit_json(project, commit))

@@ -1,0 +1,167 @@
+"""The job token scope API: `/projects/:id/job_token_scope` and its allowlists.
+
+Maintainer or higher only. As a forge extension (GitLab has no REST for it), adding an
+entry also takes `default_permissions` and `job_token_policies`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, jsonify
+from sqlalchemy import select
+
+from forge import domain
+from forge import permissions as perm
+from forge.api import (
+    ApiError,
+    boolean,
+    bp,
+    created,
+    current_user,
+    fail,
+    integer,
+    missing,
+    no_content,
+    now,
+    paginate,
+    params,
+    project_ability,
+    state,
+)
+from forge.api.projects import group_json, project_json
+from forge.models import Group, Project, ScopeLink, db
+
+PREFIX = "/projects/<project_id>/job_token_scope"
+
+
+def _links(project: Project, column: str) -> list[ScopeLink]:
+    return [link for link in db.session.scalars(select(ScopeLink).where(
+        ScopeLink.project_id == project.id, ScopeLink.direction == "inbound").order_by(ScopeLink.id))
+        if getattr(link, column) is not None]
+
+
+def _options(values: dict[str, Any]) -> dict[str, Any]:
+    policies = values.get("job_token_policies") or []
+    if isinstance(policies, str):
+        policies = [p for p in policies.split(",") if p]
+    if not isinstance(policies, list):
+        raise ApiError(400, {"error": "job_token_policies is invalid"})
+    return {"default_permissions": boolean(values.get("default_permissions", True)),
+            "job_token_policies": [str(p) for p in policies]}
+
+
+def _bad_request(exc: domain.DomainError) -> ApiError:
+    return ApiError(400, {"message": f"400 Bad request - {exc}"})
+
+
+@bp.get(PREFIX)
+def show_scope(project_id: str) -> Response:
+    """`{"inbound_enabled": ..., "outbound_enabled": ...}`."""
+    project, _ = project_ability(project_id, "read_job_token_scope")
+    return jsonify(inbound_enabled=project.inbound_enabled,
+                   outbound_enabled=project.outbound_enabled)
+
+
+@bp.patch(PREFIX)
+def update_scope(project_id: str) -> Response:
+    """Turn the inbound allowlist on or off (`enabled`)."""
+    project, _ = project_ability(project_id, "admin_job_token_scope")
+    values = params()
+    if "enabled" not in values or values["enabled"] in (None, ""):
+        missing("enabled")
+    domain.update_project(project, inbound_enabled=boolean(values["enabled"]))
+    db.session.commit()
+    return no_content()
+
+
+@bp.get(f"{PREFIX}/allowlist")
+def project_allowlist(project_id: str) -> Response:
+    """The projects on the allowlist, the project itself first."""
+    project, _ = project_ability(project_id, "read_job_token_scope")
+    sources = [db.session.get(Project, link.source_project_id)
+               for link in _links(project, "source_project_id")]
+    return paginate([project, *[p for p in sources if p is not None]], project_json)
+
+
+@bp.post(f"{PREFIX}/allowlist")
+def add_project(project_id: str) -> tuple[Response, int]:
+    """Add `target_project_id` (the caller needs at least guest there)."""
+    project, who = project_ability(project_id, "admin_job_token_scope")
+    values = params()
+    target_id = integer(values, "target_project_id")
+    source = db.session.get(Project, target_id)
+    facts = domain.project_facts(source, current_user(who)) if source is not None else None
+    if not perm.authorize_api(who, "read_project", facts, now(), state().config.base_url).allowed:
+        fail(404, "404 Project Not Found")
+    assert source is not None
+    try:
+        link = domain.allow_project(now(), project, source, **_options(values))
+    except domain.DomainError as exc:
+        raise _bad_request(exc) from None
+    db.session.commit()
+    return created({"source_project_id": project.id, "target_project_id": source.id,
+                    "default_permissions": link.default_permissions,
+                    "job_token_policies": link.job_token_policies})
+
+
+@bp.delete(f"{PREFIX}/allowlist/<target_id>")
+def remove_project(project_id: str, target_id: str) -> Response:
+    """Remove a project from the allowlist."""
+    project, _ = project_ability(project_id, "admin_job_token_scope")
+    source = db.session.get(Project, int(target_id)) if target_id.isdigit() else None
+    if source is None:
+        fail(404, "404 Project Not Found")
+    try:
+        domain.disallow(project, project=source)
+    except domain.NotFound:
+        fail(404, "404 Not Found")
+    db.session.commit()
+    return no_content()
+
+
+@bp.get(f"{PREFIX}/groups_allowlist")
+def group_allowlist(project_id: str) -> Response:
+    """The groups on the allowlist."""
+    project, _ = project_ability(project_id, "read_job_token_scope")
+    groups = [db.session.get(Group, link.source_group_id)
+              for link in _links(project, "source_group_id")]
+    return paginate([g for g in groups if g is not None], group_json)
+
+
+@bp.post(f"{PREFIX}/groups_allowlist")
+def add_group(project_id: str) -> tuple[Response, int]:
+    """Add `target_group_id`: every project below that group is admitted."""
+    project, who = project_ability(project_id, "admin_job_token_scope")
+    values = params()
+    group_id = integer(values, "target_group_id")
+    group = db.session.get(Group, group_id)
+    if group is None or not perm.authorize_group(
+            who, "read_group", group.visibility, domain.group_role(group, current_user(who)),
+            now(), state().config.base_url).allowed:
+        fail(404, "404 Group Not Found")
+    try:
+        link = domain.allow_group(now(), project, group, **_options(values))
+    except domain.DomainError as exc:
+        raise _bad_request(exc) from None
+    db.session.commit()
+    return created({"source_project_id": project.id, "target_group_id": group.id,
+                    "default_permissions": link.default_permissions,
+                    "job_token_policies": link.job_token_policies})
+
+
+@bp.delete(f"{PREFIX}/groups_allowlist/<group_id>")
+def remove_group(project_id: str, group_id: str) -> Response:
+    """Remove a group from the allowlist."""
+    project, _ = project_ability(project_id, "admin_job_token_scope")
+    group = db.session.get(Group, int(group_id)) if group_id.isdigit() else None
+    if group is None:
+        fail(404, "404 Group Not Found")
+    try:
+        domain.disallow(project, group=group)
+    except domain.NotFound:
+        fail(404, "404 Not Found")
+    db.session.commit()
+    return no_content()
+
+

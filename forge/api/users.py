@@ -1,0 +1,212 @@
+"""Users and personal access tokens: `/user`, `/users`, `/personal_access_tokens`."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time
+from typing import Any
+
+from flask import Response, jsonify
+from sqlalchemy import select
+
+from forge import domain
+from forge.api import (
+    boolean,
+    bp,
+    created,
+    current_user,
+    fail,
+    instance_ability,
+    integer,
+    iso,
+    missing,
+    no_content,
+    now,
+    paginate,
+    params,
+    state,
+    web_url,
+)
+from forge.models import PersonalAccessToken, User, db
+
+
+def user_json(user: User, full: bool = False) -> dict[str, Any]:
+    """A user as GitLab renders one."""
+    data: dict[str, Any] = {
+        "id": user.id, "username": user.username, "name": user.name, "state": user.state,
+        "locked": False, "avatar_url": None, "web_url": web_url(user.username),
+    }
+    if full:
+        data.update(email=user.email, is_admin=user.admin, external=user.external,
+                    created_at=iso(user.created_at), bot=False)
+    return data
+
+
+def token_json(token: PersonalAccessToken, secret: str | None = None) -> dict[str, Any]:
+    """A PAT as GitLab renders one; the secret only when just created."""
+    data: dict[str, Any] = {
+        "id": token.id, "name": token.name, "revoked": token.revoked,
+        "created_at": iso(token.created_at), "scopes": token.scopes, "user_id": token.user_id,
+        "active": not token.revoked and (token.expires_at is None or token.expires_at > now()),
+        "expires_at": token.expires_at.date().isoformat() if token.expires_at else None,
+    }
+    if secret is not None:
+        data["token"] = secret
+    return data
+
+
+def _user(user_id: str) -> User:
+    found = db.session.get(User, int(user_id)) if user_id.isdigit() else None
+    if found is None:
+        fail(404, "404 User Not Found")
+    return found
+
+
+@bp.get("/user")
+def me() -> Response:
+    """The authenticated user."""
+    who = instance_ability("read_user")
+    user = current_user(who)
+    assert user is not None
+    return jsonify(user_json(user, full=True))
+
+
+@bp.get("/users")
+def list_users() -> Response:
+    """Users, filtered by `username` or `search`; full details for admins."""
+    who = instance_ability("read_user")
+    viewer = current_user(who)
+    values = params()
+    query = select(User).order_by(User.id)
+    if values.get("username"):
+        query = query.where(User.username == values["username"])
+    if values.get("search"):
+        query = query.where(User.username.contains(str(values["search"])))
+    users = list(db.session.scalars(query))
+    return paginate(users, lambda u: user_json(u, full=bool(viewer and viewer.admin)))
+
+
+@bp.get("/users/<user_id>")
+def show_user(user_id: str) -> Response:
+    """One user."""
+    who = instance_ability("read_user")
+    viewer = current_user(who)
+    return jsonify(user_json(_user(user_id), full=bool(viewer and viewer.admin)))
+
+
+@bp.post("/users")
+def create_user() -> tuple[Response, int]:
+    """Create a user (admin)."""
+    instance_ability("admin")
+    values = params()
+    for name in ("username", "email", "name"):
+        if not values.get(name):
+            missing(name)
+    if not values.get("password") and not boolean(values.get("reset_password")) and not boolean(
+            values.get("force_random_password")):
+        fail(400, "400 Bad request - password, reset_password, force_random_password are missing, "
+                  "exactly one parameter must be provided")
+    try:
+        user = domain.create_user(
+            now(), str(values["username"]), email=str(values["email"]), name=str(values["name"]),
+            password=values.get("password") or None, admin=boolean(values.get("admin")),
+            external=boolean(values.get("external")),
+            password_method=state().config.password_hash_method)
+    except domain.Conflict as exc:
+        fail(409, str(exc).replace("already exists", "has already been taken"))
+    db.session.commit()
+    return created(user_json(user, full=True))
+
+
+@bp.put("/users/<user_id>")
+def update_user(user_id: str) -> Response:
+    """Change `admin`, `external` or `name` of a user (admin)."""
+    instance_ability("admin")
+    user, values = _user(user_id), params()
+    if "admin" in values:
+        user.admin = boolean(values["admin"])
+    if "external" in values:
+        user.external = boolean(values["external"])
+    if values.get("name"):
+        user.name = str(values["name"])
+    db.session.commit()
+    return jsonify(user_json(user, full=True))
+
+
+@bp.post("/users/<user_id>/block")
+def block_user(user_id: str) -> tuple[Response, int]:
+    """Block a user (admin)."""
+    instance_ability("admin")
+    domain.set_user_state(_user(user_id), "blocked")
+    db.session.commit()
+    return jsonify(True), 201
+
+
+@bp.post("/users/<user_id>/unblock")
+def unblock_user(user_id: str) -> tuple[Response, int]:
+    """Unblock a user (admin)."""
+    instance_ability("admin")
+    domain.set_user_state(_user(user_id), "active")
+    db.session.commit()
+    return jsonify(True), 201
+
+
+@bp.delete("/users/<user_id>")
+def delete_user(user_id: str) -> Response:
+    """Delete a user (admin)."""
+    instance_ability("admin")
+    user = _user(user_id)
+    if user.username == "root":
+        fail(403, "403 Forbidden - the forge's root user cannot be deleted")
+    db.session.delete(user)
+    db.session.commit()
+    return no_content()
+
+
+@bp.post("/users/<user_id>/personal_access_tokens")
+def create_token(user_id: str) -> tuple[Response, int]:
+    """Create a PAT for a user (admin); the answer holds its secret, once."""
+    instance_ability("admin")
+    user, values = _user(user_id), params()
+    if not values.get("name"):
+        missing("name")
+    scopes = values.get("scopes")
+    if isinstance(scopes, str):
+        scopes = [s for s in scopes.split(",") if s]
+    if not scopes:
+        missing("scopes")
+    expires = values.get("expires_at")
+    try:
+        expires_at = datetime.combine(date.fromisoformat(str(expires)), time()) if expires else None
+    except ValueError:
+        raise domain.DomainError("expires_at is invalid") from None
+    token, secret = domain.create_token(now(), user, name=str(values["name"]), scopes=scopes,
+                                        expires_at=expires_at)
+    db.session.commit()
+    return created(token_json(token, secret))
+
+
+@bp.get("/personal_access_tokens")
+def list_tokens() -> Response:
+    """One's own PATs (admins: everybody's, or `user_id`'s)."""
+    who = instance_ability("read_user")
+    viewer = current_user(who)
+    assert viewer is not None
+    query = select(PersonalAccessToken).order_by(PersonalAccessToken.id)
+    user_id = integer(params(), "user_id", required=False)
+    if not viewer.admin:
+        query = query.where(PersonalAccessToken.user_id == viewer.id)
+    elif user_id is not None:
+        query = query.where(PersonalAccessToken.user_id == user_id)
+    return paginate(list(db.session.scalars(query)), token_json)
+
+
+@bp.delete("/personal_access_tokens/<token_id>")
+def revoke_token(token_id: str) -> Response:
+    """Revoke a PAT (one's own, or any as admin)."""
+    token = db.session.get(PersonalAccessToken, int(token_id)) if token_id.isdigit() else None
+    instance_ability("revoke_token", token.user_id if token else None)
+    if token is None:
+        fail(404, "404 Not Found")
+    token.revoked = True
+    db.session.commit()
+    return no_content()
