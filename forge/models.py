@@ -164,10 +164,13 @@ class LfsLock(db.Model):  # type: ignore[name-defined,misc]
 
 
 class PackageFile(db.Model):  # type: ignore[name-defined,misc]
-    """A file of a generic package (`/packages/generic/:name/:version/:file`)."""
+    """A file of a generic package (`/packages/generic/:name/:version/:file`).
+
+    Uploading the same file name again adds a row, as GitLab does; downloads take the newest.
+    """
 
     __tablename__ = "package_files"
-    __table_args__ = (UniqueConstraint("project_id", "name", "version", "file_name"),)
+    __table_args__ = (Index("ix_package_files_lookup", "project_id", "name", "version", "file_name"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(255))
