@@ -42,7 +42,7 @@ def test_scope_read_and_toggle(forge: Forge, world: dict[str, Any]) -> None:
     assert (missing.status_code, missing.json()) == (400, {"error": "enabled is missing"})
     off = api("PATCH", f"/projects/{lib}/job_token_scope", json={"enabled": False})
     assert (off.status_code, off.content) == (204, b"")
-    assert api("GET", f"/projects/acme%2Flib/job_token_scope").json()["inbound_enabled"] is False
+    assert api("GET", "/projects/acme%2Flib/job_token_scope").json()["inbound_enabled"] is False
 
 
 @pytest.mark.parametrize("who,status,body", [

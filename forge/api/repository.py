@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from dulwich.objects import Blob, Commit, Tag, Tree
-from dulwich.refs import check_ref_format
+from dulwich.refs import Ref, check_ref_format
 from dulwich.repo import Repo
 from flask import Response, jsonify
 
@@ -166,7 +166,7 @@ def create_branch(project_id: str) -> tuple[Response, int]:
         if not values.get(name):
             missing(name)
     branch = str(values["branch"])
-    if not check_ref_format(f"refs/heads/{branch}".encode()):
+    if not check_ref_format(Ref(f"refs/heads/{branch}".encode())):
         fail(400, "400 Bad request - Branch name is invalid")
     with repository(project) as repo:
         commit = resolve(repo, str(values["ref"]))
@@ -228,7 +228,7 @@ def create_tag(project_id: str) -> tuple[Response, int]:
 
 def create_tag_ref(project: Project, who: perm.Principal, tag: str, ref: str) -> str:
     """Create `refs/tags/<tag>` at `ref`; return the commit sha."""
-    if not check_ref_format(f"refs/tags/{tag}".encode()):
+    if not check_ref_format(Ref(f"refs/tags/{tag}".encode())):
         fail(400, "400 Bad request - Tag name invalid")
     with repository(project) as repo:
         commit = resolve(repo, ref)
