@@ -222,3 +222,43 @@ def test_fine_grained_permissions(forge: Forge, gl: gitlab.Gitlab, setup: dict[s
     assert requests.put(package, data=b"new", headers=headers).status_code == 201
     assert requests.post(f"{forge.url}/api/v4/projects/{lib.id}/releases",
                          json={"tag_name": "v1", "ref": "main"}, headers=headers).status_code == 201
+
+
+def test_python_gitlab_files_branches_and_pagination(forge: Forge, gl: gitlab.Gitlab,
+                                                     setup: dict[str, Any], git,
+                                                     tmp_path: Path) -> None:
+    app = setup["app"]
+    app.files.create({"file_path": "ci/build.sh", "branch": "main", "content": "echo hi\n",
+                      "commit_message": "Add build script"})
+    f = app.files.get(file_path="ci/build.sh", ref="main")
+    assert f.decode() == b"echo hi\n"
+    f.content = "echo bye\n"
+    f.save(branch="main", commit_message="Change it")
+    assert app.files.raw(file_path="ci/build.sh", ref="main") == b"echo bye\n"
+    with pytest.raises(gitlab.exceptions.GitlabCreateError, match="already exists"):
+        app.files.create({"file_path": "ci/build.sh", "branch": "main", "content": "x",
+                          "commit_message": "again"})
+    app.branches.create({"branch": "feature", "ref": "main"})
+    app.tags.create({"tag_name": "v1", "ref": "feature"})
+    assert app.commits.get("v1").title == "Change it"
+    git("clone", "-q", "--branch", "v1", forge.clone_url("acme/app", token=setup["token"]),
+        tmp_path / "v1")
+    assert (tmp_path / "v1/ci/build.sh").read_text() == "echo bye\n"
+    # a developer may not commit to the protected default branch through the API either
+    bob_gl = gitlab.Gitlab(forge.url, private_token=setup["token"])
+    with pytest.raises(gitlab.exceptions.GitlabCreateError) as refused:
+        bob_gl.projects.get(app.id, lazy=True).files.create({
+            "file_path": "x", "branch": "main", "content": "x", "commit_message": "x"})
+    assert refused.value.response_code == 403
+    assert refused.value.error_message == (
+        "403 Forbidden - You are not allowed to push code to protected branches on this project.")
+    for i in range(5):
+        gl.groups.create({"name": f"g{i}", "path": f"g{i}"})
+    page = requests.get(f"{forge.url}/api/v4/groups", params={"per_page": 2, "page": 2},
+                        headers={"PRIVATE-TOKEN": forge.root_token})
+    h = page.headers
+    assert (h["X-Total"], h["X-Total-Pages"], h["X-Page"], h["X-Per-Page"]) == ("7", "4", "2", "2")
+    assert (h["X-Next-Page"], h["X-Prev-Page"]) == ("3", "1")
+    assert 'rel="next"' in h["Link"] and "page=3" in h["Link"]
+    assert len(page.json()) == 2
+    assert len(gl.groups.list(get_all=True, per_page=2)) == 7

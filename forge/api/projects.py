@@ -239,6 +239,7 @@ def create_project() -> tuple[Response, int]:
 PROJECT_SETTINGS = {"visibility": "visibility", "default_branch": "default_branch",
                     "name": "name", "lfs_enabled": "lfs_enabled",
                     "ci_push_repository_for_job_token_allowed": "job_push_allowed",
+                    "ci_job_token_scope_enabled": "outbound_enabled",
                     "job_token_policies_enabled": "job_token_policies_enabled"}
 
 

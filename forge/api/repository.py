@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote
 
+from dulwich.object_store import commit_tree_changes
 from dulwich.objects import Blob, Commit, Tag, Tree
 from dulwich.refs import Ref, check_ref_format
 from dulwich.repo import Repo
@@ -24,6 +26,7 @@ from forge.api import (
     fail,
     missing,
     no_content,
+    now,
     paginate,
     params,
     project_ability,
@@ -126,6 +129,8 @@ def _update_ref(project: Project, who: perm.Principal, ref: str, old: str, new: 
     from forge import domain
     facts = domain.project_facts(project, current_user(who))
     decision = perm.authorize_ref_update(who, facts, ref, old, new, True)
+    if not decision.allowed:
+        decision = dataclasses.replace(decision, message=f"403 Forbidden - {decision.message}")
     check(who, "api_push_ref", decision, project)
     with repository(project) as repo:
         if new == ZERO:
@@ -272,6 +277,65 @@ def _file(project: Project, file_path: str) -> tuple[bytes, bytes, Commit, str]:
         if not isinstance(obj, Blob):
             fail(404, "404 File Not Found")
         return obj.data, obj.id, commit, path
+
+
+@bp.post("/projects/<project_id>/repository/files/<path:file_path>")
+@bp.put("/projects/<project_id>/repository/files/<path:file_path>")
+def write_file(project_id: str, file_path: str) -> tuple[Response, int]:
+    """Create (POST) or update (PUT) a file with a new commit on `branch` (developer)."""
+    from flask import request
+    project, who = project_ability(project_id, "push_code")
+    values = params()
+    for name in ("branch", "content", "commit_message"):
+        if values.get(name) is None:
+            missing(name)
+    path = unquote(file_path).strip("/")
+    parts = path.split("/")
+    if not path or any(p in ("", ".", "..", ".git") for p in parts):
+        fail(400, "400 Bad request - file_path is invalid")
+    content = values["content"]
+    if values.get("encoding") == "base64":
+        try:
+            data = base64.b64decode(str(content), validate=True)
+        except ValueError:
+            fail(400, "400 Bad request - content is not valid base64")
+    else:
+        data = str(content).encode()
+    branch = str(values["branch"])
+    user = current_user(who)
+    author = f"{user.name} <{user.email}>" if user else "Forge <forge@example.com>"
+    with repository(project) as repo:
+        parent = resolve(repo, branch) if branch in _branches(repo) else None
+        if parent is None:
+            fail(400, "400 Bad request - You can only create or edit files when you are on a branch")
+        exists = _exists(repo, parent, parts)
+        if request.method == "POST" and exists:
+            fail(400, "400 Bad request - A file with this name already exists")
+        if request.method == "PUT" and not exists:
+            fail(400, "400 Bad request - A file with this name doesn't exist")
+        blob = Blob.from_string(data)
+        repo.object_store.add_object(blob)
+        commit = Commit()
+        commit.tree = commit_tree_changes(repo.object_store, parent.tree,
+                                          [(path.encode(), 0o100644, blob.id)])
+        commit.parents = [parent.id]
+        commit.author = commit.committer = author.encode()
+        commit.author_time = commit.commit_time = int(now().replace(tzinfo=UTC).timestamp())
+        commit.author_timezone = commit.commit_timezone = 0
+        commit.message = str(values["commit_message"]).encode() + b"\n"
+        repo.object_store.add_object(commit)
+    _update_ref(project, who, f"refs/heads/{branch}", parent.id.decode(), commit.id.decode())
+    status = 201 if request.method == "POST" else 200
+    return jsonify(file_path=path, branch=branch), status
+
+
+def _exists(repo: Repo, commit: Commit, parts: list[str]) -> bool:
+    obj: Any = repo[commit.tree]
+    for part in parts:
+        if not isinstance(obj, Tree) or part.encode() not in obj:
+            return False
+        obj = repo[obj[part.encode()][1]]
+    return isinstance(obj, Blob)
 
 
 @bp.get("/projects/<project_id>/repository/files/<path:file_path>/raw")
