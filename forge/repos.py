@@ -8,7 +8,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -214,12 +214,13 @@ class BlobStore:
             os.replace(tmp, path)
         return oid, len(data)
 
-    def put_stream(self, stream: IO[bytes], oid: str | None = None,
-                   size: int | None = None) -> tuple[str, int] | None:
+    def put_stream(self, stream: IO[bytes], oid: str | None = None, size: int | None = None,
+                   also: Sequence[Any] = ()) -> tuple[str, int] | None:
         """Store a stream; return its oid and size.
 
         With `oid` and `size`, the content must have exactly that many bytes hashing to
-        that oid; when it does not, nothing is kept and None is returned.
+        that oid; when it does not, nothing is kept and None is returned. Hash objects in
+        `also` (e.g. md5, sha1) see the same bytes.
         """
         if oid is not None:
             self.path_for(oid)  # validates the oid
@@ -233,6 +234,8 @@ class BlobStore:
                     if size is not None and count > size:
                         return None
                     digest.update(chunk)
+                    for hasher in also:
+                        hasher.update(chunk)
                     handle.write(chunk)
             found = digest.hexdigest()
             if (size is not None and count != size) or (oid is not None and found != oid):

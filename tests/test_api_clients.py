@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +116,10 @@ def test_job_token_generic_packages_own_and_other_project(
     url = f"{forge.url}/api/v4/projects/{app.id}/packages/generic/tool/1.0.1/tool.bin"
     response = requests.put(url, data=PACKAGE, auth=("gitlab-ci-token", jobs["job"].token))
     assert (response.status_code, response.json()) == (201, {"message": "201 Created"})
+    checked = requests.put(url, data=PACKAGE, params={"select": "package_file"},
+                           auth=("gitlab-ci-token", jobs["job"].token)).json()
+    assert (checked["file_sha256"], checked["file_md5"], checked["size"]) == (
+        hashlib.sha256(PACKAGE).hexdigest(), hashlib.md5(PACKAGE).hexdigest(), len(PACKAGE))
 
     # lib's package, uploaded by root, read from app's job
     requests.put(f"{forge.url}/api/v4/projects/{lib.id}/packages/generic/lib/2.0/lib.tgz",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 from urllib.parse import unquote
@@ -85,12 +86,19 @@ def upload_package(project_id: str, name: str, version: str, file_name: str) -> 
     project, _ = project_ability(project_id, "create_package", job_token_endpoint=True, basic=True)
     name, version, file_name = _package_path(name, version, file_name)
     from flask import request
-    stored = state().packages.put_stream(request.stream)
+    md5, sha1 = hashlib.md5(usedforsecurity=False), hashlib.sha1(usedforsecurity=False)
+    stored = state().packages.put_stream(request.stream, also=(md5, sha1))
     assert stored is not None
     sha256, size = stored
-    db.session.add(PackageFile(project_id=project.id, name=name, version=version,
-                               file_name=file_name, size=size, sha256=sha256, created_at=now()))
+    row = PackageFile(project_id=project.id, name=name, version=version, file_name=file_name,
+                      size=size, sha256=sha256, created_at=now())
+    db.session.add(row)
     db.session.commit()
+    if request.args.get("select") == "package_file":  # GitLab's answer with the checksums
+        return jsonify(id=row.id, package_id=row.id, created_at=iso(row.created_at),
+                       updated_at=iso(row.created_at), size=size, file_store=1,
+                       file_md5=md5.hexdigest(), file_sha1=sha1.hexdigest(),
+                       file_sha256=sha256, file_name=file_name), 201
     return jsonify(message="201 Created"), 201
 
 
