@@ -105,15 +105,20 @@ def add_project(project_id: str) -> tuple[Response, int]:
                     "job_token_policies": link.job_token_policies})
 
 
-@bp.delete(f"{PREFIX}/allowlist/<target_id>")
-def remove_project(project_id: str, target_id: str) -> Response:
-    """Remove a project from the allowlist."""
+@bp.delete(f"{PREFIX}/<any(allowlist, groups_allowlist):kind>/<entry_id>")
+def remove_entry(project_id: str, kind: str, entry_id: str) -> Response:
+    """Remove a project (`allowlist`) or group (`groups_allowlist`) entry."""
     project, _ = project_ability(project_id, "admin_job_token_scope")
-    source = db.session.get(Project, int(target_id)) if target_id.isdigit() else None
+    source: Project | Group | None = None
+    if entry_id.isdigit():
+        source = db.session.get(Project if kind == "allowlist" else Group, int(entry_id))
     if source is None:
-        fail(404, "404 Project Not Found")
+        fail(404, "404 Project Not Found" if kind == "allowlist" else "404 Group Not Found")
     try:
-        domain.disallow(project, project=source)
+        if isinstance(source, Project):
+            domain.disallow(project, project=source)
+        else:
+            domain.disallow(project, group=source)
     except domain.NotFound:
         fail(404, "404 Not Found")
     db.session.commit()
@@ -148,20 +153,3 @@ def add_group(project_id: str) -> tuple[Response, int]:
     return created({"source_project_id": project.id, "target_group_id": group.id,
                     "default_permissions": link.default_permissions,
                     "job_token_policies": link.job_token_policies})
-
-
-@bp.delete(f"{PREFIX}/groups_allowlist/<group_id>")
-def remove_group(project_id: str, group_id: str) -> Response:
-    """Remove a group from the allowlist."""
-    project, _ = project_ability(project_id, "admin_job_token_scope")
-    group = db.session.get(Group, int(group_id)) if group_id.isdigit() else None
-    if group is None:
-        fail(404, "404 Group Not Found")
-    try:
-        domain.disallow(project, group=group)
-    except domain.NotFound:
-        fail(404, "404 Not Found")
-    db.session.commit()
-    return no_content()
-
-

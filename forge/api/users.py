@@ -132,20 +132,11 @@ def update_user(user_id: str) -> Response:
     return jsonify(user_json(user, full=True))
 
 
-@bp.post("/users/<user_id>/block")
-def block_user(user_id: str) -> tuple[Response, int]:
-    """Block a user (admin)."""
+@bp.post("/users/<user_id>/<any(block, unblock):change>")
+def block_user(user_id: str, change: str) -> tuple[Response, int]:
+    """Block or unblock a user (admin)."""
     instance_ability("admin")
-    domain.set_user_state(_user(user_id), "blocked")
-    db.session.commit()
-    return jsonify(True), 201
-
-
-@bp.post("/users/<user_id>/unblock")
-def unblock_user(user_id: str) -> tuple[Response, int]:
-    """Unblock a user (admin)."""
-    instance_ability("admin")
-    domain.set_user_state(_user(user_id), "active")
+    domain.set_user_state(_user(user_id), "blocked" if change == "block" else "active")
     db.session.commit()
     return jsonify(True), 201
 
