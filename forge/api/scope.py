@@ -111,7 +111,8 @@ def remove_entry(project_id: str, kind: str, entry_id: str) -> Response:
     project, _ = project_ability(project_id, "admin_job_token_scope")
     source: Project | Group | None = None
     if entry_id.isdigit():
-        source = db.session.get(Project if kind == "allowlist" else Group, int(entry_id))
+        source = (db.session.get(Project, int(entry_id)) if kind == "allowlist"
+                  else db.session.get(Group, int(entry_id)))
     if source is None:
         fail(404, "404 Project Not Found" if kind == "allowlist" else "404 Group Not Found")
     try:
