@@ -127,29 +127,22 @@ def test_plugin_help_lists_options(pytester: pytest.Pytester) -> None:
 
 def test_plugin_one_server_per_xdist_worker(pytester: pytest.Pytester) -> None:
     pytester.makepyfile('''
-        import os, pathlib, time
+        import os, pathlib
 
-        def _record(forge, name):
-            out = pathlib.Path(os.environ["URLS_DIR"]) / name
-            out.write_text(os.environ.get("PYTEST_XDIST_WORKER", "main") + " " + forge.url)
-            forge.create_group("acme")
+        def test_records_its_server(forge):
+            worker = os.environ["PYTEST_XDIST_WORKER"]
+            (pathlib.Path(os.environ["URLS_DIR"]) / worker).write_text(forge.url)
+            forge.create_group("acme")  # each worker has its own, empty forge
             forge.create_project("acme/app")
-            time.sleep(0.5)  # overlap with the other worker
-
-        def test_a(forge):
-            _record(forge, "a")
-
-        def test_b(forge):
-            _record(forge, "b")
     ''')
     urls_dir = pytester.mkdir("urls")
     pytester._monkeypatch.setenv("URLS_DIR", str(urls_dir))
-    result = pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider")
+    # --dist each runs the test on every worker, so both workers are surely used
+    result = pytester.runpytest_subprocess("-n", "2", "--dist", "each", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=2)
-    seen = {(urls_dir / name).read_text() for name in ("a", "b")}
-    workers = {line.split()[0] for line in seen}
-    urls = {line.split()[1] for line in seen}
-    assert len(workers) == len(urls) == 2
+    urls = {path.name: path.read_text() for path in urls_dir.iterdir()}
+    assert set(urls) == {"gw0", "gw1"}
+    assert urls["gw0"] != urls["gw1"]
 
 
 def test_plugin_factory_makes_independent_forges(pytester: pytest.Pytester) -> None:
