@@ -21,13 +21,16 @@ class Served:
     """A `forge serve` process and what it printed before serving."""
 
     def __init__(self, data_dir: Path, *args: str) -> None:
-        self.proc = subprocess.Popen(
-            [FORGE, "serve", "--port", "0", "--data-dir", str(data_dir), "--quiet", *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.log = data_dir.parent / f"{data_dir.name}-serve.log"
+        with self.log.open("ab") as log:  # a file, not a pipe nobody reads: it never blocks
+            self.proc = subprocess.Popen(
+                [FORGE, "serve", "--port", "0", "--data-dir", str(data_dir), "--quiet", *args],
+                stdout=subprocess.PIPE, stderr=log, text=True, cwd=ROOT)
         assert self.proc.stdout is not None
         self.lines = [self.proc.stdout.readline().rstrip("\n")]
         match = re.fullmatch(r"forge listening on (http://127\.0\.0\.1:\d+)", self.lines[0])
-        assert match, self.lines[0] + (self.proc.stderr.read() if self.proc.stderr else "")
+        assert match, self.lines[0] + self.log.read_text()
         self.url = match.group(1)
         self.lines.append(self.proc.stdout.readline().rstrip("\n"))
         self.root_token = self.lines[1].split()[2]
@@ -40,9 +43,8 @@ class Served:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=10)
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream:
-                stream.close()
+        if self.proc.stdout:
+            self.proc.stdout.close()
 
 
 @pytest.fixture
