@@ -677,3 +677,10 @@ def authorize_current_job(principal: Principal, now: datetime, base_url: str) ->
     if principal.kind is not Kind.JOB:
         return _api_deny("not_a_job_token", 404, "404 Job Not Found")
     return _allow("job_token")
+
+
+def acts_as_admin(principal: Principal) -> bool:
+    """Whether the principal has administrator rights (never through a job token)."""
+    user = principal.user
+    return user is not None and user.admin and user.state == "active" and (
+        principal.kind in (Kind.PAT, Kind.PASSWORD))

@@ -9,6 +9,7 @@ from flask import Response, jsonify
 from sqlalchemy import select
 
 from forge import domain
+from forge import permissions as perm
 from forge.api import (
     boolean,
     bp,
@@ -74,7 +75,7 @@ def me() -> Response:
 def list_users() -> Response:
     """Users, filtered by `username` or `search`; full details for admins."""
     who = instance_ability("read_user")
-    viewer = current_user(who)
+    admin = perm.acts_as_admin(who)
     values = params()
     query = select(User).order_by(User.id)
     if values.get("username"):
@@ -82,15 +83,14 @@ def list_users() -> Response:
     if values.get("search"):
         query = query.where(User.username.contains(str(values["search"])))
     users = list(db.session.scalars(query))
-    return paginate(users, lambda u: user_json(u, full=bool(viewer and viewer.admin)))
+    return paginate(users, lambda u: user_json(u, full=admin))
 
 
 @bp.get("/users/<user_id>")
 def show_user(user_id: str) -> Response:
     """One user."""
     who = instance_ability("read_user")
-    viewer = current_user(who)
-    return jsonify(user_json(_user(user_id), full=bool(viewer and viewer.admin)))
+    return jsonify(user_json(_user(user_id), full=perm.acts_as_admin(who)))
 
 
 @bp.post("/users")
@@ -184,7 +184,7 @@ def list_tokens() -> Response:
     assert viewer is not None
     query = select(PersonalAccessToken).order_by(PersonalAccessToken.id)
     user_id = integer(params(), "user_id", required=False)
-    if not viewer.admin:
+    if not perm.acts_as_admin(who):
         query = query.where(PersonalAccessToken.user_id == viewer.id)
     elif user_id is not None:
         query = query.where(PersonalAccessToken.user_id == user_id)
