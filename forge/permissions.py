@@ -288,7 +288,8 @@ def authorize(
 
     if kind is Kind.JOB:
         assert principal.job is not None
-        return _authorize_job(principal.job, action, project, role, visibility)
+        decision = _authorize_job(principal.job, action, project, role, visibility)
+        return (_repository(project) or decision) if decision.allowed else decision
 
     visible = visibility != PRIVATE or role >= GUEST
     if not visible:
@@ -303,7 +304,10 @@ def authorize(
 
 
 def _authorize_job(job: Job, action: Action, project: Project, role: int, visibility: str) -> Decision:
-    """Apply spec section 2.1 steps 3 to 5 to a running job's token."""
+    """Apply spec section 2.1 steps 3 to 5 to a running job's token (git and registry pulls).
+
+    Whether a git repository exists is the caller's question, not the token's.
+    """
     scope_failure = _job_scope(job, project)
     if scope_failure and visibility == PRIVATE:
         message = JOB_SCOPE_DENIED.format(source=job.project_path, target=project.id)
@@ -315,14 +319,14 @@ def _authorize_job(job: Job, action: Action, project: Project, role: int, visibi
             return _deny("job_token_push_disabled", 403, PUSH_DENIED)
         if role < DEVELOPER:
             return _deny("insufficient_role", 403, PUSH_DENIED)
-        return _repository(project) or _allow("job_token_push_allowed")
+        return _allow("job_token_push_allowed")
     if visibility == PRIVATE and role < GUEST:
         return _deny("insufficient_permissions", 403, JOB_INSUFFICIENT.format(target=project.id))
     if visibility == PRIVATE and role < REPORTER:
         return _deny("insufficient_role", 403, DOWNLOAD_DENIED)
     if scope_failure:
-        return _repository(project) or _allow(f"{visibility}_project")
-    return _repository(project) or _allow("job_token_allowed")
+        return _allow(f"{visibility}_project")
+    return _allow("job_token_allowed")
 
 
 def _repository(project: Project) -> Decision | None:
@@ -427,8 +431,7 @@ def authorize_registry(principal: Principal, action: str, project: Project | Non
         assert principal.job is not None
         job = principal.job
         if action == "pull":
-            decision = _authorize_job(job, Action.READ, replace(project, has_repository=True),
-                                      role, visibility)
+            decision = _authorize_job(job, Action.READ, project, role, visibility)
             return decision if decision.allowed else replace(decision, message=REGISTRY_DENIED)
         if action == "*":
             return _deny("job_token_admin", 403, REGISTRY_DENIED)

@@ -108,6 +108,8 @@ JOB_TOKEN_CASES = [
     ("blocked-user", job_principal(user(state="blocked")), Action.READ, own(), False, "user_blocked", 401, DENIED_401),
     ("deactivated-user", job_principal(user(state="deactivated")), Action.READ, target("public"), False, "user_blocked", 401, DENIED_401),
     ("project-missing", job_principal(), Action.READ, None, False, "project_not_found", 404, NOT_FOUND),
+    ("own-no-repository", job_principal(), Action.READ, own(has_repository=False), False, "no_repository", 404, perm.NO_REPOSITORY),
+    ("scope-before-repository", job_principal(), Action.READ, target(has_repository=False), False, "not_in_inbound_allowlist", 403, SCOPE_DENIED),
     # push source: never by default; with the setting, own project and developer+
     ("push-own-default", job_principal(), Action.PUSH, own(role=M), False, "job_token_push_disabled", 403, PUSH),
     ("push-own-setting-developer", job_principal(), Action.PUSH, own(job_push_allowed=True), True, "job_token_push_allowed", 200, ""),
@@ -239,6 +241,7 @@ RD = perm.REGISTRY_DENIED
 REGISTRY_CASES = [
     # job tokens: pull like clone; push and delete in the own project only; `*` never
     ("job-pull-own", job_principal(), "pull", own(), True, "job_token_allowed"),
+    ("job-pull-own-no-git-repository", job_principal(), "pull", own(has_repository=False), True, "job_token_allowed"),
     ("job-push-own", job_principal(), "push", own(), True, "job_token_own_project"),
     ("job-delete-own", job_principal(), "delete", own(), True, "job_token_own_project"),
     ("job-push-own-demoted", job_principal(), "push", own(role=R), False, "insufficient_role"),
