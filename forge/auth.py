@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
+from werkzeug.datastructures import Headers
 from werkzeug.security import check_password_hash
 
 from forge import domain
@@ -84,6 +85,40 @@ def principal_for(credentials: Credentials | None) -> perm.Principal:
     if not user.password_hash or not check_password_hash(user.password_hash, secret):
         return perm.Principal(perm.Kind.INVALID, failure="invalid_password")
     return perm.Principal(perm.Kind.PASSWORD, user=domain.user_facts(user))
+
+
+def api_principal(headers: Mapping[str, str] | Headers, args: Mapping[str, str], *,
+                  job_token_endpoint: bool = False, basic: bool = False) -> perm.Principal:
+    """Read REST API credentials as GitLab does.
+
+    PATs come as `PRIVATE-TOKEN`, `private_token` or `Authorization: Bearer`. Job tokens
+    (`JOB-TOKEN`, `job_token`, Bearer) count only on job-token endpoints; elsewhere the
+    call is anonymous. `basic` also accepts `gitlab-ci-token:<token>` (package endpoints).
+    """
+    pat = headers.get("PRIVATE-TOKEN") or args.get("private_token")
+    authorization = headers.get("Authorization", "")
+    bearer = authorization[7:].strip() if authorization.lower().startswith("bearer ") else ""
+    job_token = headers.get("JOB-TOKEN") or args.get("job_token") or (
+        bearer if bearer.startswith("glcbt-") else None)
+    if basic and not pat and not job_token:
+        credentials = parse_basic(authorization)
+        if credentials and not credentials.malformed:
+            if credentials.username == JOB_TOKEN_USER:
+                job_token = credentials.secret
+            else:
+                pat = credentials.secret
+    if job_token:
+        if not job_token_endpoint:
+            return perm.ANONYMOUS
+        found = principal_for(Credentials(JOB_TOKEN_USER, job_token))
+        return found if found.kind is perm.Kind.JOB else perm.Principal(
+            perm.Kind.INVALID, failure="unknown_job_token")
+    pat = pat or bearer
+    if pat:
+        found = principal_for(Credentials("", pat))
+        return found if found.kind is perm.Kind.PAT else perm.Principal(
+            perm.Kind.INVALID, failure="unknown_token")
+    return perm.ANONYMOUS
 
 
 def user_of(principal: perm.Principal) -> User | None:

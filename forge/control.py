@@ -34,10 +34,7 @@ def _error(status: int, message: str) -> Response:
 def require_admin() -> Response | None:
     """Let only an active administrator's valid PAT through."""
     state = _state()
-    token = request.headers.get("PRIVATE-TOKEN", "")
-    principal = auth.principal_for(auth.Credentials("", token)) if token else perm.ANONYMOUS
-    if principal.kind is not perm.Kind.PAT and principal.kind is not perm.Kind.ANONYMOUS:
-        principal = perm.Principal(perm.Kind.INVALID, failure="unknown_token")
+    principal = auth.api_principal(request.headers, {})
     decision = perm.authorize_admin(principal, state.now(), state.config.base_url)
     if decision.allowed:
         return None

@@ -60,47 +60,10 @@ def iso(value: datetime | None) -> str | None:
 
 # -- credentials ------------------------------------------------------------------------
 
-def _job_token_candidate() -> str | None:
-    token = request.headers.get("JOB-TOKEN") or request.args.get("job_token")
-    if token:
-        return token
-    bearer = request.headers.get("Authorization", "")
-    if bearer.lower().startswith("bearer ") and bearer[7:].strip().startswith("glcbt-"):
-        return bearer[7:].strip()
-    return None
-
-
 def principal(job_token_endpoint: bool = False, basic: bool = False) -> perm.Principal:
-    """Read the request's credentials as GitLab's API does.
-
-    PATs come as `PRIVATE-TOKEN`, `private_token` or `Authorization: Bearer`. Job tokens
-    (`JOB-TOKEN`, `job_token`, Bearer) count only on job-token endpoints; elsewhere the
-    call is anonymous. `basic` also accepts `gitlab-ci-token:<token>` (package endpoints).
-    """
-    pat = request.headers.get("PRIVATE-TOKEN") or request.args.get("private_token")
-    job_token = _job_token_candidate()
-    if basic and not pat and not job_token:
-        credentials = auth.parse_basic(request.headers.get("Authorization"))
-        if credentials and not credentials.malformed:
-            if credentials.username == auth.JOB_TOKEN_USER:
-                job_token = credentials.secret
-            else:
-                pat = credentials.secret
-    if job_token:
-        if not job_token_endpoint:
-            return perm.ANONYMOUS
-        found = auth.principal_for(auth.Credentials(auth.JOB_TOKEN_USER, job_token))
-        return found if found.kind is perm.Kind.JOB else perm.Principal(
-            perm.Kind.INVALID, failure="unknown_job_token")
-    if not pat:
-        bearer = request.headers.get("Authorization", "")
-        if bearer.lower().startswith("bearer "):
-            pat = bearer[7:].strip()
-    if pat:
-        found = auth.principal_for(auth.Credentials("", pat))
-        return found if found.kind is perm.Kind.PAT else perm.Principal(
-            perm.Kind.INVALID, failure="unknown_token")
-    return perm.ANONYMOUS
+    """The request's principal, as GitLab's API reads credentials (see `auth.api_principal`)."""
+    return auth.api_principal(request.headers, request.args,
+                              job_token_endpoint=job_token_endpoint, basic=basic)
 
 
 def record(who: perm.Principal, action: str, decision: perm.Decision,
