@@ -6,14 +6,15 @@ Authentication and every allow/deny decision go through `forge.auth` and
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
-from flask import Blueprint, Flask, Response, current_app, json, request, send_file
+from flask import Blueprint, Flask, Response, abort, current_app, json, request, send_file
+from werkzeug.exceptions import HTTPException
 
 from forge import auth, domain
 from forge import permissions as perm
 from forge.app import ForgeState, state_of
-from forge.models import LfsLock, db
+from forge.models import LfsLock, Project, db
 from forge.repos import OID
 
 CONTENT_TYPE = "application/vnd.git-lfs+json"
@@ -33,8 +34,16 @@ def lfs_json(data: Any, status: int = 200) -> Response:
     return Response(json.dumps(data), status=status, content_type=CONTENT_TYPE)
 
 
-def _authorize(project_path: str, operation: str, action: str) -> tuple[auth.Outcome, Response | None]:
-    """Authorize an LFS request; return the outcome and, when refused, the response."""
+class Allowed(NamedTuple):
+    """An authorized LFS request: who asks, and the project (row and facts)."""
+
+    principal: perm.Principal
+    project: Project
+    facts: perm.Project
+
+
+def _authorize(project_path: str, operation: str, action: str) -> Allowed:
+    """Authorize an LFS request, or abort with GitLab's refusal (401 text, else LFS JSON)."""
     state = _state()
     now, base = state.now(), state.config.base_url
 
@@ -49,13 +58,20 @@ def _authorize(project_path: str, operation: str, action: str) -> tuple[auth.Out
     db.session.commit()
     decision = outcome.decision
     if decision.allowed:
-        return outcome, None
+        assert outcome.project is not None and outcome.facts is not None
+        return Allowed(outcome.principal, outcome.project, outcome.facts)
     if decision.status == 401:
         response = Response(decision.message, status=401, content_type="text/plain; charset=utf-8")
         response.headers["WWW-Authenticate"] = 'Basic realm="GitLab"'
-        return outcome, response
-    return outcome, lfs_json({"message": decision.message, "documentation_url": f"{base}/help"},
-                             decision.status)
+        abort(response)
+    abort(not_found() if decision.status == 404 else lfs_json(
+        {"message": decision.message, "documentation_url": f"{base}/help"}, decision.status))
+
+
+def not_found() -> Response:
+    """GitLab's LFS 404."""
+    base = _state().config.base_url
+    return lfs_json({"message": perm.LFS_NOT_FOUND, "documentation_url": f"{base}/help"}, 404)
 
 
 def _body() -> dict[str, Any]:
@@ -70,14 +86,10 @@ def batch(project: str) -> Response:
     operation = body.get("operation")
     if operation not in ("download", "upload"):
         return lfs_json({"message": "operation must be download or upload"}, 422)
-    outcome, denied = _authorize(project, operation, f"lfs_{operation}")
-    if denied is not None:
-        return denied
-    assert outcome.project is not None
+    outcome = _authorize(project, operation, f"lfs_{operation}")
     objects = body.get("objects")
     if not isinstance(objects, list) or not objects:
-        base = _state().config.base_url
-        return lfs_json({"message": perm.LFS_NOT_FOUND, "documentation_url": f"{base}/help"}, 404)
+        return not_found()
     href = f"{_state().config.base_url}/{outcome.project.full_path}.git/gitlab-lfs/objects"
     header = {"Authorization": request.headers["Authorization"]} if (
         "Authorization" in request.headers) else {}
@@ -93,7 +105,8 @@ def batch(project: str) -> Response:
         stored = obj["oid"] in present and _state().lfs.exists(obj["oid"])
         if operation == "download":
             if stored:
-                item["authenticated"] = True
+                if outcome.project.visibility == "public":  # GitLab: when anyone may download
+                    item["authenticated"] = True
                 item["actions"] = {"download": {"href": f"{href}/{obj['oid']}", "header": header}}
             else:
                 item["error"] = {"code": 404, "message": MISSING}
@@ -115,25 +128,18 @@ def _valid(obj: Any) -> bool:
 @bp.get(f"{PREFIX}/gitlab-lfs/objects/<oid>")
 def download(project: str, oid: str) -> Response:
     """Send an object's content."""
-    outcome, denied = _authorize(project, "download", "lfs_download")
-    if denied is not None:
-        return denied
-    assert outcome.project is not None
+    outcome = _authorize(project, "download", "lfs_download")
     store = _state().lfs
     if not OID.match(oid) or oid not in domain.lfs_objects(outcome.project, [oid]) or (
             not store.exists(oid)):
-        base = _state().config.base_url
-        return lfs_json({"message": perm.LFS_NOT_FOUND, "documentation_url": f"{base}/help"}, 404)
+        return not_found()
     return send_file(store.path_for(oid), mimetype="application/octet-stream")
 
 
 @bp.put(f"{PREFIX}/gitlab-lfs/objects/<oid>/<int:size>")
 def upload(project: str, oid: str, size: int) -> Response:
     """Receive an object; keep it only when its content matches its oid and size."""
-    outcome, denied = _authorize(project, "upload", "lfs_upload")
-    if denied is not None:
-        return denied
-    assert outcome.project is not None
+    outcome = _authorize(project, "upload", "lfs_upload")
     state = _state()
     if not OID.match(oid):
         return lfs_json({"message": "Invalid oid"}, 422)
@@ -148,9 +154,11 @@ def upload(project: str, oid: str, size: int) -> Response:
 @bp.get(f"{PREFIX}/info/lfs/objects/<oid>")
 def legacy(project: str, oid: str = "") -> Response:
     """The pre-batch API, which GitLab answers with 501."""
-    _, denied = _authorize(project, "download", "lfs_legacy")
-    if denied is not None and denied.status_code == 401:
-        return denied
+    try:
+        _authorize(project, "download", "lfs_legacy")
+    except HTTPException as refused:  # only the 401 challenge wins over the 501
+        if refused.response is not None and refused.response.status_code == 401:
+            raise
     base = _state().config.base_url
     return lfs_json({"message": LEGACY, "documentation_url": f"{base}/help"}, 501)
 
@@ -164,10 +172,7 @@ def lock_json(lock: LfsLock) -> dict[str, Any]:
 @bp.get(f"{PREFIX}/info/lfs/locks")
 def locks(project: str) -> Response:
     """List locks, optionally filtered by `path` or `id`."""
-    outcome, denied = _authorize(project, "download", "lfs_locks")
-    if denied is not None:
-        return denied
-    assert outcome.project is not None
+    outcome = _authorize(project, "download", "lfs_locks")
     found = domain.list_locks(outcome.project, path=request.args.get("path"),
                               lock_id=request.args.get("id"))
     return lfs_json({"locks": [lock_json(lock) for lock in found]})
@@ -176,10 +181,7 @@ def locks(project: str) -> Response:
 @bp.post(f"{PREFIX}/info/lfs/locks")
 def create_lock(project: str) -> Response:
     """Lock a path (push rights needed)."""
-    outcome, denied = _authorize(project, "upload", "lfs_lock")
-    if denied is not None:
-        return denied
-    assert outcome.project is not None
+    outcome = _authorize(project, "upload", "lfs_lock")
     path = _body().get("path")
     if not isinstance(path, str) or not path:
         return lfs_json({"message": "path is missing"}, 422)
@@ -197,10 +199,7 @@ def create_lock(project: str) -> Response:
 @bp.post(f"{PREFIX}/info/lfs/locks/verify")
 def verify_locks(project: str) -> Response:
     """Split the locks into the caller's own and everybody else's (before a push)."""
-    outcome, denied = _authorize(project, "upload", "lfs_locks_verify")
-    if denied is not None:
-        return denied
-    assert outcome.project is not None
+    outcome = _authorize(project, "upload", "lfs_locks_verify")
     user = outcome.principal.user
     found = domain.list_locks(outcome.project)
     mine = [lock_json(lock) for lock in found if user is not None and lock.user_id == user.id]
@@ -211,10 +210,7 @@ def verify_locks(project: str) -> Response:
 @bp.post(f"{PREFIX}/info/lfs/locks/<lock_id>/unlock")
 def unlock(project: str, lock_id: str) -> Response:
     """Remove a lock: one's own, or anybody's with `force` as a maintainer."""
-    outcome, denied = _authorize(project, "upload", "lfs_unlock")
-    if denied is not None:
-        return denied
-    assert outcome.project is not None and outcome.facts is not None
+    outcome = _authorize(project, "upload", "lfs_unlock")
     state = _state()
     try:
         lock = domain.get_lock(outcome.project, lock_id)

@@ -164,6 +164,7 @@ def test_lfs_batch_download_answers(forge: Forge, world: dict[str, Any]) -> None
     body = response.json()
     assert body["transfer"] == "basic"
     found, absent, invalid = body["objects"]
+    assert "authenticated" not in found  # private project
     assert found["actions"]["download"]["href"] == (
         f"{forge.url}/acme/app.git/gitlab-lfs/objects/{MODEL_OID}")
     assert absent == {"oid": missing, "size": 3, "error": {
@@ -188,6 +189,7 @@ def test_lfs_batch_refusals(forge: Forge, world: dict[str, Any]) -> None:
     assert anonymous.text == perm.HTTP_BASIC_DENIED.format(base=forge.url)
     public = batch(forge, "acme/site", "download", [{"oid": MODEL_OID, "size": len(MODEL)}])
     assert public.status_code == 200 and "actions" in public.json()["objects"][0]
+    assert public.json()["objects"][0]["authenticated"] is True
     reporter = forge.create_user("rep")
     forge.add_member(reporter, "reporter", project="acme/app")
     upload = batch(forge, "acme/app", "upload", obj, auth=("rep", reporter.password))
