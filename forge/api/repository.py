@@ -90,14 +90,18 @@ def commit_json(project: Project, commit: Commit) -> dict[str, Any]:
             "web_url": web_url(f"{project.full_path}/-/commit/{sha}")}
 
 
+def _refs(repo: Repo, prefix: str) -> dict[str, bytes]:
+    """Ref names under `prefix` (`refs/heads/`, `refs/tags/`), shortened, with their shas."""
+    return {name.decode()[len(prefix):]: sha for name, sha in repo.refs.as_dict().items()
+            if name.startswith(prefix.encode())}
+
+
 def _branches(repo: Repo) -> dict[str, bytes]:
-    return {name.decode()[len("refs/heads/"):]: sha for name, sha in repo.refs.as_dict().items()
-            if name.startswith(b"refs/heads/")}
+    return _refs(repo, "refs/heads/")
 
 
 def _tags(repo: Repo) -> dict[str, bytes]:
-    return {name.decode()[len("refs/tags/"):]: sha for name, sha in repo.refs.as_dict().items()
-            if name.startswith(b"refs/tags/")}
+    return _refs(repo, "refs/tags/")
 
 
 def branch_json(project: Project, repo: Repo, name: str) -> dict[str, Any]:
@@ -140,26 +144,48 @@ def _update_ref(project: Project, who: perm.Principal, ref: str, old: str, new: 
             fail(409, "409 Conflict - the reference changed meanwhile")
 
 
-@bp.get("/projects/<project_id>/repository/branches")
-def list_branches(project_id: str) -> Response:
-    """Branches, `search` filtering by name."""
+REF_KINDS: dict[str, tuple[str, str, Any]] = {
+    "branches": ("refs/heads/", "Branch", branch_json),
+    "tags": ("refs/tags/", "Tag", tag_json),
+}
+KIND_ROUTE = "/projects/<project_id>/repository/<any(branches, tags):kind>"
+
+
+@bp.get(KIND_ROUTE)
+def list_refs(project_id: str, kind: str) -> Response:
+    """Branches or tags, `search` filtering by name."""
     project, _ = project_ability(project_id, "read_repository", job_token_endpoint=True)
+    prefix, _, render = REF_KINDS[kind]
     search = str(params().get("search") or "")
     with repository(project) as repo:
-        names = sorted(n for n in _branches(repo) if search in n)
-        items = [branch_json(project, repo, n) for n in names]
+        items = [render(project, repo, n) for n in sorted(_refs(repo, prefix)) if search in n]
     return paginate(items, lambda item: item)
 
 
-@bp.get("/projects/<project_id>/repository/branches/<path:branch>")
-def show_branch(project_id: str, branch: str) -> Response:
-    """One branch."""
+@bp.get(f"{KIND_ROUTE}/<path:name>")
+def show_ref(project_id: str, kind: str, name: str) -> Response:
+    """One branch or tag."""
     project, _ = project_ability(project_id, "read_repository", job_token_endpoint=True)
-    branch = unquote(branch)
+    prefix, label, render = REF_KINDS[kind]
+    name = unquote(name)
     with repository(project) as repo:
-        if branch not in _branches(repo):
-            fail(404, "404 Branch Not Found")
-        return jsonify(branch_json(project, repo, branch))
+        if name not in _refs(repo, prefix):
+            fail(404, f"404 {label} Not Found")
+        return jsonify(render(project, repo, name))
+
+
+@bp.delete(f"{KIND_ROUTE}/<path:name>")
+def delete_ref(project_id: str, kind: str, name: str) -> Response:
+    """Delete a branch or tag (developer; protected and default branches are refused)."""
+    project, who = project_ability(project_id, "push_code")
+    prefix, label, _ = REF_KINDS[kind]
+    name = unquote(name)
+    with repository(project) as repo:
+        sha = _refs(repo, prefix).get(name)
+    if sha is None:
+        fail(404, f"404 {label} Not Found")
+    _update_ref(project, who, f"{prefix}{name}", sha.decode(), ZERO)
+    return no_content()
 
 
 @bp.post("/projects/<project_id>/repository/branches")
@@ -182,39 +208,6 @@ def create_branch(project_id: str) -> tuple[Response, int]:
     _update_ref(project, who, f"refs/heads/{branch}", ZERO, commit.id.decode())
     with repository(project) as repo:
         return created(branch_json(project, repo, branch))
-
-
-@bp.delete("/projects/<project_id>/repository/branches/<path:branch>")
-def delete_branch(project_id: str, branch: str) -> Response:
-    """Delete a branch (developer; protected and default branches are refused)."""
-    project, who = project_ability(project_id, "push_code")
-    branch = unquote(branch)
-    with repository(project) as repo:
-        sha = _branches(repo).get(branch)
-    if sha is None:
-        fail(404, "404 Branch Not Found")
-    _update_ref(project, who, f"refs/heads/{branch}", sha.decode(), ZERO)
-    return no_content()
-
-
-@bp.get("/projects/<project_id>/repository/tags")
-def list_tags(project_id: str) -> Response:
-    """Tags."""
-    project, _ = project_ability(project_id, "read_repository", job_token_endpoint=True)
-    with repository(project) as repo:
-        items = [tag_json(project, repo, n) for n in sorted(_tags(repo))]
-    return paginate(items, lambda item: item)
-
-
-@bp.get("/projects/<project_id>/repository/tags/<path:tag>")
-def show_tag(project_id: str, tag: str) -> Response:
-    """One tag."""
-    project, _ = project_ability(project_id, "read_repository", job_token_endpoint=True)
-    tag = unquote(tag)
-    with repository(project) as repo:
-        if tag not in _tags(repo):
-            fail(404, "404 Tag Not Found")
-        return jsonify(tag_json(project, repo, tag))
 
 
 @bp.post("/projects/<project_id>/repository/tags")
@@ -243,19 +236,6 @@ def create_tag_ref(project: Project, who: perm.Principal, tag: str, ref: str) ->
             fail(400, f"400 Bad request - Tag {tag} already exists")
     _update_ref(project, who, f"refs/tags/{tag}", ZERO, commit.id.decode())
     return commit.id.decode()
-
-
-@bp.delete("/projects/<project_id>/repository/tags/<path:tag>")
-def delete_tag(project_id: str, tag: str) -> Response:
-    """Delete a tag (developer)."""
-    project, who = project_ability(project_id, "push_code")
-    tag = unquote(tag)
-    with repository(project) as repo:
-        sha = _tags(repo).get(tag)
-    if sha is None:
-        fail(404, "404 Tag Not Found")
-    _update_ref(project, who, f"refs/tags/{tag}", sha.decode(), ZERO)
-    return no_content()
 
 
 def _file(project: Project, file_path: str) -> tuple[bytes, bytes, Commit, str]:

@@ -75,13 +75,17 @@ def update_scope(project_id: str) -> Response:
     return no_content()
 
 
-@bp.get(f"{PREFIX}/allowlist")
-def project_allowlist(project_id: str) -> Response:
-    """The projects on the allowlist, the project itself first."""
+@bp.get(f"{PREFIX}/<any(allowlist, groups_allowlist):kind>")
+def list_entries(project_id: str, kind: str) -> Response:
+    """The projects on the allowlist (the project itself first), or the groups."""
     project, _ = project_ability(project_id, "read_job_token_scope")
-    sources = [db.session.get(Project, link.source_project_id)
-               for link in _links(project, "source_project_id")]
-    return paginate([project, *[p for p in sources if p is not None]], project_json)
+    if kind == "allowlist":
+        sources = [db.session.get(Project, link.source_project_id)
+                   for link in _links(project, "source_project_id")]
+        return paginate([project, *[p for p in sources if p is not None]], project_json)
+    groups = [db.session.get(Group, link.source_group_id)
+              for link in _links(project, "source_group_id")]
+    return paginate([g for g in groups if g is not None], group_json)
 
 
 @bp.post(f"{PREFIX}/allowlist")
@@ -124,15 +128,6 @@ def remove_entry(project_id: str, kind: str, entry_id: str) -> Response:
         fail(404, "404 Not Found")
     db.session.commit()
     return no_content()
-
-
-@bp.get(f"{PREFIX}/groups_allowlist")
-def group_allowlist(project_id: str) -> Response:
-    """The groups on the allowlist."""
-    project, _ = project_ability(project_id, "read_job_token_scope")
-    groups = [db.session.get(Group, link.source_group_id)
-              for link in _links(project, "source_group_id")]
-    return paginate([g for g in groups if g is not None], group_json)
 
 
 @bp.post(f"{PREFIX}/groups_allowlist")
