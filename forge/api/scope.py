@@ -99,12 +99,22 @@ def add_project(project_id: str) -> tuple[Response, int]:
     if not perm.authorize_api(who, "read_project", facts, now(), state().config.base_url).allowed:
         fail(404, "404 Project Not Found")
     assert source is not None
+    return _add_entry(project, source, values)
+
+
+def _add_entry(project: Project, source: Project | Group, values: dict[str, Any]
+               ) -> tuple[Response, int]:
+    """Put a project or group on `project`'s allowlist; answer as GitLab does."""
     try:
-        link = domain.allow_project(now(), project, source, **_options(values))
+        if isinstance(source, Project):
+            link = domain.allow_project(now(), project, source, **_options(values))
+        else:
+            link = domain.allow_group(now(), project, source, **_options(values))
     except domain.DomainError as exc:
         raise _bad_request(exc) from None
     db.session.commit()
-    return created({"source_project_id": project.id, "target_project_id": source.id,
+    key = "target_project_id" if isinstance(source, Project) else "target_group_id"
+    return created({"source_project_id": project.id, key: source.id,
                     "default_permissions": link.default_permissions,
                     "job_token_policies": link.job_token_policies})
 
@@ -141,11 +151,4 @@ def add_group(project_id: str) -> tuple[Response, int]:
             who, "read_group", group.visibility, domain.group_role(group, current_user(who)),
             now(), state().config.base_url).allowed:
         fail(404, "404 Group Not Found")
-    try:
-        link = domain.allow_group(now(), project, group, **_options(values))
-    except domain.DomainError as exc:
-        raise _bad_request(exc) from None
-    db.session.commit()
-    return created({"source_project_id": project.id, "target_group_id": group.id,
-                    "default_permissions": link.default_permissions,
-                    "job_token_policies": link.job_token_policies})
+    return _add_entry(project, group, values)
