@@ -14,8 +14,8 @@ from werkzeug.exceptions import HTTPException
 
 from forge import auth, domain, seed
 from forge import permissions as perm
-from forge.app import ForgeState, state_of
 from forge.models import Event, Job, db
+from forge.state import ForgeState, state_of
 
 bp = Blueprint("control", __name__, url_prefix="/-/forge")
 

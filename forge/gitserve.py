@@ -50,7 +50,7 @@ from forge.models import Project, db
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-    from forge.app import ForgeState
+    from forge.state import ForgeState
 
 log = logging.getLogger(__name__)
 

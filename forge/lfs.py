@@ -13,9 +13,9 @@ from werkzeug.exceptions import HTTPException
 
 from forge import auth, domain
 from forge import permissions as perm
-from forge.app import ForgeState, state_of
 from forge.models import LfsLock, Project, db
 from forge.repos import OID
+from forge.state import ForgeState, state_of
 
 CONTENT_TYPE = "application/vnd.git-lfs+json"
 MISSING = "Object does not exist on the server or you don't have permissions to access it"

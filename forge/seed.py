@@ -15,9 +15,9 @@ from typing import Any
 import yaml
 
 from forge import domain
-from forge.app import ForgeState
 from forge.models import db
 from forge.repos import read_directory
+from forge.state import ForgeState
 
 TOP_KEYS = {"users", "groups", "projects", "jobs"}
 USER_KEYS = {"username", "email", "name", "password", "admin", "external", "state", "tokens"}

@@ -8,8 +8,9 @@ from typing import Any
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
-from forge.app import ForgeState, create_app, state_of
+from forge.app import create_app
 from forge.config import ForgeConfig
+from forge.state import ForgeState, state_of
 
 SECRET_PARAMS = re.compile(r"(?i)((?:job_token|private_token|access_token|token|password)=)[^&\s]+")
 

@@ -13,10 +13,10 @@ from urllib.parse import quote, urlsplit
 from sqlalchemy import select
 
 from forge import domain, seed
-from forge.app import utcnow
 from forge.models import Event, Group, Project, db
 from forge.repos import FileContent
 from forge.server import ForgeServer
+from forge.state import utcnow
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from forge import permissions as perm
-from forge.registry import libtrust_kid
+from forge.signing import libtrust_kid
 from forge.testing import Forge, JobHandle, UserHandle
 
 SERVICE = "container_registry"

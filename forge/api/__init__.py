@@ -18,8 +18,8 @@ from werkzeug.exceptions import HTTPException
 
 from forge import auth, domain
 from forge import permissions as perm
-from forge.app import ForgeState, state_of
 from forge.models import Group, Project, User, db
+from forge.state import ForgeState, state_of
 
 bp = Blueprint("api", __name__, url_prefix="/api/v4")
 

@@ -1,0 +1,69 @@
+"""The package's modules form layers: each imports only modules below it, never in a circle."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import forge
+
+PACKAGE = Path(forge.__file__).parent
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports() -> dict[str, set[str]]:
+    """Every `forge.*` module each module imports, anywhere in it (lazy and TYPE_CHECKING too)."""
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            graph[name] |= {t for t in targets if t in modules and t != name}
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for target in sorted(graph[node]):
+            if state.get(target) == 1:
+                return stack[stack.index(target):] + [target]
+            if target not in state and (found := visit(target)):
+                return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_layers_no_module_imports_one_that_imports_it_back() -> None:
+    graph = _imports()
+    # A package's __init__ may re-export its submodules; a submodule importing the
+    # package's shared helpers is the normal direction.
+    for name in graph:
+        if "." in name and name.count(".") == 1 and (PACKAGE / name.split(".")[1] / "__init__.py").exists():
+            graph[name] = {t for t in graph[name] if not t.startswith(name + ".")}
+    assert _cycle(graph) is None
+
+
+def test_layers_shared_state_sits_below_the_protocol_modules() -> None:
+    graph = _imports()
+    assert "forge.app" not in graph["forge.state"]
+    for protocol in ("forge.gitserve", "forge.lfs", "forge.registry", "forge.control", "forge.seed"):
+        assert "forge.app" not in graph[protocol], protocol
