@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Callable
 from datetime import datetime
@@ -13,11 +14,14 @@ from sqlalchemy import event
 
 from forge import domain
 from forge.config import ForgeConfig
+from forge.housekeeping import Housekeeper, Limits, sweep_orphans
 from forge.models import db
 from forge.repos import BlobStore, RepositoryBackend
 from forge.state import ForgeState, state_of, utcnow
 
 __all__ = ["ForgeState", "create_app", "state_of", "utcnow"]
+
+log = logging.getLogger(__name__)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -47,9 +51,10 @@ def create_app(config: ForgeConfig | None = None, clock: Callable[[], datetime] 
         TESTING=config.testing,
         SECRET_KEY=secrets.token_hex(16),
     )
-    state = ForgeState(config, RepositoryBackend(config.repositories_dir),
-                       BlobStore(config.data_dir / "lfs"), BlobStore(config.data_dir / "packages"),
-                       clock or utcnow)
+    backend = RepositoryBackend(config.repositories_dir)
+    housekeeper = Housekeeper(backend, Limits(config.repack_packs, config.repack_loose_objects))
+    state = ForgeState(config, backend, BlobStore(config.data_dir / "lfs"),
+                       BlobStore(config.data_dir / "packages"), housekeeper, clock or utcnow)
     app.extensions["forge"] = state
     db.init_app(app)
     with app.app_context():
@@ -58,6 +63,7 @@ def create_app(config: ForgeConfig | None = None, clock: Callable[[], datetime] 
         domain.ensure_root(state.now(), config.root_token, config.root_password,
                            config.password_hash_method)
         db.session.commit()
+        _sweep_on_start(state)
 
     def on_exception(sender: Flask, exception: BaseException, **_: Any) -> None:
         import traceback
@@ -79,6 +85,18 @@ def create_app(config: ForgeConfig | None = None, clock: Callable[[], datetime] 
     from forge.gitserve import GitApplication
     app.wsgi_app = GitApplication(state, app, app.wsgi_app)  # type: ignore[method-assign]
     return app
+
+
+def _sweep_on_start(state: ForgeState) -> None:
+    """Remove what a crash left (orphan repositories), and look at every repository once."""
+    from sqlalchemy import select
+
+    from forge.models import Project
+    ids = list(db.session.scalars(select(Project.id)))
+    for name in sweep_orphans(state.backend, ids):
+        log.warning("removed repository directory %s: no project owns it", name)
+    for key in ids:
+        state.housekeeper.after_push(key)
 
 
 def _engine_options(url: str) -> dict[str, Any]:

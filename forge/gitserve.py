@@ -7,7 +7,6 @@ report-status, as GitLab's pre-receive hook does.
 
 from __future__ import annotations
 
-import fcntl
 import gzip
 import logging
 import re
@@ -15,7 +14,7 @@ import struct
 import traceback
 import zlib
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack
 from io import BytesIO
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,7 +36,6 @@ from dulwich.protocol import (
     SIDE_BAND_CHANNEL_PROGRESS,
     ReceivableProtocol,
 )
-from dulwich.refs import Ref
 from dulwich.server import ReceivePackHandler, UploadPackHandler
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
@@ -45,7 +43,9 @@ from werkzeug.wsgi import get_input_stream
 
 from forge import auth
 from forge import permissions as perm
+from forge.housekeeping import record_refused_packs
 from forge.models import Project, db
+from forge.repos import RepositoryBusy, current_ref, in_use, ref_lock
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -69,6 +69,7 @@ CLIENT_ERRORS = (
     ObjectFormatException, HTTPException, OSError, EOFError, ValueError, zlib.error, KeyError,
     AssertionError, IndexError, struct.error,
 )
+BUSY = "The repository is temporarily unavailable. Please try again later."
 RefCheck = Callable[[str, str, str, bool], perm.Decision]
 
 
@@ -85,17 +86,6 @@ def text_response(start_response: StartResponse, code: int, body: str,
         ("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(data))),
         *headers])
     return [data]
-
-
-@contextmanager
-def repository_lock(repo_dir: Path) -> Iterator[None]:
-    """Serialize pushes to one repository, across threads and processes."""
-    with open(repo_dir / "forge-push.lock", "a+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class ForgeUploadPackHandler(UploadPackHandler):
@@ -122,49 +112,57 @@ class ForgeReceivePackHandler(ReceivePackHandler):
         self.repo_dir = repo_dir
         self._packs_before: set[str] = set()
         self._connected: bool | None = None
+        self._held = ExitStack()
+        self._locked = False
+        self._accepted = False
 
     def handle(self) -> None:
-        """Receive the push while holding the repository's push lock."""
+        """Receive the push; ref updates happen under the repository's ref lock."""
         if self.advertise_refs or self.repo_dir is None:
             super().handle()
             return
-        with repository_lock(self.repo_dir):
+        pack_dir = self.repo_dir / "objects" / "pack"
+        with in_use(self.repo_dir), ExitStack() as self._held:
+            files_before = {p.stem for p in pack_dir.glob("*.idx")}
             self._packs_before = {pack.name().decode() for pack in self.repo.object_store.packs}
-            try:
-                super().handle()
-            finally:
-                # A pack that failed to unpack stays behind as a temporary file; under
-                # the push lock, every such file belongs to this push.
-                for leftover in (self.repo_dir / "objects").glob("tmp_pack_*"):
-                    leftover.unlink(missing_ok=True)
+            super().handle()
+            if not self._accepted:
+                # Nothing this push brought is referenced: housekeeping drops its pack.
+                record_refused_packs(self.repo_dir, sorted(
+                    {p.stem for p in pack_dir.glob("*.idx")} - files_before))
 
     def _on_update(self, ref_name: bytes, old_sha: bytes, new_sha: bytes) -> bytes | None:
-        """Refuse a ref update that would point at missing objects or that the rules deny."""
+        """Refuse a ref update that would point at missing objects or that the rules deny.
+
+        The first update takes the ref lock, held until the push ends, so checking the
+        ref's current value here and dulwich's update after it are one compare-and-swap
+        against every other writer (pushes, REST, seeds) in every process.
+        """
         error = super()._on_update(ref_name, old_sha, new_sha)  # type: ignore[arg-type]
         if error:
             return error
-        zero = perm.ZERO_SHA.encode()
-        # dulwich ignores a failed compare-and-swap and reports "ok"; under the push
-        # lock, checking the current value here makes the update a true CAS.
-        try:
-            current: bytes = self.repo.refs[Ref(ref_name)]
-        except KeyError:
-            current = zero
-        if current != old_sha:
+        if self.repo_dir is not None and not self._locked:
+            try:
+                self._held.enter_context(ref_lock(self.repo_dir))
+            except RepositoryBusy:
+                return b"failed to lock"
+            self._locked = True
+        if current_ref(self.repo, ref_name) != old_sha:  # type: ignore[arg-type]
             return b"failed to update ref"
+        zero = perm.ZERO_SHA.encode()
         if new_sha != zero and not self._objects_connected(new_sha):
             return b"missing necessary objects"
-        if self.check_ref is None:
-            return None
-        fast_forward = old_sha == zero or new_sha == zero or self._is_ancestor(old_sha, new_sha)
-        decision = self.check_ref(ref_name.decode(errors="replace"), old_sha.decode(),
-                                  new_sha.decode(), fast_forward)
-        if decision.allowed:
-            return None
-        if self.has_capability(CAPABILITY_SIDE_BAND_64K):
-            self.proto.write_sideband(SIDE_BAND_CHANNEL_PROGRESS,
-                                      f"GitLab: {decision.message}\n".encode())
-        return b"pre-receive hook declined"
+        if self.check_ref is not None:
+            fast_forward = old_sha == zero or new_sha == zero or self._is_ancestor(old_sha, new_sha)
+            decision = self.check_ref(ref_name.decode(errors="surrogateescape"), old_sha.decode(),
+                                      new_sha.decode(), fast_forward)
+            if not decision.allowed:
+                if self.has_capability(CAPABILITY_SIDE_BAND_64K):
+                    self.proto.write_sideband(SIDE_BAND_CHANNEL_PROGRESS,
+                                              f"GitLab: {decision.message}\n".encode())
+                return b"pre-receive hook declined"
+        self._accepted = True
+        return None
 
     def _is_ancestor(self, old_sha: bytes, new_sha: bytes) -> bool:
         try:
@@ -258,6 +256,31 @@ class FetchProtocol(ReceivableProtocol):
         return section[0]
 
 
+class TooLarge(ValueError):
+    """The request body inflates past the forge's limit."""
+
+
+class Inflated:
+    """A gzip request body, decompressed as it is read, refusing to grow past `limit` bytes.
+
+    The body limit counts the bytes on the wire; a small gzip body can inflate to
+    gigabytes, so the inflated size is bounded too.
+    """
+
+    def __init__(self, stream: Any, limit: int) -> None:
+        self._gzip = gzip.GzipFile(fileobj=stream, mode="rb")
+        self._left = limit
+
+    def read(self, size: int = -1) -> bytes:
+        """Read up to `size` inflated bytes; raise TooLarge past the limit."""
+        want = self._left + 1 if size < 0 else min(size, self._left + 1)
+        data = self._gzip.read(want)
+        self._left -= len(data)
+        if self._left < 0:
+            raise TooLarge("request body inflates past the limit")
+        return data
+
+
 class _Output:
     """Coalesce dulwich's many small writes into ~64 KiB chunks, starting the response lazily."""
 
@@ -312,8 +335,10 @@ class GitApplication:
             return self.fallback(environ, start_response)
         try:
             return self._serve(match["project"], match["op"], environ, start_response)
-        except Exception:  # a bug, not bad input: record it so the test that caused it fails
-            self.state.record_error(traceback.format_exc())
+        except Exception:  # a bug, not bad input: log it, and fail the test that caused it
+            text = traceback.format_exc()
+            log.error("git request %s %s failed:\n%s", environ.get("REQUEST_METHOD"), path, text)
+            self.state.record_error(text)
             return text_response(start_response, 500, "Internal server error")
 
     def _serve(self, project_path: str, op: str, environ: WSGIEnvironment,
@@ -364,12 +389,13 @@ class GitApplication:
         proto.write_pkt_line(f"# service={service}\n".encode())
         proto.write_pkt_line(None)
         handler_cls = ForgeReceivePackHandler if service == "git-receive-pack" else ForgeUploadPackHandler
-        handler: Any = handler_cls(self.state.backend, [str(project_id)], proto, stateless_rpc=True,
-                              advertise_refs=True)
-        try:
-            handler.handle()
-        finally:
-            handler.repo.close()
+        with in_use(self.state.backend.path_for(project_id)):
+            handler: Any = handler_cls(self.state.backend, [str(project_id)], proto,
+                                       stateless_rpc=True, advertise_refs=True)
+            try:
+                handler.handle()
+            finally:
+                handler.repo.close()
         data = out.getvalue()
         start_response(status_line(200), [
             ("Content-Type", f"application/x-{service}-advertisement"),
@@ -378,33 +404,47 @@ class GitApplication:
 
     def _service(self, service: str, project_id: int, environ: WSGIEnvironment,
                  start_response: StartResponse, check: RefCheck | None) -> Iterable[bytes]:
+        config = self.state.config
         try:
-            stream: Any = get_input_stream(
-                environ, max_content_length=self.state.config.max_body_bytes)
+            stream: Any = get_input_stream(environ, max_content_length=config.max_body_bytes)
         except HTTPException:
             return text_response(start_response, 413, "Request body too large.")
         if environ.get("HTTP_CONTENT_ENCODING", "") == "gzip":
-            stream = gzip.GzipFile(fileobj=stream, mode="rb")
+            stream = Inflated(stream, config.max_inflated_body_bytes)
         output = _Output(start_response, f"application/x-{service}-result")
         protocol = PushProtocol if service == "git-receive-pack" else FetchProtocol
         proto = protocol(stream.read, output.write)
         backend = self.state.backend
-        if service == "git-receive-pack":
-            handler: Any = ForgeReceivePackHandler(
-                backend, [str(project_id)], proto, stateless_rpc=True, check_ref=check,
-                repo_dir=backend.path_for(project_id))
-        else:
-            handler = ForgeUploadPackHandler(backend, [str(project_id)], proto, stateless_rpc=True)
+        repo_dir = backend.path_for(project_id)
+        handler: Any = None
         try:
-            handler.handle()
+            if service == "git-receive-pack":
+                handler = ForgeReceivePackHandler(
+                    backend, [str(project_id)], proto, stateless_rpc=True, check_ref=check,
+                    repo_dir=repo_dir)
+                handler.handle()
+            else:
+                with in_use(repo_dir):
+                    handler = ForgeUploadPackHandler(backend, [str(project_id)], proto,
+                                                     stateless_rpc=True)
+                    handler.handle()
             output.flush()
+        except TooLarge:
+            if not output.started:
+                return text_response(start_response, 413, "Request body too large.")
+        except RepositoryBusy:
+            if not output.started:
+                return text_response(start_response, 503, BUSY)
         except CLIENT_ERRORS as exc:
             log.warning("git %s ended early: %s: %s", service, type(exc).__name__, exc,
                         exc_info=log.isEnabledFor(logging.DEBUG))
             if not output.started:
                 return text_response(start_response, 400, f"Bad request: {type(exc).__name__}")
         finally:
-            handler.repo.close()
+            if handler is not None:
+                handler.repo.close()
+            if service == "git-receive-pack":
+                self.state.housekeeper.after_push(project_id)
         return [b""]
 
     def _ref_checker(self, outcome: auth.Outcome, project_id: int,

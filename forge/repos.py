@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import re
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -22,6 +24,95 @@ from dulwich.repo import Repo
 from dulwich.server import Backend, BackendRepo
 
 OID = re.compile(r"^[0-9a-f]{64}$")
+ZERO = b"0" * 40
+REF_LOCK = "forge-refs.lock"
+MAINTENANCE_LOCK = "forge-maintenance.lock"
+LOCK_WAIT = 30.0
+
+
+class RepositoryBusy(OSError):
+    """A repository lock was not free within the wait; nothing was changed."""
+
+
+@contextmanager
+def _flock(path: Path, mode: int, wait: float) -> Iterator[bool]:
+    """Hold an flock on `path`, polling up to `wait` seconds; yield whether it was taken."""
+    with open(path, "a+b") as handle:
+        deadline = time.monotonic() + wait
+        delay = 0.005
+        while True:
+            try:
+                fcntl.flock(handle, mode | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    yield False
+                    return
+                time.sleep(delay)
+                delay = min(delay * 2, 0.1)
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def in_use(repo_dir: Path, wait: float = LOCK_WAIT) -> Iterator[None]:
+    """Keep housekeeping out while reading or writing the repository (a shared lock)."""
+    with _flock(repo_dir / MAINTENANCE_LOCK, fcntl.LOCK_SH, wait) as taken:
+        if not taken:
+            raise RepositoryBusy(f"{repo_dir.name} is being repacked")
+        yield
+
+
+@contextmanager
+def maintenance(repo_dir: Path, wait: float = 0.0) -> Iterator[bool]:
+    """Take the repository for housekeeping alone; yield False when it is in use."""
+    with _flock(repo_dir / MAINTENANCE_LOCK, fcntl.LOCK_EX, wait) as taken:
+        yield taken
+
+
+@contextmanager
+def ref_lock(repo_dir: Path, wait: float = LOCK_WAIT) -> Iterator[None]:
+    """Hold the repository's one ref lock: every writer of refs, in every process, takes it.
+
+    Under it, reading a ref and then changing it is a true compare-and-swap; a writer
+    that waited longer than `wait` gets RepositoryBusy.
+    """
+    with _flock(repo_dir / REF_LOCK, fcntl.LOCK_EX, wait) as taken:
+        if not taken:
+            raise RepositoryBusy(f"the refs of {repo_dir.name} are locked")
+        yield
+
+
+@contextmanager
+def writing(repo_dir: Path, wait: float = LOCK_WAIT) -> Iterator[Repo]:
+    """Open the repository to add objects and move refs, holding its locks."""
+    with in_use(repo_dir, wait), ref_lock(repo_dir, wait), open_repo(repo_dir) as repo:
+        yield repo
+
+
+def current_ref(repo: Repo, ref: bytes) -> bytes:
+    """The sha `ref` points at, or forty zeros when it does not exist."""
+    try:
+        sha: bytes = repo.refs[Ref(ref)]
+    except KeyError:
+        return ZERO
+    return sha
+
+
+def compare_and_swap(repo: Repo, ref: bytes, old: bytes, new: bytes) -> bool:
+    """Move `ref` from `old` to `new` (zeros: create, delete); False when it is not at `old`.
+
+    The caller holds `ref_lock` (see `writing`), so no other forge writer moves the ref
+    between the comparison and the change.
+    """
+    if current_ref(repo, ref) != old:
+        return False
+    if new == ZERO:
+        return bool(repo.refs.remove_if_equals(Ref(ref), ObjectID(old)))
+    return bool(repo.refs.set_if_equals(Ref(ref), None if old == ZERO else ObjectID(old),
+                                        ObjectID(new)))
 
 
 @dataclass(frozen=True)
@@ -89,15 +180,15 @@ class RepositoryBackend(Backend):
         except NotGitRepository:
             return False
 
-    def create(self, key: int, default_branch: str) -> Repo:
-        """Create an empty bare repository whose HEAD names `default_branch`."""
+    def create(self, key: int, default_branch: str) -> AbstractContextManager[Repo]:
+        """Create an empty bare repository whose HEAD names `default_branch`; open it for writing."""
         location = self.path_for(key)
         if location.exists():
             shutil.rmtree(location)
         location.mkdir(parents=True)
-        repo = Repo.init_bare(str(location))
-        repo.refs.set_symbolic_ref(Ref(b"HEAD"), Ref(f"refs/heads/{default_branch}".encode()))
-        return repo
+        with Repo.init_bare(str(location)) as repo:
+            repo.refs.set_symbolic_ref(Ref(b"HEAD"), Ref(f"refs/heads/{default_branch}".encode()))
+        return writing(location)
 
     def resolve(self, key: int, ref: str) -> str:
         """Return the sha a branch or tag name points at, or "" when there is none."""
@@ -159,19 +250,23 @@ def commit_files(
     author: str = "Forge <forge@example.com>",
     timestamp: int | None = None,
 ) -> str:
-    """Commit `files` as the whole tree of a new commit on `branch`; return its sha."""
-    ref = Ref(f"refs/heads/{branch}".encode())
+    """Commit `files` as the whole tree of a new commit on `branch`; return its sha.
+
+    The caller holds the repository's ref lock (`writing`).
+    """
+    ref = f"refs/heads/{branch}".encode()
     commit = Commit()
     commit.tree = _tree_for(repo, files)
-    parent = repo.refs.as_dict().get(ref)
-    commit.parents = [parent] if parent else []
+    parent = current_ref(repo, ref)
+    commit.parents = [ObjectID(parent)] if parent != ZERO else []
     commit.author = commit.committer = author.encode()
     commit.author_time = commit.commit_time = int(time.time()) if timestamp is None else timestamp
     commit.author_timezone = commit.commit_timezone = 0
     commit.encoding = b"UTF-8"
     commit.message = message.encode() + b"\n"
     repo.object_store.add_object(commit)
-    repo.refs[ref] = commit.id
+    if not compare_and_swap(repo, ref, parent, commit.id):
+        raise RepositoryBusy(f"{branch} moved while committing")
     return commit.id.decode()
 
 

@@ -34,8 +34,12 @@ class ForgeServer:
     def __init__(self, config: ForgeConfig, host: str = "127.0.0.1", port: int = 0) -> None:
         self.app = create_app(config)
         self.state: ForgeState = state_of(self.app)
+        # A connection silent for `request_timeout` seconds is closed, so idle clients
+        # cannot hold the server's threads and descriptors.
+        handler = type("RequestHandler", (RedactingRequestHandler,),
+                       {"timeout": self.state.config.request_timeout})
         self.server: BaseWSGIServer = make_server(
-            host, port, self.app, threaded=True, request_handler=RedactingRequestHandler)
+            host, port, self.app, threaded=True, request_handler=handler)
         self.server.daemon_threads = True  # type: ignore[attr-defined]
         self.host = host
         self.port: int = self.server.server_port
@@ -56,6 +60,7 @@ class ForgeServer:
 
     def stop(self) -> None:
         """Stop serving and close the socket."""
+        self.state.housekeeper.stop()
         self.server.shutdown()
         self.server.server_close()
         if self._thread is not None:

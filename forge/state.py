@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from flask import Flask
 
 from forge.config import ForgeConfig
+from forge.housekeeping import Housekeeper
 from forge.repos import BlobStore, RepositoryBackend
 from forge.signing import SigningKey, load_or_create_key
 
@@ -27,6 +28,7 @@ class ForgeState:
     backend: RepositoryBackend
     lfs: BlobStore
     packages: BlobStore
+    housekeeper: Housekeeper
     clock: Callable[[], datetime] = utcnow
     errors: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)

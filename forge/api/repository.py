@@ -18,6 +18,7 @@ from dulwich.repo import Repo
 from flask import Response, jsonify
 
 from forge import permissions as perm
+from forge import repos
 from forge.api import (
     bp,
     check,
@@ -34,19 +35,39 @@ from forge.api import (
     web_url,
 )
 from forge.models import Project
-from forge.repos import open_repo
+from forge.repos import RepositoryBusy, compare_and_swap, current_ref, in_use, open_repo
 
 ZERO = perm.ZERO_SHA
 
 
 @contextmanager
 def repository(project: Project) -> Iterator[Repo]:
-    """Open the project's repository, or 404 when it has none."""
+    """Open the project's repository to read it, or 404 when it has none."""
     backend = state().backend
     if not backend.exists(project.id):
         fail(404, "404 Repository Not Found")
-    with open_repo(backend.path_for(project.id)) as repo:
+    path = backend.path_for(project.id)
+    with _available(), in_use(path), open_repo(path) as repo:
         yield repo
+
+
+@contextmanager
+def writing(project: Project) -> Iterator[Repo]:
+    """Open the project's repository holding its ref lock: the one way refs change here."""
+    backend = state().backend
+    if not backend.exists(project.id):
+        fail(404, "404 Repository Not Found")
+    with _available(), repos.writing(backend.path_for(project.id)) as repo:
+        yield repo
+
+
+@contextmanager
+def _available() -> Iterator[None]:
+    """Answer 503 when another writer held the repository too long, as Gitaly's lock errors do."""
+    try:
+        yield
+    except RepositoryBusy:
+        fail(503, "503 Service Unavailable - the repository is busy; try again")
 
 
 def resolve(repo: Repo, ref: str) -> Commit | None:
@@ -92,8 +113,9 @@ def commit_json(project: Project, commit: Commit) -> dict[str, Any]:
 
 def _refs(repo: Repo, prefix: str) -> dict[str, bytes]:
     """Ref names under `prefix` (`refs/heads/`, `refs/tags/`), shortened, with their shas."""
-    return {name.decode()[len(prefix):]: sha for name, sha in repo.refs.as_dict().items()
-            if name.startswith(prefix.encode())}
+    # A name that is not UTF-8 (pushed before forge refused them) is listed, not a 500.
+    return {name.decode(errors="replace")[len(prefix):]: sha
+            for name, sha in repo.refs.as_dict().items() if name.startswith(prefix.encode())}
 
 
 def _branches(repo: Repo) -> dict[str, bytes]:
@@ -128,19 +150,21 @@ def tag_json(project: Project, repo: Repo, name: str) -> dict[str, Any]:
             "protected": False}
 
 
-def _update_ref(project: Project, who: perm.Principal, ref: str, old: str, new: str) -> None:
-    """Move a ref after the per-ref push rules allowed it."""
+def _authorize_ref(project: Project, who: perm.Principal, ref: str, old: str, new: str) -> None:
+    """Let a ref change through the per-ref push rules, or answer 403."""
     from forge import domain
     facts = domain.project_facts(project, current_user(who))
     decision = perm.authorize_ref_update(who, facts, ref, old, new, True)
     if not decision.allowed:
         decision = dataclasses.replace(decision, message=f"403 Forbidden - {decision.message}")
     check(who, "api_push_ref", decision, project)
-    with repository(project) as repo:
-        if new == ZERO:
-            repo.refs.remove_if_equals(ref.encode(), old.encode())  # type: ignore[arg-type]
-        elif not repo.refs.set_if_equals(ref.encode(), None if old == ZERO else old.encode(),  # type: ignore[arg-type]
-                                         new.encode()):  # type: ignore[arg-type]
+
+
+def _update_ref(project: Project, who: perm.Principal, ref: str, old: str, new: str) -> None:
+    """Move a ref after the per-ref push rules allowed it (a compare-and-swap)."""
+    _authorize_ref(project, who, ref, old, new)
+    with writing(project) as repo:
+        if not compare_and_swap(repo, ref.encode(), old.encode(), new.encode()):
             fail(409, "409 Conflict - the reference changed meanwhile")
 
 
@@ -284,7 +308,13 @@ def write_file(project_id: str, file_path: str) -> tuple[Response, int]:
     branch = str(values["branch"])
     user = current_user(who)
     author = f"{user.name} <{user.email}>" if user else "Forge <forge@example.com>"
+    ref = f"refs/heads/{branch}"
     with repository(project) as repo:
+        head = current_ref(repo, ref.encode()).decode()
+    _authorize_ref(project, who, ref, head, head)
+    # Read the branch, commit on it and move it under one ref lock, so parallel writes
+    # to a branch queue up and each lands on top of the one before.
+    with writing(project) as repo:
         parent = resolve(repo, branch) if branch in _branches(repo) else None
         if parent is None:
             fail(400, "400 Bad request - You can only create or edit files when you are on a branch")
@@ -304,7 +334,8 @@ def write_file(project_id: str, file_path: str) -> tuple[Response, int]:
         commit.author_timezone = commit.commit_timezone = 0
         commit.message = str(values["commit_message"]).encode() + b"\n"
         repo.object_store.add_object(commit)
-    _update_ref(project, who, f"refs/heads/{branch}", parent.id.decode(), commit.id.decode())
+        if not compare_and_swap(repo, ref.encode(), parent.id, commit.id):
+            fail(409, "409 Conflict - the reference changed meanwhile")
     status = 201 if request.method == "POST" else 200
     return jsonify(file_path=path, branch=branch), status
 
