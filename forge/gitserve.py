@@ -456,9 +456,10 @@ class GitApplication:
 
         def check(ref: str, old: str, new: str, fast_forward: bool) -> perm.Decision:
             decision = perm.authorize_ref_update(principal, facts, ref, old, new, fast_forward)
+            shown = ref.encode(errors="surrogateescape").decode(errors="replace")
             with self.flask_app.app_context():
                 auth.record(self.state.now(), "POST", path, principal, "push_ref", decision,
-                            db.session.get(Project, project_id), ref=ref)
+                            db.session.get(Project, project_id), ref=shown)
                 db.session.commit()
             return decision
 

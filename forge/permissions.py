@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import fnmatch
+import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -335,6 +336,23 @@ def _repository(project: Project) -> Decision | None:
     return _deny("no_repository", 404, NO_REPOSITORY)
 
 
+# GitLab refuses branches named like a commit id (BranchCheck#prohibited_branch_checks).
+HEX_BRANCH = re.compile(r"\A[0-9a-fA-F]{40}(-/|/|\Z)")
+HEX_BRANCH_NAME = "You cannot create a branch with a 40-character hexadecimal branch name."
+# forge's own refusal: GitLab stores ref names as UTF-8 and breaks on others.
+INVALID_REF_NAME = ("You cannot push a ref whose name is not valid UTF-8 "
+                    "or has a part longer than 255 bytes.")
+
+
+def _valid_ref_name(ref: str) -> bool:
+    """A ref name forge can keep: valid UTF-8 (no escaped bytes), parts a file name can hold."""
+    try:
+        parts = ref.encode("utf-8").split(b"/")
+    except UnicodeEncodeError:  # surrogate-escaped bytes: the name was not UTF-8
+        return False
+    return all(len(part) <= 255 for part in parts)
+
+
 def authorize_ref_update(
     principal: Principal,
     project: Project,
@@ -348,13 +366,17 @@ def authorize_ref_update(
     `fast_forward` is whether `old_sha` is an ancestor of `new_sha` (true for creations
     and deletions, where the question does not arise).
     """
+    deleting = new_sha == ZERO_SHA
+    if not deleting and not _valid_ref_name(ref):
+        return _deny("invalid_ref_name", 403, INVALID_REF_NAME)
     if not ref.startswith("refs/heads/"):
         return _allow("not_a_branch")
     branch = ref[len("refs/heads/"):]
     role = effective_role(principal, project)
-    deleting = new_sha == ZERO_SHA
     if deleting and branch == project.default_branch:
         return _deny("default_branch_delete", 403, DELETE_DEFAULT)
+    if not deleting and HEX_BRANCH.match(branch):
+        return _deny("hex_branch_name", 403, HEX_BRANCH_NAME)
     rules = [rule for rule in project.protected_branches if rule.matches(branch)]
     if not rules:
         return _allow("unprotected_branch")

@@ -1,0 +1,287 @@
+"""Writers race, repositories age, clients misbehave: no push is lost and nothing leaks."""
+
+from __future__ import annotations
+
+import gzip
+import http.client
+import logging
+import os
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+
+from forge import gitserve, housekeeping
+from forge.config import ForgeConfig
+from forge.housekeeping import Limits, pack_count
+from forge.server import ForgeServer
+from forge.testing import Forge, UserHandle
+
+
+@pytest.fixture
+def dev(forge: Forge) -> UserHandle:
+    forge.create_group("acme")
+    user = forge.create_user("dev")
+    forge.create_project("acme/app", files={"README.md": "v1\n"}, members={"dev": "developer"},
+                         visibility="public")
+    return user
+
+
+def repo_dir(forge: Forge, path: str = "acme/app") -> Path:
+    with forge.app.app_context():
+        from forge import domain
+        return forge.state.backend.path_for(domain.get_project(path).id)
+
+
+def api(forge: Forge, user: UserHandle) -> requests.Session:
+    session = requests.Session()
+    session.headers["PRIVATE-TOKEN"] = user.token or ""
+    return session
+
+
+def write_file(forge: Forge, session: requests.Session, branch: str, name: str) -> requests.Response:
+    return session.post(f"{forge.url}/api/v4/projects/acme%2Fapp/repository/files/{name}",
+                        json={"branch": branch, "content": name, "commit_message": f"add {name}"},
+                        timeout=60)
+
+
+def test_push_racing_a_rest_write_is_not_lost(forge: Forge, dev: UserHandle, git, commit,
+                                               tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    work = tmp_path / "work"
+    git("clone", "-q", forge.clone_url("acme/app", user=dev), work)
+    git("push", "-q", "origin", "HEAD:feature", cwd=work)
+    pushed = commit(work, {"pushed.txt": "1"})
+    session = api(forge, dev)
+    rest: list[requests.Response] = []
+    original = gitserve.GitApplication._ref_checker
+
+    def racing_checker(self: Any, *args: Any) -> Any:
+        check = original(self, *args)
+
+        def check_then_race(*check_args: Any) -> Any:
+            # The push has compared the ref; a REST write to the same branch now tries
+            # to land before the push moves it.
+            writer = threading.Thread(target=lambda: rest.append(
+                write_file(forge, session, "feature", "rest.txt")))
+            writer.start()
+            writer.join(timeout=0.5)
+            return check(*check_args)
+
+        return check_then_race
+
+    monkeypatch.setattr(gitserve.GitApplication, "_ref_checker", racing_checker)
+    result = git("push", "origin", "HEAD:feature", cwd=work, check=False)
+    deadline = time.monotonic() + 30
+    while not rest and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert result.returncode == 0, result.stderr
+    assert rest and rest[0].status_code == 201, rest and rest[0].text
+    git("fetch", "-q", "origin", cwd=work)
+    history = git("rev-list", "origin/feature", cwd=work).stdout.split()
+    assert pushed in history  # the push reported ok, so its commit must be there
+    files = git("ls-tree", "--name-only", "origin/feature", cwd=work).stdout.split()
+    assert {"pushed.txt", "rest.txt"} <= set(files)
+
+
+def test_parallel_rest_writes_to_one_branch_all_land(forge: Forge, dev: UserHandle, git,
+                                                     tmp_path: Path) -> None:
+    session = api(forge, dev)
+    assert session.post(f"{forge.url}/api/v4/projects/acme%2Fapp/repository/branches",
+                        json={"branch": "feature", "ref": "main"}, timeout=60).status_code == 201
+    names = [f"f{i}.txt" for i in range(24)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(lambda n: write_file(forge, session, "feature", n), names))
+    assert [a.status_code for a in answers] == [201] * len(names), [a.text for a in answers]
+    work = tmp_path / "check"
+    git("clone", "-q", "--branch", "feature", forge.clone_url("acme/app", user=dev), work)
+    assert set(names) <= set(os.listdir(work))
+    assert len(git("rev-list", "HEAD", cwd=work).stdout.split()) == len(names) + 1
+
+
+def test_push_while_the_ref_lock_is_held_waits_then_lands(forge: Forge, dev: UserHandle, git,
+                                                          commit, tmp_path: Path) -> None:
+    from forge.repos import ref_lock
+    work = tmp_path / "work"
+    git("clone", "-q", forge.clone_url("acme/app", user=dev), work)
+    sha = commit(work, {"x.txt": "1"})
+    release = threading.Event()
+
+    def hold() -> None:
+        with ref_lock(repo_dir(forge)):
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    threading.Timer(0.5, release.set).start()
+    result = git("push", "origin", "HEAD:feature", cwd=work, check=False)
+    holder.join()
+    assert result.returncode == 0, result.stderr
+    assert sha in git("ls-remote", "origin", cwd=work).stdout
+
+
+def _open_files_under(path: Path) -> list[str]:
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(str(path)) and not target.endswith(".lock"):
+            found.append(target)
+    return found
+
+
+def test_many_pushes_are_repacked_and_clones_close_their_packs(
+        forge: Forge, dev: UserHandle, git, commit, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(forge.state.housekeeper, "limits", Limits(packs=4, loose_objects=1000))
+    work = tmp_path / "work"
+    git("clone", "-q", forge.clone_url("acme/app", user=dev), work)
+    git("checkout", "-q", "-b", "feature", cwd=work)
+    shas = []
+    for i in range(16):
+        shas.append(commit(work, {f"n{i}.txt": str(i)}))
+        git("push", "-q", "origin", "feature", cwd=work)
+    assert forge.state.housekeeper.wait_idle(60)
+    repo = repo_dir(forge)
+    assert pack_count(repo) <= 4
+    clone = tmp_path / "clone"
+    git("clone", "-q", "--branch", "feature", forge.clone_url("acme/app", user=dev), clone)
+    assert git("rev-parse", "HEAD", cwd=clone).stdout.strip() == shas[-1]
+    assert git("fsck", "--full", cwd=repo).returncode == 0
+    # Every pack file a request opened was closed when it ended.
+    assert _open_files_under(repo) == []
+
+
+def test_refused_push_leaves_no_pack_behind(forge: Forge, dev: UserHandle, git, commit,
+                                            tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    git("clone", "-q", forge.clone_url("acme/app", user=dev), work)
+    repo = repo_dir(forge)
+    assert forge.state.housekeeper.wait_idle(30)
+    before = sorted(p.name for p in (repo / "objects" / "pack").iterdir())
+    commit(work, {"big.bin": os.urandom(200_000).hex()})
+    result = git("push", "origin", "HEAD:main", cwd=work, check=False)  # main is protected
+    assert "(pre-receive hook declined)" in result.stderr
+    assert forge.state.housekeeper.wait_idle(30)
+    assert sorted(p.name for p in (repo / "objects" / "pack").iterdir()) == before
+    assert not list((repo / "objects").glob("tmp_pack_*"))
+
+
+def test_housekeeping_sweeps_crash_leftovers(forge: Forge, dev: UserHandle, git,
+                                             tmp_path: Path) -> None:
+    repo = repo_dir(forge)
+    (repo / "objects" / "tmp_pack_killed").write_bytes(b"PACK" + b"\0" * 1000)
+    (repo / "objects" / "pack" / "tmp_idx_killed").write_bytes(b"x")
+    (repo / "refs" / "heads" / "main.lock").write_text("0" * 40 + "\n")
+    orphan = forge.state.backend.root / "9999.git"
+    orphan.mkdir()
+    os.utime(orphan, (time.time() - 3600, time.time() - 3600))
+    with forge.app.app_context():
+        from forge import domain
+        key = domain.get_project("acme/app").id
+    report = forge.state.housekeeper.maintain(key)
+    assert sorted(report["swept"]) == sorted(  # type: ignore[arg-type]
+        ["objects/tmp_pack_killed", "objects/pack/tmp_idx_killed", "refs/heads/main.lock"])
+    assert housekeeping.sweep_orphans(forge.state.backend, [key]) == ["9999.git"]
+    assert not orphan.exists()
+    # The stale lock no longer blocks the branch.
+    result = git("ls-remote", forge.clone_url("acme/app", user=dev))
+    assert "refs/heads/main" in result.stdout
+
+
+def test_gzip_body_that_inflates_past_the_limit_gets_413(forge: Forge, dev: UserHandle,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(forge.state, "config",
+                        forge.state.config.replace(max_inflated_body_bytes=1024 * 1024))
+    want = b"want " + b"0" * 40 + b" side-band-64k ofs-delta\n"
+    have = b"0032have " + b"1" * 40 + b"\n"
+    bomb = gzip.compress(f"{len(want) + 4:04x}".encode() + want + have * 200_000)  # 10 MB inflated
+    assert len(bomb) < 40_000
+    answer = requests.post(f"{forge.url}/acme/app.git/git-upload-pack", data=bomb, timeout=60,
+                           headers={"Content-Type": "application/x-git-upload-pack-request",
+                                    "Content-Encoding": "gzip"})
+    assert (answer.status_code, answer.text) == (413, "Request body too large.")
+    assert requests.get(f"{forge.url}/-/health", timeout=10).status_code == 200
+
+
+def test_gzip_body_within_the_limit_is_served(forge: Forge, dev: UserHandle, git,
+                                              tmp_path: Path) -> None:
+    # git gzips every upload-pack request; a normal clone is well inside the limit.
+    git("-c", "protocol.version=0", "clone", "-q", f"{forge.url}/acme/app.git", tmp_path / "c")
+    assert (tmp_path / "c" / "README.md").read_text() == "v1\n"
+
+
+def test_branch_with_non_utf8_name_is_refused_and_listing_works(
+        forge: Forge, dev: UserHandle, git, commit, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    git("clone", "-q", forge.clone_url("acme/app", user=dev), work)
+    result = git("push", "origin", "HEAD:refs/heads/caf\xe9-latin1", cwd=work, check=False)
+    assert result.returncode == 0  # valid UTF-8 goes through
+    import subprocess
+    raw = subprocess.run(["git", "push", "origin", b"HEAD:refs/heads/bad\xff\xfename"],
+                         cwd=work, capture_output=True, env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})
+    stderr = raw.stderr.decode(errors="replace")
+    assert raw.returncode != 0
+    assert ("remote: GitLab: You cannot push a ref whose name is not valid UTF-8 "
+            "or has a part longer than 255 bytes.") in stderr
+    assert "(pre-receive hook declined)" in stderr
+    answer = api(forge, dev).get(f"{forge.url}/api/v4/projects/acme%2Fapp/repository/branches",
+                                 timeout=30)
+    assert answer.status_code == 200
+    assert sorted(b["name"] for b in answer.json()) == ["caf\xe9-latin1", "main"]
+    assert forge.last_event(action="push_ref", allowed=False)["reason"] == "invalid_ref_name"
+
+
+@pytest.mark.parametrize("branch", ["a" * 300, "0123456789abcdef0123456789abcdef01234567"])
+def test_push_of_branch_gitlab_refuses(forge: Forge, dev: UserHandle, git, tmp_path: Path,
+                                       branch: str) -> None:
+    work = tmp_path / "work"
+    git("clone", "-q", forge.clone_url("acme/app", user=dev), work)
+    result = git("push", "origin", f"HEAD:refs/heads/{branch}", cwd=work, check=False)
+    assert result.returncode != 0
+    message = ("You cannot create a branch with a 40-character hexadecimal branch name."
+               if len(branch) == 40 else
+               "You cannot push a ref whose name is not valid UTF-8 or has a part longer than 255 bytes.")
+    assert f"remote: GitLab: {message}" in result.stderr
+    assert branch not in git("ls-remote", "origin", cwd=work).stdout
+
+
+def test_git_route_500_is_logged_with_its_traceback(forge: Forge, dev: UserHandle,
+                                                    monkeypatch: pytest.MonkeyPatch,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("a bug in forge")
+
+    monkeypatch.setattr(gitserve.GitApplication, "_serve", broken)
+    with caplog.at_level(logging.ERROR, logger="forge.gitserve"):
+        answer = requests.get(f"{forge.url}/acme/app.git/info/refs?service=git-upload-pack",
+                              timeout=30)
+    assert (answer.status_code, answer.text) == (500, "Internal server error")
+    assert any("RuntimeError: a bug in forge" in r.getMessage() for r in caplog.records)
+    assert any("RuntimeError: a bug in forge" in e for e in forge.state.take_errors())
+
+
+def test_idle_connection_is_closed_after_the_request_timeout(tmp_path: Path) -> None:
+    config = ForgeConfig(data_dir=tmp_path / "data", testing=True, request_timeout=1)
+    server = ForgeServer(config).start()
+    try:
+        url = urlsplit(server.url)
+        idle = socket.create_connection((url.hostname, url.port), timeout=10)
+        started = time.monotonic()
+        assert idle.recv(1) == b""  # closed by the server, not by our own timeout
+        assert time.monotonic() - started < 5
+        idle.close()
+        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+        conn.request("GET", "/-/health")
+        assert conn.getresponse().status == 200
+    finally:
+        server.stop()
+
+
