@@ -36,6 +36,7 @@ from dulwich.protocol import (
     SIDE_BAND_CHANNEL_PROGRESS,
     ReceivableProtocol,
 )
+from dulwich.refs import Ref, check_ref_format
 from dulwich.server import ReceivePackHandler, UploadPackHandler
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
@@ -43,9 +44,9 @@ from werkzeug.wsgi import get_input_stream
 
 from forge import auth
 from forge import permissions as perm
-from forge.housekeeping import record_refused_packs
+from forge.housekeeping import record_refused_packs, sweep
 from forge.models import Project, db
-from forge.repos import RepositoryBusy, current_ref, in_use, ref_lock
+from forge.repos import RepositoryBusy, current_ref, in_use, maintenance, ref_lock
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -68,6 +69,7 @@ CLIENT_ERRORS = (
     GitProtocolError, HangupException, NotGitRepository, ApplyDeltaError, ChecksumMismatch,
     ObjectFormatException, HTTPException, OSError, EOFError, ValueError, zlib.error, KeyError,
     AssertionError, IndexError, struct.error,
+    TypeError,  # dulwich's pack reader, on a pack that ends before the objects its header counts
 )
 BUSY = "The repository is temporarily unavailable. Please try again later."
 RefCheck = Callable[[str, str, str, bool], perm.Decision]
@@ -130,6 +132,11 @@ class ForgeReceivePackHandler(ReceivePackHandler):
                 # Nothing this push brought is referenced: housekeeping drops its pack.
                 record_refused_packs(self.repo_dir, sorted(
                     {p.stem for p in pack_dir.glob("*.idx")} - files_before))
+        # A pack that failed to unpack leaves a temporary file. When nobody else is using
+        # the repository, sweep it now; otherwise housekeeping does, after this push.
+        with maintenance(self.repo_dir) as alone:
+            if alone:
+                sweep(self.repo_dir)
 
     def _on_update(self, ref_name: bytes, old_sha: bytes, new_sha: bytes) -> bytes | None:
         """Refuse a ref update that would point at missing objects or that the rules deny.
@@ -141,6 +148,8 @@ class ForgeReceivePackHandler(ReceivePackHandler):
         error = super()._on_update(ref_name, old_sha, new_sha)  # type: ignore[arg-type]
         if error:
             return error
+        if not check_ref_format(Ref(ref_name[len(b"refs/"):])):  # refs/foo: dulwich cannot store it
+            return b"funny refname"
         if self.repo_dir is not None and not self._locked:
             try:
                 self._held.enter_context(ref_lock(self.repo_dir))

@@ -285,3 +285,46 @@ def test_idle_connection_is_closed_after_the_request_timeout(tmp_path: Path) -> 
         server.stop()
 
 
+
+
+def _pkt(line: bytes) -> bytes:
+    return f"{len(line) + 4:04x}".encode() + line
+
+
+def _receive_pack(forge: Forge, user: UserHandle, body: bytes) -> tuple[int, bytes]:
+    answer = requests.post(f"{forge.url}/acme/app.git/git-receive-pack", data=body, timeout=60,
+                           auth=(user.username, user.password or ""),
+                           headers={"Content-Type": "application/x-git-receive-pack-request"})
+    return answer.status_code, answer.content
+
+
+EMPTY_PACK = b"PACK\x00\x00\x00\x02\x00\x00\x00\x00" + bytes.fromhex(
+    "029d08823bd8a8eab510ad6ac75c823cfd3ed31e")
+ZERO = "0" * 40
+
+
+@pytest.mark.parametrize(("ref", "status_line"), [
+    ("refs/heads", b"ng refs/heads funny refname"),
+    ("refs/foo", b"ng refs/foo funny refname"),
+    ("refs/heads/", b"ng refs/heads/ funny refname"),
+])
+def test_push_of_ref_names_git_cannot_store_is_refused_per_ref(
+        forge: Forge, dev: UserHandle, ref: str, status_line: bytes) -> None:
+    with forge.app.app_context():
+        from forge import domain
+        head = forge.state.backend.resolve(domain.get_project("acme/app").id, "main")
+    body = _pkt(f"{ZERO} {head} {ref}\0report-status\n".encode()) + b"0000" + EMPTY_PACK
+    status, text = _receive_pack(forge, dev, body)
+    assert status == 200
+    assert b"unpack ok" in text and status_line in text
+    assert not forge.state.take_errors()
+
+
+def test_pack_header_claiming_more_objects_than_sent_gets_400(forge: Forge, dev: UserHandle,
+                                                              git) -> None:
+    body = (_pkt(f"{ZERO} {'1' * 40} refs/heads/x\0report-status\n".encode()) + b"0000"
+            + b"PACK\x00\x00\x00\x02\xff\xff\xff\xff")
+    status, _ = _receive_pack(forge, dev, body)
+    assert status == 400
+    assert not forge.state.take_errors()
+    assert git("fsck", "--full", cwd=repo_dir(forge)).returncode == 0
