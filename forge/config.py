@@ -27,7 +27,7 @@ class ForgeConfig:
     root_password: str = ""
     max_body_bytes: int = 256 * MiB
     max_inflated_body_bytes: int = 64 * MiB  # a gzip request body, once decompressed
-    request_timeout: int = 120  # seconds a connection may stay silent before it is closed
+    request_timeout: int = 60  # seconds a connection may stay silent before it is closed
     repack_packs: int = 10  # housekeeping repacks past this many packs...
     repack_loose_objects: int = 1000  # ...or this many loose objects
     password_hash_method: str = "pbkdf2:sha256:10000"

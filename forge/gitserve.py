@@ -117,6 +117,7 @@ class ForgeReceivePackHandler(ReceivePackHandler):
         self._held = ExitStack()
         self._locked = False
         self._accepted = False
+        self._refused = False
 
     def handle(self) -> None:
         """Receive the push; ref updates happen under the repository's ref lock."""
@@ -128,8 +129,9 @@ class ForgeReceivePackHandler(ReceivePackHandler):
             files_before = {p.stem for p in pack_dir.glob("*.idx")}
             self._packs_before = {pack.name().decode() for pack in self.repo.object_store.packs}
             super().handle()
-            if not self._accepted:
-                # Nothing this push brought is referenced: housekeeping drops its pack.
+            if self._refused or not self._accepted:
+                # What this push brought may be referenced by nothing: housekeeping checks
+                # and drops such packs.
                 record_refused_packs(self.repo_dir, sorted(
                     {p.stem for p in pack_dir.glob("*.idx")} - files_before))
         # A pack that failed to unpack leaves a temporary file. When nobody else is using
@@ -139,7 +141,16 @@ class ForgeReceivePackHandler(ReceivePackHandler):
                 sweep(self.repo_dir)
 
     def _on_update(self, ref_name: bytes, old_sha: bytes, new_sha: bytes) -> bytes | None:
-        """Refuse a ref update that would point at missing objects or that the rules deny.
+        """Refuse a ref update that would point at missing objects or that the rules deny."""
+        error = self._check_update(ref_name, old_sha, new_sha)
+        if error:
+            self._refused = True
+        else:
+            self._accepted = True
+        return error
+
+    def _check_update(self, ref_name: bytes, old_sha: bytes, new_sha: bytes) -> bytes | None:
+        """Decide one ref update: None to let dulwich apply it, or git's status for a refusal.
 
         The first update takes the ref lock, held until the push ends, so checking the
         ref's current value here and dulwich's update after it are one compare-and-swap
@@ -170,7 +181,6 @@ class ForgeReceivePackHandler(ReceivePackHandler):
                     self.proto.write_sideband(SIDE_BAND_CHANNEL_PROGRESS,
                                               f"GitLab: {decision.message}\n".encode())
                 return b"pre-receive hook declined"
-        self._accepted = True
         return None
 
     def _is_ancestor(self, old_sha: bytes, new_sha: bytes) -> bool:
