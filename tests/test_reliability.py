@@ -7,6 +7,8 @@ import http.client
 import logging
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -328,3 +330,67 @@ def test_pack_header_claiming_more_objects_than_sent_gets_400(forge: Forge, dev:
     assert status == 400
     assert not forge.state.take_errors()
     assert git("fsck", "--full", cwd=repo_dir(forge)).returncode == 0
+
+
+def _serve(data_dir: Path, token: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    out = log.with_suffix(".out")
+    with log.open("a") as err, out.open("w") as stdout:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "forge.cli", "serve", "--port", "0", "--data-dir", str(data_dir),
+             "--root-token", token, "--quiet"], stdout=stdout, stderr=err)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proc.poll() is None:
+        first = out.read_text().split("\n", 1)
+        if len(first) > 1:
+            assert first[0].startswith("forge listening on "), first[0]
+            return proc, first[0].split()[-1]
+        time.sleep(0.02)
+    raise AssertionError(f"forge serve did not start: {log.read_text()}")
+
+
+def test_kill_9_mid_push_loses_nothing_accepted_and_leaves_nothing_behind(
+        tmp_path: Path, git, commit) -> None:
+    token, data = "glpat-kill9-token-0000001", tmp_path / "data"
+    proc, url = _serve(data, token, tmp_path / "server.log")
+    try:
+        headers = {"PRIVATE-TOKEN": token}
+        group = requests.post(f"{url}/api/v4/groups", headers=headers, timeout=30,
+                              json={"name": "acme", "path": "acme"}).json()
+        project = requests.post(f"{url}/api/v4/projects", headers=headers, timeout=30, json={
+            "name": "app", "namespace_id": group["id"], "initialize_with_readme": True}).json()
+        remote = url.replace("http://", f"http://root:{token}@") + "/acme/app.git"
+        work = tmp_path / "work"
+        git("clone", "-q", remote, work)
+        landed = commit(work, {"small.txt": "1"})
+        git("push", "-q", "origin", "HEAD:main", cwd=work)
+        commit(work, {"big.bin": os.urandom(8 * 1024 * 1024).hex()})
+        pushing = subprocess.Popen(["git", "push", "-q", "origin", "HEAD:main"], cwd=work,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        repo = data / "repositories" / f"{project['id']}.git"
+        deadline = time.monotonic() + 60
+        while not list((repo / "objects").glob("tmp_pack_*")) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        proc.kill()  # mid-push: the temporary pack is half written
+        proc.wait()
+        pushing.wait(timeout=60)
+        assert list((repo / "objects").glob("tmp_pack_*"))
+    finally:
+        proc.kill()
+        proc.wait()
+
+    proc, url = _serve(data, token, tmp_path / "server.log")
+    try:
+        deadline = time.monotonic() + 30  # start-up housekeeping sweeps, off the request path
+        while list((repo / "objects").glob("tmp_pack_*")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not list((repo / "objects").glob("tmp_pack_*"))
+        assert git("fsck", "--full", "--strict", cwd=repo).returncode == 0
+        remote = url.replace("http://", f"http://root:{token}@") + "/acme/app.git"
+        git("remote", "set-url", "origin", remote, cwd=work)
+        assert git("ls-remote", "origin", "main", cwd=work).stdout.split()[0] == landed
+        git("push", "-q", "origin", "HEAD:main", cwd=work)  # the interrupted push, again
+        assert git("ls-remote", "origin", "main", cwd=work).stdout.split()[0] == git(
+            "rev-parse", "HEAD", cwd=work).stdout.strip()
+    finally:
+        proc.terminate()
+        proc.wait()
