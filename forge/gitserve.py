@@ -42,7 +42,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.wsgi import get_input_stream
 
-from forge import auth
+from forge import auth, gitproc
 from forge import permissions as perm
 from forge.housekeeping import record_refused_packs, sweep
 from forge.models import Project, db
@@ -300,6 +300,28 @@ class Inflated:
         return data
 
 
+class _Streamed:
+    """A response body that streams chunks and runs `on_close` however it ends."""
+
+    def __init__(self, first: bytes, rest: Iterator[bytes], on_close: Callable[[], object]) -> None:
+        self._first: bytes | None = first
+        self._rest = rest
+        self._on_close = on_close
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        if self._first is not None:
+            first, self._first = self._first, None
+            return first
+        return next(self._rest)
+
+    def close(self) -> None:
+        """Called by the server when the response ends or the client leaves."""
+        self._on_close()
+
+
 class _Output:
     """Coalesce dulwich's many small writes into ~64 KiB chunks, starting the response lazily."""
 
@@ -340,6 +362,9 @@ class GitApplication:
         self.state = state
         self.flask_app = flask_app
         self.fallback = fallback
+        # Fetches run the real `git upload-pack` when there is one (GitLab's way); dulwich
+        # serves them otherwise, and always serves pushes.
+        self.git = gitproc.find_git(state.config.git_engine)
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -395,12 +420,72 @@ class GitApplication:
             project_id = outcome.project.id
 
         if op == "info/refs":
+            if service == "git-upload-pack" and self.git:
+                return self._git_advertise(project_id, environ, start_response)
             return self._advertise(service, project_id, start_response)
         expected = f"application/x-{service}-request"
         if environ.get("CONTENT_TYPE", "") != expected:
             return text_response(start_response, 415, f"Expected Content-Type {expected}.")
+        if service == "git-upload-pack" and self.git:
+            return self._git_fetch(project_id, environ, start_response)
         check = self._ref_checker(outcome, project_id, environ) if action is perm.Action.PUSH else None
         return self._service(service, project_id, environ, start_response, check)
+
+    def _git_advertise(self, project_id: int, environ: WSGIEnvironment,
+                       start_response: StartResponse) -> list[bytes]:
+        assert self.git is not None
+        repo_dir = self.state.backend.path_for(project_id)
+        try:
+            with in_use(repo_dir):
+                data = gitproc.advertise(self.git, repo_dir, environ.get("HTTP_GIT_PROTOCOL", ""))
+        except RepositoryBusy:
+            return text_response(start_response, 503, BUSY)
+        start_response(status_line(200), [
+            ("Content-Type", "application/x-git-upload-pack-advertisement"),
+            ("Content-Length", str(len(data))), *NO_CACHE])
+        return [data]
+
+    def _git_fetch(self, project_id: int, environ: WSGIEnvironment,
+                   start_response: StartResponse) -> Iterable[bytes]:
+        """Run `git upload-pack` for the request and stream its answer."""
+        assert self.git is not None
+        body = self._request_body(environ)
+        if body is None:
+            return text_response(start_response, 413, "Request body too large.")
+        repo_dir = self.state.backend.path_for(project_id)
+        held = ExitStack()
+        try:
+            held.enter_context(in_use(repo_dir))
+            run = gitproc.UploadPack(self.git, repo_dir, environ.get("HTTP_GIT_PROTOCOL", ""),
+                                     body.read)
+            held.callback(run.close)
+            first = run.first()
+        except RepositoryBusy:
+            held.close()
+            return text_response(start_response, 503, BUSY)
+        except BaseException:
+            held.close()
+            raise
+        if not first:
+            held.close()
+            if isinstance(run.input_error, TooLarge):
+                return text_response(start_response, 413, "Request body too large.")
+            reason = run.stderr.strip().splitlines()[-1:] or ["git upload-pack failed"]
+            return text_response(start_response, 400, f"Bad request: {reason[0]}")
+        start_response(status_line(200), [
+            ("Content-Type", "application/x-git-upload-pack-result"), *NO_CACHE])
+        return _Streamed(first, run.rest(), held.close)
+
+    def _request_body(self, environ: WSGIEnvironment) -> Any:
+        """The request body, inflated when gzip'd; None when it is larger than allowed."""
+        config = self.state.config
+        try:
+            stream: Any = get_input_stream(environ, max_content_length=config.max_body_bytes)
+        except HTTPException:
+            return None
+        if environ.get("HTTP_CONTENT_ENCODING", "") == "gzip":
+            stream = Inflated(stream, config.max_inflated_body_bytes)
+        return stream
 
     def _advertise(self, service: str, project_id: int, start_response: StartResponse) -> list[bytes]:
         out = BytesIO()
@@ -423,13 +508,9 @@ class GitApplication:
 
     def _service(self, service: str, project_id: int, environ: WSGIEnvironment,
                  start_response: StartResponse, check: RefCheck | None) -> Iterable[bytes]:
-        config = self.state.config
-        try:
-            stream: Any = get_input_stream(environ, max_content_length=config.max_body_bytes)
-        except HTTPException:
+        stream = self._request_body(environ)
+        if stream is None:
             return text_response(start_response, 413, "Request body too large.")
-        if environ.get("HTTP_CONTENT_ENCODING", "") == "gzip":
-            stream = Inflated(stream, config.max_inflated_body_bytes)
         output = _Output(start_response, f"application/x-{service}-result")
         protocol = PushProtocol if service == "git-receive-pack" else FetchProtocol
         proto = protocol(stream.read, output.write)

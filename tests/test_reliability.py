@@ -21,6 +21,7 @@ import requests
 
 from forge import gitserve, housekeeping
 from forge.config import ForgeConfig
+from forge.gitproc import find_git
 from forge.housekeeping import Limits, pack_count
 from forge.server import ForgeServer
 from forge.testing import Forge, UserHandle
@@ -33,6 +34,13 @@ def dev(forge: Forge) -> UserHandle:
     forge.create_project("acme/app", files={"README.md": "v1\n"}, members={"dev": "developer"},
                          visibility="public")
     return user
+
+
+@pytest.fixture(params=["git", "dulwich"])
+def engine(forge: Forge, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Serve this test's fetches with real git, then with dulwich."""
+    monkeypatch.setattr(forge.app.wsgi_app, "git", find_git(request.param))
+    return str(request.param)
 
 
 def repo_dir(forge: Forge, path: str = "acme/app") -> Path:
@@ -198,13 +206,16 @@ def test_housekeeping_sweeps_crash_leftovers(forge: Forge, dev: UserHandle, git,
     assert "refs/heads/main" in result.stdout
 
 
-def test_gzip_body_that_inflates_past_the_limit_gets_413(forge: Forge, dev: UserHandle,
+def test_gzip_body_that_inflates_past_the_limit_gets_413(forge: Forge, dev: UserHandle, engine: str,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(forge.state, "config",
                         forge.state.config.replace(max_inflated_body_bytes=1024 * 1024))
-    want = b"want " + b"0" * 40 + b" side-band-64k ofs-delta\n"
+    with forge.app.app_context():
+        from forge import domain
+        head = forge.state.backend.resolve(domain.get_project("acme/app").id, "main").encode()
+    want = b"want " + head + b" side-band-64k ofs-delta thin-pack\n"
     have = b"0032have " + b"1" * 40 + b"\n"
-    bomb = gzip.compress(f"{len(want) + 4:04x}".encode() + want + have * 200_000)  # 10 MB inflated
+    bomb = gzip.compress(f"{len(want) + 4:04x}".encode() + want + b"0000" + have * 200_000)  # 10 MB
     assert len(bomb) < 40_000
     answer = requests.post(f"{forge.url}/acme/app.git/git-upload-pack", data=bomb, timeout=60,
                            headers={"Content-Type": "application/x-git-upload-pack-request",
@@ -213,7 +224,7 @@ def test_gzip_body_that_inflates_past_the_limit_gets_413(forge: Forge, dev: User
     assert requests.get(f"{forge.url}/-/health", timeout=10).status_code == 200
 
 
-def test_gzip_body_within_the_limit_is_served(forge: Forge, dev: UserHandle, git,
+def test_gzip_body_within_the_limit_is_served(forge: Forge, dev: UserHandle, engine: str, git,
                                               tmp_path: Path) -> None:
     # git gzips every upload-pack request; a normal clone is well inside the limit.
     git("-c", "protocol.version=0", "clone", "-q", f"{forge.url}/acme/app.git", tmp_path / "c")
