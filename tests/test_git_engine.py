@@ -1,0 +1,202 @@
+"""Fetches served by the real `git upload-pack`: everything git's own server does, behind forge's rules."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from forge.gitproc import find_git
+from forge.testing import Forge, UserHandle
+
+
+@pytest.fixture
+def git_engine(forge: Forge, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Serve this test's fetches with real git."""
+    monkeypatch.setattr(forge.app.wsgi_app, "git", find_git("git"))
+
+
+@pytest.fixture
+def history(forge: Forge, git_engine: None, git, tmp_path: Path) -> tuple[UserHandle, Path, list[str]]:
+    """acme/app with 30 commits (one a day), pushed by a developer; returns the work tree."""
+    forge.create_group("acme")
+    dev = forge.create_user("dev")
+    forge.create_project("acme/app", members={"dev": "maintainer"})
+    work = tmp_path / "origin"
+    work.mkdir()
+    git("init", "-q", cwd=work)
+    shas = []
+    for day in range(30):
+        (work / f"f{day % 5}.txt").write_text(f"day {day}\n" * (day + 1))
+        git("add", "-A", cwd=work)
+        stamp = f"2026-01-{day + 1:02d}T12:00:00Z"
+        subprocess.run(["git", "commit", "-q", "-m", f"day {day}"], cwd=work, check=True,
+                       env={**os.environ, "GIT_AUTHOR_DATE": stamp, "GIT_COMMITTER_DATE": stamp,
+                            "GIT_AUTHOR_NAME": "a", "GIT_AUTHOR_EMAIL": "a@example.com",
+                            "GIT_COMMITTER_NAME": "a", "GIT_COMMITTER_EMAIL": "a@example.com"})
+        shas.append(git("rev-parse", "HEAD", cwd=work).stdout.strip())
+        if day == 9:
+            git("tag", "v1", cwd=work)
+    git("remote", "add", "origin", forge.clone_url("acme/app", user=dev), cwd=work)
+    git("push", "-q", "origin", "main", "v1", cwd=work)
+    return dev, work, shas
+
+
+def count(git, repo: Path) -> int:
+    return len(git("rev-list", "--all", cwd=repo).stdout.split())
+
+
+def test_git_engine_clone_speaks_protocol_v2_and_v0(forge: Forge, history, git, tmp_path: Path) -> None:
+    dev, _, shas = history
+    url = forge.clone_url("acme/app", user=dev)
+    traced = subprocess.run(["git", "-c", "protocol.version=2", "clone", "-q", url, tmp_path / "v2"],
+                            env={**os.environ, "GIT_TRACE_PACKET": "1"}, capture_output=True, text=True)
+    assert traced.returncode == 0, traced.stderr
+    assert "git< version 2" in traced.stderr
+    git("-c", "protocol.version=0", "clone", "-q", url, tmp_path / "v0")
+    for name in ("v2", "v0"):
+        assert git("rev-parse", "HEAD", cwd=tmp_path / name).stdout.strip() == shas[-1]
+
+
+def test_git_engine_ls_remote_honours_ref_prefixes(forge: Forge, history, git) -> None:
+    dev, _, shas = history
+    out = git("-c", "protocol.version=2", "ls-remote", forge.clone_url("acme/app", user=dev),
+              "refs/tags/*").stdout
+    assert out.split("\t")[1].strip() == "refs/tags/v1"
+    assert "refs/heads/main" not in out
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--depth", "1"], 1),
+    (["--depth", "20"], 20),
+    (["--shallow-since", "2026-01-21"], 10),
+    (["--shallow-exclude", "v1"], 20),
+])
+def test_git_engine_shallow_clones(forge: Forge, history, git, tmp_path: Path, args: list[str],
+                                   expected: int) -> None:
+    dev, _, _ = history
+    git("clone", "-q", *args, forge.clone_url("acme/app", user=dev), tmp_path / "c")
+    assert count(git, tmp_path / "c") == expected
+
+
+def test_git_engine_deepen_and_unshallow(forge: Forge, history, git, tmp_path: Path) -> None:
+    dev, _, _ = history
+    clone = tmp_path / "c"
+    git("clone", "-q", "--depth", "3", forge.clone_url("acme/app", user=dev), clone)
+    git("fetch", "-q", "--deepen=5", cwd=clone)
+    assert count(git, clone) == 8
+    git("fetch", "-q", "--unshallow", cwd=clone)
+    assert count(git, clone) == 30
+
+
+@pytest.mark.parametrize("spec", ["blob:none", "tree:0"])
+def test_git_engine_partial_clone_fetches_missing_objects_lazily(
+        forge: Forge, history, git, tmp_path: Path, spec: str) -> None:
+    dev, _, shas = history
+    clone = tmp_path / "c"
+    git("clone", "-q", f"--filter={spec}", "--no-checkout", forge.clone_url("acme/app", user=dev), clone)
+    missing = git("rev-list", "--objects", "--all", "--missing=print", cwd=clone).stdout
+    assert "?" in missing  # objects really are missing before the checkout
+    git("checkout", "-q", shas[3], cwd=clone)  # the lazy fetch goes through forge's rules too
+    assert (clone / "f3.txt").read_text() == "day 3\n" * 4
+
+
+def test_git_engine_fetch_by_sha_reachable_and_unreachable(forge: Forge, history, git,
+                                                           tmp_path: Path) -> None:
+    dev, work, shas = history
+    clone = tmp_path / "c"
+    git("init", "-q", clone)
+    git("remote", "add", "origin", forge.clone_url("acme/app", user=dev), cwd=clone)
+    git("fetch", "-q", "origin", shas[5], cwd=clone)  # not a ref tip
+    assert git("cat-file", "-t", shas[5], cwd=clone).stdout.strip() == "commit"
+    git("checkout", "-q", "-b", "topic", cwd=work)
+    (work / "gone.txt").write_text("gone\n")
+    git("add", "-A", cwd=work)
+    git("commit", "-q", "-m", "soon unreachable", cwd=work)
+    gone = git("rev-parse", "HEAD", cwd=work).stdout.strip()
+    git("push", "-q", "origin", "topic", cwd=work)
+    git("push", "-q", "origin", ":topic", cwd=work)  # no ref reaches `gone` any more
+    git("fetch", "-q", "origin", gone, cwd=clone)
+    assert git("cat-file", "-t", gone, cwd=clone).stdout.strip() == "commit"
+
+
+def test_git_engine_fetch_racing_pushes_never_fails(forge: Forge, history, git, commit,
+                                                    tmp_path: Path) -> None:
+    dev, work, _ = history
+    url = forge.clone_url("acme/app", user=dev)
+    pushers = []
+    for i in range(8):
+        pusher = tmp_path / f"p{i}"
+        git("clone", "-q", url, pusher)
+        git("checkout", "-q", "-b", f"b{i}", cwd=pusher)
+        pushers.append(pusher)
+    fetcher = tmp_path / "fetcher"
+    git("clone", "-q", url, fetcher)
+
+    def push(pusher: Path) -> int:
+        for n in range(3):
+            commit(pusher, {f"{pusher.name}-{n}.txt": "x"})
+            git("push", "-q", "origin", "HEAD", cwd=pusher)
+        return 0
+
+    fetches: list[subprocess.CompletedProcess[str]] = []
+
+    def fetch_while_pushing() -> None:
+        while len(fetches) < 12:
+            fetches.append(git("fetch", "origin", cwd=fetcher, check=False))
+
+    with ThreadPoolExecutor(max_workers=9) as pool:
+        fetching = pool.submit(fetch_while_pushing)
+        assert list(pool.map(push, pushers)) == [0] * 8
+        fetching.result()
+    assert [f.returncode for f in fetches] == [0] * 12, [f.stderr for f in fetches if f.returncode]
+
+
+def _children() -> list[int]:
+    """Process ids of this process's children running git upload-pack."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == os.getpid() and b"upload-pack" in cmdline:
+            found.append(int(pid))
+    return found
+
+
+def test_git_engine_client_leaving_mid_clone_leaves_no_git_behind(forge: Forge, git_engine: None,
+                                                                  git, tmp_path: Path) -> None:
+    forge.create_group("acme")
+    forge.create_project("acme/big", visibility="public",
+                         files={f"blob{i}.bin": os.urandom(256 * 1024) for i in range(40)})
+    url = urlsplit(forge.url)
+    ls = git("ls-remote", f"{forge.url}/acme/big.git", "refs/heads/main").stdout.split()[0]
+    want = f"want {ls} side-band-64k ofs-delta\n".encode()
+    body = f"{len(want) + 4:04x}".encode() + want + b"0000" + b"0009done\n"
+    sock = socket.create_connection((url.hostname, url.port))
+    sock.sendall(b"POST /acme/big.git/git-upload-pack HTTP/1.1\r\nHost: x\r\n"
+                 b"Content-Type: application/x-git-upload-pack-request\r\n"
+                 + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    assert sock.recv(4096).startswith(b"HTTP/1.1 200")  # the pack is on its way
+    assert _children()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    sock.close()  # reset: the client is gone mid-pack
+    deadline = time.monotonic() + 20
+    while _children() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    leftovers = _children()
+    for pid in leftovers:
+        os.kill(pid, signal.SIGKILL)
+    assert leftovers == []
