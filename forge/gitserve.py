@@ -32,9 +32,11 @@ from dulwich.graph import can_fast_forward
 from dulwich.objects import Commit, ObjectID, Tag, Tree
 from dulwich.protocol import (
     CAPABILITY_FILTER,
+    CAPABILITY_PUSH_OPTIONS,
     CAPABILITY_SIDE_BAND_64K,
     SIDE_BAND_CHANNEL_PROGRESS,
     ReceivableProtocol,
+    extract_capabilities,
 )
 from dulwich.refs import Ref, check_ref_format
 from dulwich.server import ReceivePackHandler, UploadPackHandler
@@ -71,6 +73,9 @@ CLIENT_ERRORS = (
     AssertionError, IndexError, struct.error,
     TypeError,  # dulwich's pack reader, on a pack that ends before the objects its header counts
 )
+# Refs GitLab keeps for itself: hidden from pushers and refused with git's wording.
+HIDDEN_REFS = (b"refs/pipelines/", b"refs/keep-around/", b"refs/merge-requests/",
+               b"refs/environments/")
 BUSY = "The repository is temporarily unavailable. Please try again later."
 RefCheck = Callable[[str, str, str, bool], perm.Decision]
 
@@ -114,10 +119,15 @@ class ForgeReceivePackHandler(ReceivePackHandler):
         self.repo_dir = repo_dir
         self._packs_before: set[str] = set()
         self._connected: bool | None = None
+        self.repo = _HidingRefs(self.repo)  # type: ignore[assignment]
         self._held = ExitStack()
         self._locked = False
         self._accepted = False
         self._refused = False
+
+    def capabilities(self) -> list[bytes]:
+        """dulwich's capabilities plus `push-options`, as GitLab (Gitaly) advertises them."""
+        return [*super().capabilities(), CAPABILITY_PUSH_OPTIONS]
 
     def handle(self) -> None:
         """Receive the push; ref updates happen under the repository's ref lock."""
@@ -161,6 +171,8 @@ class ForgeReceivePackHandler(ReceivePackHandler):
             return error
         if not check_ref_format(Ref(ref_name[len(b"refs/"):])):  # refs/foo: dulwich cannot store it
             return b"funny refname"
+        if ref_name.startswith(HIDDEN_REFS):
+            return b"deny updating a hidden ref"
         if self.repo_dir is not None and not self._locked:
             try:
                 self._held.enter_context(ref_lock(self.repo_dir))
@@ -206,6 +218,21 @@ class ForgeReceivePackHandler(ReceivePackHandler):
         return self._connected
 
 
+class _HidingRefs:
+    """A repository whose ref listing leaves out the refs GitLab hides from pushers."""
+
+    def __init__(self, repo: Any) -> None:
+        self._repo = repo
+
+    def get_refs(self) -> dict[bytes, bytes]:
+        """The refs a pusher sees: all but the hidden ones."""
+        return {name: sha for name, sha in self._repo.get_refs().items()
+                if not name.startswith(HIDDEN_REFS)}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._repo, name)
+
+
 def _references(obj: Any) -> Iterator[bytes]:
     """Yield the ids an object points at (gitlinks excluded: they name other repositories)."""
     if isinstance(obj, Commit):
@@ -220,25 +247,38 @@ def _references(obj: Any) -> Iterator[bytes]:
 
 
 class PushProtocol(ReceivableProtocol):
-    """The receive-pack protocol, tolerating the `shallow` lines a shallow clone sends.
+    """The receive-pack protocol with what dulwich's reader lacks: shallow lines, push options.
 
     dulwich reads every command line as a ref update; git sends `shallow <sha>` first
-    when pushing from a `--depth` clone. The connectivity check makes ignoring them safe.
+    when pushing from a `--depth` clone (the connectivity check makes ignoring them
+    safe). A client that was offered `push-options` and uses them (`git push -o ci.skip`)
+    sends them after the commands, before the pack; they are read off here and kept.
     """
 
     _commands_done = False
+    _first = True
+    push_options: list[str] | None = None
 
     def read_pkt_line(self) -> bytes | None:
-        """Read a pkt-line, skipping `shallow` lines of the command list."""
+        """Read a pkt-line, skipping `shallow` lines and collecting push options."""
         while True:
             line = super().read_pkt_line()
             if self._commands_done:
                 return line
             if line is None:
                 self._commands_done = True
+                if self.push_options is not None:
+                    while (option := super().read_pkt_line()) is not None:
+                        self.push_options.append(option.rstrip(b"\n").decode(errors="replace"))
                 return line
-            if not line.startswith(b"shallow "):
-                return line
+            if line.startswith(b"shallow "):
+                continue
+            if self._first:
+                self._first = False
+                _, caps = extract_capabilities(line)
+                if CAPABILITY_PUSH_OPTIONS in caps:
+                    self.push_options = []
+            return line
 
 
 class FetchProtocol(ReceivableProtocol):

@@ -200,3 +200,20 @@ def test_git_engine_client_leaving_mid_clone_leaves_no_git_behind(forge: Forge, 
     for pid in leftovers:
         os.kill(pid, signal.SIGKILL)
     assert leftovers == []
+
+
+def test_push_to_hidden_refs_is_refused_with_gits_wording(forge: Forge, history, git) -> None:
+    dev, work, _ = history
+    result = git("push", "origin", "HEAD:refs/pipelines/1", "HEAD:refs/keep-around/x", cwd=work,
+                 check=False)
+    assert result.returncode != 0
+    assert "! [remote rejected] HEAD -> refs/pipelines/1 (deny updating a hidden ref)" in result.stderr
+    assert "! [remote rejected] HEAD -> refs/keep-around/x (deny updating a hidden ref)" in result.stderr
+
+
+def test_push_options_are_accepted(forge: Forge, history, git, commit) -> None:
+    dev, work, _ = history
+    git("checkout", "-q", "-b", "topic", cwd=work)
+    sha = commit(work, {"new.txt": "1"})
+    git("push", "-q", "-o", "ci.skip", "-o", "ci.variable=A=1", "origin", "topic", cwd=work)
+    assert f"{sha}\trefs/heads/topic" in git("ls-remote", "origin", cwd=work).stdout
