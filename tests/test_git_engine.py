@@ -23,8 +23,15 @@ def git_engine(forge: Forge, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(forge.app.wsgi_app, "git", find_git("git"))
 
 
+@pytest.fixture(params=["git", "dulwich"])
+def engine(forge: Forge, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Serve this test's fetches with each engine in turn."""
+    monkeypatch.setattr(forge.app.wsgi_app, "git", find_git(request.param))
+    return str(request.param)
+
+
 @pytest.fixture
-def history(forge: Forge, git_engine: None, git, tmp_path: Path) -> tuple[UserHandle, Path, list[str]]:
+def history(forge: Forge, git, tmp_path: Path) -> tuple[UserHandle, Path, list[str]]:
     """acme/app with 30 commits (one a day), pushed by a developer; returns the work tree."""
     forge.create_group("acme")
     dev = forge.create_user("dev")
@@ -53,7 +60,14 @@ def count(git, repo: Path) -> int:
     return len(git("rev-list", "--all", cwd=repo).stdout.split())
 
 
-def test_git_engine_clone_speaks_protocol_v2_and_v0(forge: Forge, history, git, tmp_path: Path) -> None:
+def test_clone_v0(forge: Forge, engine: str, history, git, tmp_path: Path) -> None:
+    dev, _, shas = history
+    git("-c", "protocol.version=0", "clone", "-q", forge.clone_url("acme/app", user=dev), tmp_path / "c")
+    assert git("rev-parse", "HEAD", cwd=tmp_path / "c").stdout.strip() == shas[-1]
+
+
+def test_git_engine_clone_speaks_protocol_v2_and_v0(forge: Forge, git_engine: None, history, git,
+                                                    tmp_path: Path) -> None:
     dev, _, shas = history
     url = forge.clone_url("acme/app", user=dev)
     traced = subprocess.run(["git", "-c", "protocol.version=2", "clone", "-q", url, tmp_path / "v2"],
@@ -65,7 +79,7 @@ def test_git_engine_clone_speaks_protocol_v2_and_v0(forge: Forge, history, git, 
         assert git("rev-parse", "HEAD", cwd=tmp_path / name).stdout.strip() == shas[-1]
 
 
-def test_git_engine_ls_remote_honours_ref_prefixes(forge: Forge, history, git) -> None:
+def test_git_engine_ls_remote_honours_ref_prefixes(forge: Forge, git_engine: None, history, git) -> None:
     dev, _, shas = history
     out = git("-c", "protocol.version=2", "ls-remote", forge.clone_url("acme/app", user=dev),
               "refs/tags/*").stdout
@@ -74,19 +88,29 @@ def test_git_engine_ls_remote_honours_ref_prefixes(forge: Forge, history, git) -
 
 
 @pytest.mark.parametrize(("args", "expected"), [
-    (["--depth", "1"], 1),
-    (["--depth", "20"], 20),
     (["--shallow-since", "2026-01-21"], 10),
     (["--shallow-exclude", "v1"], 20),
 ])
-def test_git_engine_shallow_clones(forge: Forge, history, git, tmp_path: Path, args: list[str],
-                                   expected: int) -> None:
+def test_git_engine_shallow_clones(forge: Forge, git_engine: None, history, git, tmp_path: Path,
+                                   args: list[str], expected: int) -> None:
     dev, _, _ = history
     git("clone", "-q", *args, forge.clone_url("acme/app", user=dev), tmp_path / "c")
     assert count(git, tmp_path / "c") == expected
 
 
-def test_git_engine_deepen_and_unshallow(forge: Forge, history, git, tmp_path: Path) -> None:
+@pytest.mark.parametrize("depth", ["1", "20"])
+def test_depth_clones_and_unshallow(forge: Forge, engine: str, history, git, tmp_path: Path,
+                                    depth: str) -> None:
+    dev, _, _ = history
+    clone = tmp_path / "c"
+    git("clone", "-q", "--depth", depth, forge.clone_url("acme/app", user=dev), clone)
+    assert count(git, clone) == int(depth)
+    git("fetch", "-q", "--unshallow", cwd=clone)
+    assert count(git, clone) == 30
+
+
+def test_git_engine_deepen_and_unshallow(forge: Forge, git_engine: None, history, git,
+                                         tmp_path: Path) -> None:
     dev, _, _ = history
     clone = tmp_path / "c"
     git("clone", "-q", "--depth", "3", forge.clone_url("acme/app", user=dev), clone)
@@ -98,7 +122,7 @@ def test_git_engine_deepen_and_unshallow(forge: Forge, history, git, tmp_path: P
 
 @pytest.mark.parametrize("spec", ["blob:none", "tree:0"])
 def test_git_engine_partial_clone_fetches_missing_objects_lazily(
-        forge: Forge, history, git, tmp_path: Path, spec: str) -> None:
+        forge: Forge, git_engine: None, history, git, tmp_path: Path, spec: str) -> None:
     dev, _, shas = history
     clone = tmp_path / "c"
     git("clone", "-q", f"--filter={spec}", "--no-checkout", forge.clone_url("acme/app", user=dev), clone)
@@ -108,7 +132,7 @@ def test_git_engine_partial_clone_fetches_missing_objects_lazily(
     assert (clone / "f3.txt").read_text() == "day 3\n" * 4
 
 
-def test_git_engine_fetch_by_sha_reachable_and_unreachable(forge: Forge, history, git,
+def test_fetch_by_sha_reachable_and_unreachable(forge: Forge, engine: str, history, git,
                                                            tmp_path: Path) -> None:
     dev, work, shas = history
     clone = tmp_path / "c"
@@ -127,7 +151,7 @@ def test_git_engine_fetch_by_sha_reachable_and_unreachable(forge: Forge, history
     assert git("cat-file", "-t", gone, cwd=clone).stdout.strip() == "commit"
 
 
-def test_git_engine_fetch_racing_pushes_never_fails(forge: Forge, history, git, commit,
+def test_fetch_racing_pushes_never_fails(forge: Forge, engine: str, history, git, commit,
                                                     tmp_path: Path) -> None:
     dev, work, _ = history
     url = forge.clone_url("acme/app", user=dev)
