@@ -1,8 +1,9 @@
 """Benchmark forge against `git http-backend` serving the same repositories, in one run.
 
-Both servers sit behind the same werkzeug HTTP server, so the ratio compares dulwich
-(in-process, with forge's authorization) with git's own CGI backend. Figures are medians
-in seconds; ratio = forge / http-backend (below 1 means forge is faster).
+forge runs as `forge serve` once per fetch engine (git upload-pack, dulwich), each in its
+own process; http-backend sits behind a werkzeug server in this process. The servers take
+turns run by run, so load on the machine hits all alike. Figures are medians in seconds;
+ratio = forge / http-backend (below 1 means forge is faster).
 
     make bench                 # or: .venv/bin/python bench/run.py [--quick]
 """
@@ -28,7 +29,6 @@ from werkzeug.wsgi import get_input_stream
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from forge import domain  # noqa: E402
 from forge.config import ForgeConfig  # noqa: E402
 from forge.server import ForgeServer  # noqa: E402
 from forge.testing import Forge  # noqa: E402
@@ -124,78 +124,153 @@ class HttpBackend:
         self.server.server_close()
 
 
-def bench_repo(label: str, source: Path, forge: Forge, backend: HttpBackend, work: Path,
-               runs: int) -> list[tuple[str, str, float, float]]:
-    """Time each operation against both servers serving copies of `source`."""
+class ForgeProcess:
+    """`forge serve` in its own process (so its peak RSS is its own), with one engine."""
+
+    def __init__(self, data_dir: Path, engine: str) -> None:
+        self.token = "glpat-bench-root-token-01"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "forge.cli", "serve", "--port", "0", "--quiet",
+             "--data-dir", str(data_dir), "--root-token", self.token],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            env={**os.environ, "FORGE_GIT_ENGINE": engine})
+        assert self.proc.stdout is not None
+        self.url = self.proc.stdout.readline().split()[-1]
+        self.data_dir = data_dir
+        self.group = self._api("POST", "groups", {"name": "bench", "path": "bench"})["id"]
+
+    def _api(self, method: str, path: str, body: dict[str, Any]) -> Any:
+        import requests
+        answer = requests.request(method, f"{self.url}/api/v4/{path}", json=body, timeout=60,
+                                  headers={"PRIVATE-TOKEN": self.token})
+        answer.raise_for_status()
+        return answer.json()
+
+    def add(self, name: str, source: Path) -> str:
+        """Serve a copy of `source` as public project bench/<name>; return its URL."""
+        project = self._api("POST", "projects", {"name": name, "namespace_id": self.group,
+                                                 "visibility": "public"})
+        repo = self.data_dir / "repositories" / f"{project['id']}.git"
+        shutil.rmtree(repo)
+        git("clone", "-q", "--bare", source, repo)
+        return f"{self.url}/bench/{name}.git"
+
+    def push_url(self, url: str) -> str:
+        """`url` with root's credentials."""
+        return url.replace("http://", f"http://root:{self.token}@")
+
+    def peak_rss_mb(self) -> float:
+        """The process's peak resident memory so far (VmHWM), in MB."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait()
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
+
+
+OPERATIONS = ("ls-remote", "full clone", "--depth 1 clone", "--depth 20 fetch (runner)",
+              "fetch 10 new commits", "8 concurrent clones", "repeated clone", "push")
+
+
+def bench_repo(label: str, source: Path, servers: dict[str, Any], work: Path, runs: int
+               ) -> list[tuple[str, str, dict[str, float]]]:
+    """Time each operation against every server, interleaving them run by run."""
     name = source.name.removesuffix(".git")
-    if not _has_group(forge):
-        forge.create_group("bench")
-    project = forge.create_project(f"bench/{name}", visibility="public")
-    forge_repo = forge.state.backend.path_for(project.id)
-    shutil.rmtree(forge_repo)
-    git("clone", "-q", "--bare", source, forge_repo)
-    backend_repo = backend.root / f"{name}.git"
-    git("clone", "-q", "--bare", source, backend_repo)
-    git("config", "http.receivepack", "true", cwd=backend_repo)
-    netloc = forge.url.split("//")[1]
-    # Reads are anonymous on both sides (a public project); forge's push authenticates,
-    # which costs git one extra round trip (the 401 challenge) that http-backend does not ask.
-    urls = {"forge": f"http://{netloc}/bench/{name}.git",
-            "http-backend": f"{backend.url}/{name}.git"}
-    push_urls = {"forge": f"http://root:{forge.root_token}@{netloc}/bench/{name}.git",
-                 "http-backend": urls["http-backend"]}
+    urls: dict[str, str] = {}
+    push_urls: dict[str, str] = {}
+    for key, server in servers.items():
+        if isinstance(server, HttpBackend):
+            repo = server.root / f"{name}.git"
+            git("clone", "-q", "--bare", source, repo)
+            for setting in ("http.receivepack=true", "uploadpack.allowFilter=true",
+                            "uploadpack.allowAnySHA1InWant=true"):
+                git("config", *setting.split("="), cwd=repo)
+            urls[key] = push_urls[key] = f"{server.url}/{name}.git"
+        else:
+            urls[key] = server.add(name, source)
+            push_urls[key] = server.push_url(urls[key])
     rows = []
-    for op in ("ls-remote", "full clone", "--depth 1 clone", "fetch 10 new commits", "push"):
-        medians = {}
-        for server, url in urls.items():
-            medians[server] = measure(op, url, push_urls[server],
-                                      work / f"{label}-{server}-{op.replace(' ', '_')}", runs)
-        rows.append((label, op, medians["forge"], medians["http-backend"]))
-        print(f"  {label:<14} {op:<22} {medians['forge']:8.3f} {medians['http-backend']:10.3f}"
-              f" {medians['forge'] / medians['http-backend']:8.2f}", flush=True)
+    for op in OPERATIONS:
+        medians = measure(op, urls, push_urls, work / f"{label}-{op.replace(' ', '_')}", runs)
+        rows.append((label, op, medians))
+        base = medians["http-backend"]
+        print(f"  {label:<14} {op:<26} " + " ".join(
+            f"{medians[k]:8.3f}" for k in servers) + " " + " ".join(
+            f"{medians[k] / base:7.2f}" for k in servers if k != "http-backend"), flush=True)
     return rows
 
 
-def _has_group(forge: Forge) -> bool:
-    with forge.app.app_context():
-        try:
-            domain.get_group("bench")
-            return True
-        except domain.NotFound:
-            return False
+def measure(op: str, urls: dict[str, str], push_urls: dict[str, str], work: Path,
+            runs: int) -> dict[str, float]:
+    """Median time of one git operation per server, the servers taking turns run by run."""
+    work.mkdir(parents=True)
+    times: dict[str, list[float]] = {key: [] for key in urls}
+    state: dict[str, Any] = {}
+    for key in urls:
+        state[key] = prepare(op, urls[key], push_urls[key], work / key)
+    for i in range(runs):
+        for key in urls:
+            action = state[key](i)
+            start = time.perf_counter()
+            action()
+            times[key].append(time.perf_counter() - start)
+    return {key: statistics.median(values) for key, values in times.items()}
 
 
-def measure(op: str, url: str, push_url: str, work: Path, runs: int) -> float:
-    """Median time of one git operation against `url` (`push_url` where it writes)."""
+def prepare(op: str, url: str, push_url: str, work: Path) -> Callable[[int], Callable[[], object]]:
+    """Set up `op` against one server; return run number -> the action to time."""
     work.mkdir(parents=True)
     if op == "ls-remote":
-        return median_time(lambda: git("ls-remote", url), runs)
-    if op in ("full clone", "--depth 1 clone"):
+        return lambda i: lambda: git("ls-remote", url)
+    if op in ("full clone", "--depth 1 clone", "repeated clone"):
         extra = ["--depth", "1"] if op.startswith("--depth") else []
-        targets = iter(work / f"c{i}" for i in range(runs))
-        return median_time(lambda: git("clone", "-q", "--bare", *extra, url, next(targets)), runs)
+        return lambda i: lambda: git("clone", "-q", "--bare", *extra, url, work / f"c{i}")
+    if op == "8 concurrent clones":
+        from concurrent.futures import ThreadPoolExecutor
+
+        def storm(i: int) -> Callable[[], object]:
+            def run() -> None:
+                with ThreadPoolExecutor(max_workers=8) as pool:
+                    list(pool.map(lambda n: git("clone", "-q", "--bare", url, work / f"s{i}-{n}"),
+                                  range(8)))
+            return run
+        return storm
+    if op == "--depth 20 fetch (runner)":
+        def runner(i: int) -> Callable[[], object]:
+            target = work / f"r{i}"
+            git("init", "-q", target)
+            git("remote", "add", "origin", url, cwd=target)
+            return lambda: git("-c", "protocol.version=2", "fetch", "-q", "--prune", "--depth", "20",
+                               "origin", "+refs/heads/main:refs/remotes/origin/main",
+                               "+refs/tags/*:refs/tags/*", cwd=target)
+        return runner
     base = work / "base"
     git("clone", "-q", push_url, base)
     if op == "push":
-        def prepare(i: int) -> None:
+        def push(i: int) -> Callable[[], object]:
             (base / f"push{i}.txt").write_text(f"push {i}\n")
             git("add", "-A", cwd=base)
             git("commit", "-q", "-m", f"push {i}", cwd=base)
-        counter = iter(range(runs))
-        return median_time(lambda: git("push", "-q", "origin", f"HEAD:refs/heads/p{next(counter)}",
-                                       cwd=base), runs, prepare)
+            return lambda: git("push", "-q", "origin", f"HEAD:refs/heads/p{i}", cwd=base)
+        return push
     fetcher = work / "fetcher"
     git("clone", "-q", url, fetcher)
 
-    def add_commits(i: int) -> None:
+    def add_commits(i: int) -> Callable[[], object]:
         git("checkout", "-q", "-B", f"f{i}", "origin/main", cwd=base)
         for n in range(10):
             (base / f"fetch{i}-{n}.txt").write_text(f"{i} {n}\n")
             git("add", "-A", cwd=base)
             git("commit", "-q", "-m", f"fetch {i}.{n}", cwd=base)
         git("push", "-q", "origin", f"f{i}", cwd=base)
+        return lambda: git("fetch", "-q", "origin", cwd=fetcher)
 
-    return median_time(lambda: git("fetch", "-q", "origin", cwd=fetcher), runs, add_commits)
+    return add_commits
 
 
 def startup_times(tmp: Path, runs: int) -> tuple[float, float, float]:
@@ -247,28 +322,35 @@ def main() -> None:
         tmp = Path(tmp_name)
         in_process, process, reset = startup_times(tmp, runs)
         print(f"git {git('--version').decode().split()[-1]}, Python {sys.version.split()[0]}, "
-              f"{os.cpu_count()} cores; medians of {runs} runs, seconds")
+              f"{os.cpu_count()} cores; medians of {runs} interleaved runs, seconds")
         print(f"forge start-up, in-process (create_app + bind): {in_process:.3f}")
         print(f"forge start-up, `forge serve` to its listening line: {process:.3f}")
         print(f"fixture reset (10 users, 10 projects, 1 job): {reset:.4f}")
         print()
-        print(f"  {'repository':<14} {'operation':<22} {'forge':>8} {'http-backend':>10} {'ratio':>8}")
         repos = tmp / "sources"
         generate_repo(repos / "small.git", 10, 20)
         sources = [("10 commits", repos / "small.git")]
         if not args.quick:
-            generate_repo(repos / "large.git", 2000, 500)
-            sources.append(("2,000 commits", repos / "large.git"))
-        server = ForgeServer(ForgeConfig(data_dir=tmp / "forge")).start()
+            generate_repo(repos / "large.git", 3000, 500)
+            sources.append(("3,000 commits", repos / "large.git"))
         backend = HttpBackend(tmp / "backend")
         backend.root.mkdir()
+        servers: dict[str, Any] = {
+            "forge-git": ForgeProcess(tmp / "forge-git", "git"),
+            "forge-dulwich": ForgeProcess(tmp / "forge-dulwich", "dulwich"),
+            "http-backend": backend,
+        }
+        print(f"  {'repository':<14} {'operation':<26} {'git':>8} {'dulwich':>8} {'backend':>8}"
+              f" {'git/b':>7} {'dul/b':>7}")
         try:
-            forge = Forge(server)
             for label, source in sources:
-                bench_repo(label, source, forge, backend, tmp / "work", runs)
+                bench_repo(label, source, servers, tmp / "work", runs)
+            print()
+            for key in ("forge-git", "forge-dulwich"):
+                print(f"{key} server peak RSS (VmHWM): {servers[key].peak_rss_mb():.0f} MB")
         finally:
-            server.stop()
-            backend.stop()
+            for server in servers.values():
+                server.stop()
 
 
 if __name__ == "__main__":
