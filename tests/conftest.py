@@ -11,11 +11,13 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from forge.plugin import ci_forbids_skips
+
 if TYPE_CHECKING:
     from forge.testing import Forge
 
-if os.environ.get("CI") == "true" and shutil.which("git") is None:  # pragma: no cover
-    raise RuntimeError("CI=true but git is not installed: run `make test`, which installs it")
+if ci_forbids_skips() and shutil.which("git") is None:  # pragma: no cover
+    raise RuntimeError("CI is set but git is not installed: run `make test`, which installs it")
 
 Git = Callable[..., subprocess.CompletedProcess[str]]
 

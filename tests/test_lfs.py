@@ -11,16 +11,30 @@ from typing import Any
 import pytest
 import requests
 
+from forge.plugin import ci_forbids_skips
 from forge.testing import Forge
 
-if os.environ.get("CI") == "true" and shutil.which("git-lfs") is None:  # pragma: no cover
-    raise RuntimeError("CI=true but git-lfs is not installed: run `make test`, which installs it")
+if ci_forbids_skips() and shutil.which("git-lfs") is None:  # pragma: no cover
+    raise RuntimeError("CI is set but git-lfs is not installed: run `make test`, which installs it")
 
 LFS_JSON = "application/vnd.git-lfs+json"
 MODEL = b"\x00\x01model weights\n" * 500
 MODEL_OID = hashlib.sha256(MODEL).hexdigest()
 needs_lfs = pytest.mark.skipif(shutil.which("git-lfs") is None,
                                reason="git-lfs is not installed; `make test` installs it")
+
+
+@pytest.mark.parametrize("value,fires", [("true", True), ("1", True), ("yes", True), ("", False),
+                                         (None, False)])
+def test_ci_forbids_skips_for_any_non_empty_value(monkeypatch: pytest.MonkeyPatch,
+                                                  value: str | None, fires: bool) -> None:
+    """The guard above (and conftest's, skopeo's, the registry fixture's) is this one helper."""
+    if value is None:
+        monkeypatch.delenv("CI", raising=False)
+    else:
+        monkeypatch.setenv("CI", value)
+    assert ci_forbids_skips() is fires
+    assert ci_forbids_skips({} if value is None else {"CI": value}) is fires
 
 
 @pytest.fixture
