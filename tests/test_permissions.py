@@ -229,12 +229,15 @@ def test_may_run_job_needs_developer(role: int, allowed: bool) -> None:
     decision = perm.may_run_job(user(), own(role=role))
     assert decision.allowed is allowed
     assert decision.reason == ("can_run_job" if allowed else "insufficient_role")
+    assert decision.message == ("" if allowed else
+                                "bob may not run CI jobs in top/acme/app: the developer role or higher is needed.")
 
 
 def test_may_run_job_admin_and_blocked() -> None:
     assert perm.may_run_job(ADMIN, own(role=0)).allowed
     blocked = perm.may_run_job(user(state="blocked"), own(role=M))
-    assert (blocked.allowed, blocked.reason) == (False, "user_blocked")
+    assert (blocked.allowed, blocked.reason, blocked.message) == (
+        False, "user_blocked", "bob is blocked and may not run CI jobs.")
 
 
 def test_admin_api_needs_admin_api_pat() -> None:
