@@ -194,6 +194,18 @@ def test_api_contract_where_forge_differs_from_gitlab(forge: Forge, world: dict[
     assert (response.status_code, response.json()) == (want, refusal)
 
 
+def test_api_pat_without_the_scope_gets_gitlabs_insufficient_scope(forge: Forge,
+                                                                    world: dict[str, Any]) -> None:
+    token = forge.create_token(world["users"]["owner"], ("read_api",))
+    url = f"{forge.url}/api/v4/projects/{world['ids']['p']}"
+    assert requests.get(url, headers={"PRIVATE-TOKEN": token}).status_code == 200
+    response = requests.put(url, json={"name": "app"}, headers={"PRIVATE-TOKEN": token})
+    assert (response.status_code, response.json()) == (403, {
+        "error": "insufficient_scope",
+        "error_description": "The request requires higher privileges than provided by the access token.",
+        "scope": "api"})
+
+
 def test_api_job_endpoint_statuses(forge: Forge, world: dict[str, Any]) -> None:
     anonymous = requests.get(f"{forge.url}/api/v4/job")
     assert (anonymous.status_code, anonymous.json()) == (401, UNAUTHORIZED)
