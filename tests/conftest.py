@@ -7,13 +7,32 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-if os.environ.get("CI") == "true" and shutil.which("git") is None:  # pragma: no cover
-    raise RuntimeError("CI=true but git is not installed: run `make test`, which installs it")
+from forge.plugin import ci_forbids_skips
+
+if TYPE_CHECKING:
+    from forge.testing import Forge
+
+if ci_forbids_skips() and shutil.which("git") is None:  # pragma: no cover
+    raise RuntimeError("CI is set but git is not installed: run `make test`, which installs it")
 
 Git = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def denied_401(forge: Forge) -> str:
+    """GitLab's 401 body for git, LFS and `/jwt/auth` on this forge (spec section 1).
+
+    Written out word for word, not taken from forge's constant: a changed message must fail.
+    """
+    return ("HTTP Basic: Access denied. If a password was provided for Git authentication, the "
+            "password was incorrect or you're required to use a token instead of a password. If a "
+            "token was provided, it was either incorrect, expired, or improperly scoped. See "
+            f"{forge.url}/help/topics/git/troubleshooting_git.md"
+            "#error-on-git-fetch-http-basic-access-denied")
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from urllib.parse import urlsplit
 import pytest
 
 from forge import domain
-from forge import permissions as perm
 from forge.testing import Forge, UserHandle
 
 ZERO = "0" * 40
@@ -69,11 +68,12 @@ def repo_dir(forge: Forge) -> Path:
     "Digest username=x",
     "Basic " + base64.b64encode(b"dev:").decode(),
 ])
-def test_malformed_authorization_gets_401(forge: Forge, dev: UserHandle, header: str) -> None:
+def test_malformed_authorization_gets_401(forge: Forge, dev: UserHandle, header: str,
+                                          denied_401: str) -> None:
     status, body, headers = raw_request(
         forge, "GET", "/acme/app.git/info/refs?service=git-upload-pack", headers={"Authorization": header})
     assert status == 401
-    assert body == perm.HTTP_BASIC_DENIED.format(base=forge.url)
+    assert body == denied_401
     assert headers["WWW-Authenticate"] == 'Basic realm="GitLab"'
 
 
@@ -89,15 +89,17 @@ def test_malformed_authorization_gets_401(forge: Forge, dev: UserHandle, header:
     "/acme/a%00pp.git/info/refs?service=git-upload-pack",
 ])
 def test_traversal_and_unknown_paths_never_reach_a_repository(
-        forge: Forge, dev: UserHandle, path: str) -> None:
+        forge: Forge, dev: UserHandle, path: str, denied_401: str) -> None:
+    """No such project, as GitLab says for any unknown path: 404 to a user, 401 to anonymous."""
     method = "GET" if "info/refs" in path else "POST"
-    status, body, _ = raw_request(forge, method, path,
-                                  headers={"Authorization": basic("dev", dev.password or "")})
-    assert status in (400, 404), body
-    if status == 404:
-        assert body in (perm.PROJECT_NOT_FOUND, "") or "Not Found" in body
-    status, body, _ = raw_request(forge, method, path)
-    assert status in (400, 401, 404)
+    status, body, headers = raw_request(forge, method, path,
+                                        headers={"Authorization": basic("dev", dev.password or "")})
+    assert (status, body) == (404, "The project you were looking for could not be found or you "
+                                   "don't have permission to view it.")
+    assert headers["Content-Type"] == "text/plain; charset=utf-8"
+    status, body, headers = raw_request(forge, method, path)
+    assert (status, body) == (401, denied_401)
+    assert headers["WWW-Authenticate"] == 'Basic realm="GitLab"'
     assert not forge.state.take_errors()
 
 

@@ -59,29 +59,64 @@ def shell(command: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedP
                           text=True, timeout=120)
 
 
+NOT_FOUND = "The project you were looking for could not be found or you don't have permission to view it."
+DENIED_401 = ("HTTP Basic: Access denied. If a password was provided for Git authentication, the "
+              "password was incorrect or you're required to use a token instead of a password. If a "
+              "token was provided, it was either incorrect, expired, or improperly scoped. See "
+              "{url}/help/topics/git/troubleshooting_git.md#error-on-git-fetch-http-basic-access-denied")
+JOB1 = "with the token of running job 1 of acme/app (bob)"
+# What `make serve` prints for fixtures/demo.yml: each hint line, then what git must print when
+# the command below it is pasted (None: the clone succeeds). Written out, not computed by forge's
+# rules, so a wrong rule or message fails here instead of agreeing with itself.
+DEMO_HINTS: list[tuple[str, str | None]] = [
+    ("# acme/website (public), anonymously: expect: clones", None),
+    ("# acme/handbook (internal) as alice (not a member) with a password: expect: clones", None),
+    ("# acme/handbook (internal) as eve (not a member, external) with a password: expect: 404 "
+     "(project_not_visible) The project you were looking for could not be found or you don't have ",
+     f"remote: {NOT_FOUND}"),
+    ("# acme/app (private) as bob (developer) with a password: expect: clones", None),
+    ("# acme/app (private) as mallory (developer, blocked) with a password: expect: 401 (user_blocked) "
+     "HTTP Basic: Access denied. If a password was provided for Git authenti",
+     f"remote: {DENIED_401}"),
+    ("# acme/secret (private) as bob (developer) with a password: expect: clones", None),
+    (f"# acme/website {JOB1}: expect: clones", None),
+    (f"# acme/handbook {JOB1}: expect: clones", None),
+    (f"# acme/platform/lib {JOB1}: expect: clones", None),
+    (f"# acme/app {JOB1}: expect: clones", None),
+    (f"# acme/platform/tools {JOB1}: expect: clones", None),
+    (f"# acme/secret {JOB1}: expect: 403 (not_in_inbound_allowlist) Authentication by CI/CD job token "
+     "not allowed from app to project #6.",
+     "remote: Authentication by CI/CD job token not allowed from app to project #6."),
+    ("# acme/app and its submodules (acme/platform/lib) with the token of job 1: expect: clones", None),
+    ("# acme/app with the token of success job 2 of acme/app (bob): expect: 401 (job_not_running) "
+     "HTTP Basic: Access denied. If a password was provided for Git authenti",
+     f"remote: {DENIED_401}"),
+]
+
+
 def test_serve_prints_listening_line_root_token_and_working_clone_commands(
         served: Served, git_env: dict[str, str], tmp_path: Path) -> None:
     assert served.lines[1].startswith("root token: glpat-")
+    assert served.lines[1].endswith("   (admin `root`; header PRIVATE-TOKEN)")
+    assert served.lines[2:4] == ["", "Paste any of these into a terminal:"]
     pairs = [(served.lines[i], served.lines[i + 1]) for i in range(len(served.lines) - 1)
              if served.lines[i].startswith("# ") and "git clone" in served.lines[i + 1]]
-    assert len(pairs) >= 8
-    outcomes = set()
-    for comment, command in pairs:
+    assert [comment for comment, _ in pairs] == [hint for hint, _ in DEMO_HINTS]
+    for (comment, command), (_, refusal) in zip(pairs, DEMO_HINTS, strict=True):
         command = command.replace("/tmp/forge-clones/", f"{tmp_path}/clones/")
         result = shell(command, git_env, tmp_path)
-        expectation = comment.split("expect: ", 1)[1]
-        if expectation == "clones":
+        if refusal is None:
             assert result.returncode == 0, (comment, result.stderr)
-            outcomes.add("clones")
         else:
-            status, reason, message = re.match(r"(\d+) \((\w+)\) (.*)", expectation).groups()  # type: ignore[union-attr]
             assert result.returncode != 0, comment
-            assert message.strip() in result.stderr, (comment, result.stderr)
-            outcomes.add(reason)
-    assert {"clones", "not_in_inbound_allowlist", "job_not_running"} <= outcomes
+            assert refusal.format(url=served.url) in result.stderr, (comment, result.stderr)
+    assert served.lines[-2:] == [
+        "# why was a request allowed or refused? the decision log:",
+        f"curl -s -H 'PRIVATE-TOKEN: {served.root_token}' {served.url}/-/forge/events"]
     events = requests.get(f"{served.url}/-/forge/events",
                           headers={"PRIVATE-TOKEN": served.root_token}).json()
-    assert {"not_in_inbound_allowlist", "job_not_running"} <= {e["reason"] for e in events}
+    assert {"project_not_visible", "user_blocked", "not_in_inbound_allowlist", "job_not_running"} <= {
+        e["reason"] for e in events if not e["allowed"]}
 
 
 def test_job_start_and_finish_talk_to_a_running_forge(

@@ -6,7 +6,6 @@ import gzip
 import hashlib
 import io
 import json
-import os
 import shutil
 import subprocess
 import tarfile
@@ -17,12 +16,13 @@ import pytest
 import requests
 
 from forge.dockerregistry import RegistryServer
+from forge.plugin import ci_forbids_skips
 from forge.testing import Forge, JobHandle
 
 DENIED = "denied: requested access to the resource is denied"
 
-if os.environ.get("CI") == "true" and shutil.which("skopeo") is None:  # pragma: no cover
-    raise RuntimeError("CI=true but skopeo is not installed: run `make test`, which installs it")
+if ci_forbids_skips() and shutil.which("skopeo") is None:  # pragma: no cover
+    raise RuntimeError("CI is set but skopeo is not installed: run `make test`, which installs it")
 pytestmark = pytest.mark.skipif(shutil.which("skopeo") is None,
                                 reason="skopeo is not installed; `make test` installs it")
 
