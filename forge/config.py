@@ -30,7 +30,7 @@ class ForgeConfig:
     request_timeout: int = 60  # seconds a connection may stay silent before it is closed
     repack_packs: int = 10  # housekeeping repacks past this many packs...
     repack_loose_objects: int = 1000  # ...or this many loose objects
-    git_engine: str = "dulwich"  # fetches: "git" (git upload-pack), "dulwich", or "auto" (git if found)
+    git_engine: str = "auto"  # fetches: "git" (git upload-pack), "dulwich", or "auto" (git if found)
     password_hash_method: str = "pbkdf2:sha256:10000"
     testing: bool = False
     registry_url: str = ""  # host:port of the registry, for CI_REGISTRY; empty: none

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -84,3 +84,21 @@ def commit(git: Git) -> Callable[..., str]:
         return git("rev-parse", "HEAD", cwd=repo).stdout.strip()
 
     return make
+
+
+@pytest.fixture
+def use_engine(forge: Any, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
+    """Serve this test's fetches with the named engine ("git" or "dulwich")."""
+    from forge.gitproc import find_git
+
+    def use(name: str) -> None:
+        monkeypatch.setattr(forge.app.wsgi_app, "git", find_git(name))
+
+    return use
+
+
+@pytest.fixture(params=["git", "dulwich"])
+def engine(use_engine: Callable[[str], None], request: pytest.FixtureRequest) -> str:
+    """Run the test once with each fetch engine."""
+    use_engine(request.param)
+    return str(request.param)

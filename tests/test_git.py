@@ -228,8 +228,9 @@ def test_git_missing_repository_on_disk_is_404(forge: Forge, setup: dict[str, ob
         404, "A repository for this project does not exist yet.")
 
 
-def test_git_partial_clone_filter_is_not_offered(forge: Forge, setup: dict[str, object], git,
-                                                 tmp_path: Path) -> None:
+def test_git_partial_clone_filter_is_not_offered_by_dulwich(
+        forge: Forge, setup: dict[str, object], git, tmp_path: Path, use_engine) -> None:
+    use_engine("dulwich")  # the git engine serves partial clones (tests/test_git_engine.py)
     result = git("clone", "--filter=blob:none", forge.clone_url(setup["public"]),  # type: ignore[arg-type]
                  tmp_path / "p")
     assert "filtering not recognized by server" in result.stderr

@@ -13,21 +13,13 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from forge.gitproc import find_git
 from forge.testing import Forge, UserHandle
 
 
 @pytest.fixture
-def git_engine(forge: Forge, monkeypatch: pytest.MonkeyPatch) -> None:
+def git_engine(use_engine) -> None:
     """Serve this test's fetches with real git."""
-    monkeypatch.setattr(forge.app.wsgi_app, "git", find_git("git"))
-
-
-@pytest.fixture(params=["git", "dulwich"])
-def engine(forge: Forge, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Serve this test's fetches with each engine in turn."""
-    monkeypatch.setattr(forge.app.wsgi_app, "git", find_git(request.param))
-    return str(request.param)
+    use_engine("git")
 
 
 @pytest.fixture

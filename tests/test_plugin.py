@@ -70,7 +70,7 @@ def test_plugin_server_exception_fails_the_test_that_caused_it(pytester: pytest.
             forge.create_project("acme/site", visibility="public")
             def boom(path):
                 raise RuntimeError("disk on fire")
-            monkeypatch.setattr(forge.state.backend, "open_repository", boom)
+            monkeypatch.setattr(forge.state.backend, "path_for", boom)
             response = requests.get(forge.url + "/acme/site.git/info/refs?service=git-upload-pack")
             assert response.status_code == 500
 

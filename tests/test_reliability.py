@@ -21,7 +21,6 @@ import requests
 
 from forge import gitserve, housekeeping
 from forge.config import ForgeConfig
-from forge.gitproc import find_git
 from forge.housekeeping import Limits, pack_count
 from forge.server import ForgeServer
 from forge.testing import Forge, UserHandle
@@ -34,13 +33,6 @@ def dev(forge: Forge) -> UserHandle:
     forge.create_project("acme/app", files={"README.md": "v1\n"}, members={"dev": "developer"},
                          visibility="public")
     return user
-
-
-@pytest.fixture(params=["git", "dulwich"])
-def engine(forge: Forge, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Serve this test's fetches with real git, then with dulwich."""
-    monkeypatch.setattr(forge.app.wsgi_app, "git", find_git(request.param))
-    return str(request.param)
 
 
 def repo_dir(forge: Forge, path: str = "acme/app") -> Path:
