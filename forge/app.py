@@ -16,6 +16,7 @@ from forge import domain
 from forge.config import ForgeConfig
 from forge.housekeeping import Housekeeper, Limits, sweep_orphans
 from forge.models import db
+from forge.packcache import PackCache
 from forge.repos import BlobStore, RepositoryBackend
 from forge.state import ForgeState, state_of, utcnow
 
@@ -53,8 +54,11 @@ def create_app(config: ForgeConfig | None = None, clock: Callable[[], datetime] 
     )
     backend = RepositoryBackend(config.repositories_dir)
     housekeeper = Housekeeper(backend, Limits(config.repack_packs, config.repack_loose_objects))
+    pack_cache = PackCache(config.data_dir / "pack-cache", config.pack_cache_bytes,
+                           config.pack_cache_seconds)
     state = ForgeState(config, backend, BlobStore(config.data_dir / "lfs"),
-                       BlobStore(config.data_dir / "packages"), housekeeper, clock or utcnow)
+                       BlobStore(config.data_dir / "packages"), housekeeper, pack_cache,
+                       clock or utcnow)
     app.extensions["forge"] = state
     db.init_app(app)
     with app.app_context():

@@ -30,6 +30,8 @@ class ForgeConfig:
     request_timeout: int = 60  # seconds a connection may stay silent before it is closed
     repack_packs: int = 10  # housekeeping repacks past this many packs...
     repack_loose_objects: int = 1000  # ...or this many loose objects
+    pack_cache_bytes: int = 256 * MiB  # identical fetches served once (0: off)
+    pack_cache_seconds: int = 300  # how long a cached answer is served
     git_engine: str = "auto"  # fetches: "git" (git upload-pack), "dulwich", or "auto" (git if found)
     password_hash_method: str = "pbkdf2:sha256:10000"
     testing: bool = False

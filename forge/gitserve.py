@@ -8,6 +8,7 @@ report-status, as GitLab's pre-receive hook does.
 from __future__ import annotations
 
 import gzip
+import itertools
 import logging
 import re
 import struct
@@ -44,7 +45,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.wsgi import get_input_stream
 
-from forge import auth, gitproc
+from forge import auth, gitproc, packcache
 from forge import permissions as perm
 from forge.housekeeping import record_refused_packs, sweep
 from forge.models import Project, db
@@ -404,6 +405,9 @@ class _Streamed:
 
     def close(self) -> None:
         """Called by the server when the response ends or the client leaves."""
+        close = getattr(self._rest, "close", None)
+        if close is not None:
+            close()
         self._on_close()
 
 
@@ -532,17 +536,33 @@ class GitApplication:
 
     def _git_fetch(self, project_id: int, environ: WSGIEnvironment,
                    start_response: StartResponse) -> Iterable[bytes]:
-        """Run `git upload-pack` for the request and stream its answer."""
+        """Run `git upload-pack` for the request and stream its answer (or the cached one)."""
         assert self.git is not None
         body = self._request_body(environ)
         if body is None:
             return text_response(start_response, 413, "Request body too large.")
         repo_dir = self.state.backend.path_for(project_id)
+        protocol = environ.get("HTTP_GIT_PROTOCOL", "")
+        cache, key = self.state.pack_cache, ""
+        if cache.enabled:
+            try:
+                request = body.read()
+            except TooLarge:
+                return text_response(start_response, 413, "Request body too large.")
+            body = BytesIO(request)
+            key = packcache.request_key(repo_dir, protocol, request)
+            stored = cache.lookup(key)
+            if stored is not None:
+                start_response(status_line(200), [
+                    ("Content-Type", "application/x-git-upload-pack-result"), *NO_CACHE])
+                chunks = packcache.stream_file(stored)
+                return _Streamed(next(chunks, b""), chunks, stored.close)
         held = ExitStack()
+        if key:
+            held.callback(cache.produced, key)
         try:
             held.enter_context(in_use(repo_dir))
-            run = gitproc.UploadPack(self.git, repo_dir, environ.get("HTTP_GIT_PROTOCOL", ""),
-                                     body.read)
+            run = gitproc.UploadPack(self.git, repo_dir, protocol, body.read)
             held.callback(run.close)
             first = run.first()
         except RepositoryBusy:
@@ -559,7 +579,11 @@ class GitApplication:
             return text_response(start_response, 400, f"Bad request: {reason[0]}")
         start_response(status_line(200), [
             ("Content-Type", "application/x-git-upload-pack-result"), *NO_CACHE])
-        return _Streamed(first, run.rest(), held.close)
+        if not key:
+            return _Streamed(first, run.rest(), held.close)
+        recorded = cache.record(key, itertools.chain([first], run.rest()),
+                                succeeded=lambda: run.close() == 0)
+        return _Streamed(next(recorded), recorded, held.close)
 
     def _request_body(self, environ: WSGIEnvironment) -> Any:
         """The request body, inflated when gzip'd; None when it is larger than allowed."""

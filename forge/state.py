@@ -11,6 +11,7 @@ from flask import Flask
 
 from forge.config import ForgeConfig
 from forge.housekeeping import Housekeeper
+from forge.packcache import PackCache
 from forge.repos import BlobStore, RepositoryBackend
 from forge.signing import SigningKey, load_or_create_key
 
@@ -29,6 +30,7 @@ class ForgeState:
     lfs: BlobStore
     packages: BlobStore
     housekeeper: Housekeeper
+    pack_cache: PackCache
     clock: Callable[[], datetime] = utcnow
     errors: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)

@@ -233,3 +233,45 @@ def test_push_options_are_accepted(forge: Forge, history, git, commit) -> None:
     sha = commit(work, {"new.txt": "1"})
     git("push", "-q", "-o", "ci.skip", "-o", "ci.variable=A=1", "origin", "topic", cwd=work)
     assert f"{sha}\trefs/heads/topic" in git("ls-remote", "origin", cwd=work).stdout
+
+
+def test_pack_cache_serves_repeated_and_concurrent_identical_clones_once(
+        forge: Forge, git_engine: None, history, git, commit, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from forge import gitproc
+    dev, work, shas = history
+    url = forge.clone_url("acme/app", user=dev)
+    runs: list[int] = []
+    original = gitproc.UploadPack.__init__
+
+    def counting(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        runs.append(1)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(gitproc.UploadPack, "__init__", counting)
+    git("clone", "-q", "--bare", url, tmp_path / "first")
+    cold = len(runs)
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        list(pool.map(lambda i: git("clone", "-q", "--bare", url, tmp_path / f"c{i}"), range(6)))
+    assert len(runs) == cold  # every later identical clone came from the cache
+    for i in range(6):
+        assert git("rev-parse", "main", cwd=tmp_path / f"c{i}").stdout.strip() == shas[-1]
+        assert git("fsck", "--full", cwd=tmp_path / f"c{i}").returncode == 0
+    # A push changes the refs: the next clone is answered afresh, and sees the new commit.
+    git("checkout", "-q", "-b", "more", cwd=work)
+    new = commit(work, {"more.txt": "1"})
+    git("push", "-q", "origin", "more", cwd=work)
+    git("clone", "-q", "--bare", url, tmp_path / "after")
+    assert len(runs) > cold
+    assert git("rev-parse", "more", cwd=tmp_path / "after").stdout.strip() == new
+
+
+def test_pack_cache_can_be_switched_off(forge: Forge, git_engine: None, history, git,
+                                        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from forge.packcache import PackCache
+    dev, _, _ = history
+    monkeypatch.setattr(forge.state, "pack_cache", PackCache(tmp_path / "cache", 0, 300))
+    for name in ("a", "b"):
+        git("clone", "-q", "--bare", forge.clone_url("acme/app", user=dev), tmp_path / name)
+    assert forge.state.pack_cache.hits == forge.state.pack_cache.misses == 0
+    assert not (tmp_path / "cache").exists()
