@@ -21,9 +21,10 @@ dev: $(STAMP) system-deps
 system-deps:
 	@./scripts/system-deps.sh
 
+# --fresh empties the demo's data directory, but only once it holds the directory's lock:
+# a second `make serve` fails at once and leaves a running demo alone.
 serve: dev
-	rm -rf $(DEMO_DATA)
-	$(BIN)/forge serve --host $(HOST) --port $(PORT) --data-dir $(DEMO_DATA) --seed fixtures/demo.yml \
+	$(BIN)/forge serve --fresh --host $(HOST) --port $(PORT) --data-dir $(DEMO_DATA) --seed fixtures/demo.yml \
 	  $(if $(REGISTRY),--registry $(REGISTRY))
 
 test: dev

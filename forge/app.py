@@ -13,6 +13,7 @@ from sqlalchemy import event
 
 from forge import domain
 from forge.config import ForgeConfig
+from forge.datadir import DataDirLock, protect_database
 from forge.models import db
 from forge.repos import BlobStore, RepositoryBackend
 from forge.state import ForgeState, state_of, utcnow
@@ -30,14 +31,20 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
-def create_app(config: ForgeConfig | None = None, clock: Callable[[], datetime] | None = None
-               ) -> Flask:
-    """Create a forge app; its state is `app.extensions["forge"]`."""
+def create_app(config: ForgeConfig | None = None, clock: Callable[[], datetime] | None = None,
+               lock: DataDirLock | None = None) -> Flask:
+    """Create a forge app; its state is `app.extensions["forge"]`.
+
+    The app holds its data directory's lock (`lock`, or one taken here before anything
+    is touched) in `app.extensions["forge_lock"]`; release it when the forge stops.
+    """
     config = config or ForgeConfig.from_env()
+    lock = lock or DataDirLock.acquire(config.data_dir)
     if not config.root_token:
         config = config.replace(root_token=domain.new_personal_token())
-    config.data_dir.mkdir(parents=True, exist_ok=True)
     config.repositories_dir.mkdir(parents=True, exist_ok=True)
+    if not config.database_url:
+        protect_database(config.data_dir)
 
     app = Flask("forge")
     app.config.update(
@@ -51,6 +58,7 @@ def create_app(config: ForgeConfig | None = None, clock: Callable[[], datetime] 
                        BlobStore(config.data_dir / "lfs"), BlobStore(config.data_dir / "packages"),
                        clock or utcnow)
     app.extensions["forge"] = state
+    app.extensions["forge_lock"] = lock
     db.init_app(app)
     with app.app_context():
         event.listen(db.engine, "connect", _sqlite_pragmas)
