@@ -273,14 +273,29 @@ def job_finish(url: str, token: str, job_id: int, status: str) -> None:
 @main.command("seed")
 @url_option
 @token_option
+@click.option("--reset", is_flag=True, help="empty the forge first (POST /-/forge/reset)")
 @click.argument("scenario", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def seed_remote(url: str, token: str, scenario: Path) -> None:
-    """Send a scenario to a running forge and print the ids and secrets it created."""
+def seed_remote(url: str, token: str, reset: bool, scenario: Path) -> None:
+    """Send a scenario to a running forge and print the ids and secrets it created.
+
+    `template:` directories are read here, relative to the scenario file (and confined
+    to its directory), and sent inline as `files:`: the server never reads them.
+    """
+    import yaml
+
+    from forge import seed
+
+    try:
+        data = seed.inline_templates(seed.load_file(scenario), scenario.resolve().parent)
+    except seed.SeedError as exc:
+        raise click.ClickException(f"{scenario}: {exc}") from None
     session = _client(url, token)
+    if reset:
+        _check(_request(session, "POST", f"{url.rstrip('/')}/-/forge/reset"))
     session.headers["Content-Type"] = "application/yaml"
-    data = _check(_request(session, "POST", f"{url.rstrip('/')}/-/forge/seed",
-                           data=scenario.read_bytes()))
-    click.echo(json.dumps(data, indent=2))
+    body = yaml.safe_dump(data, sort_keys=False, allow_unicode=True).encode()
+    created = _check(_request(session, "POST", f"{url.rstrip('/')}/-/forge/seed", data=body))
+    click.echo(json.dumps(created, indent=2))
 
 
 @main.command("registry-config")

@@ -6,6 +6,7 @@ For tests and scripts outside pytest. Every call needs an administrator's PAT in
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Flask, Response, abort, current_app, jsonify, request
@@ -60,7 +61,10 @@ def _body() -> dict[str, Any]:
     if request.mimetype in ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"):
         data: Any = seed.load(request.get_data())
     else:
-        data = request.get_json(silent=True)
+        try:
+            data = request.get_json(silent=True)
+        except RecursionError:
+            abort(400, "the JSON body is nested too deeply")
     if not isinstance(data, dict):
         abort(400, "expected a JSON object (or YAML with a YAML content type)")
     return data
@@ -86,7 +90,8 @@ def job_json(job: Job, token: str | None = None) -> dict[str, Any]:
 def seed_scenario() -> tuple[Response, int]:
     """Create what a scenario describes; answer with ids and generated secrets."""
     state = _state()
-    result = seed.apply(state, _body())
+    templates = Path(state.config.templates_dir) if state.config.templates_dir else None
+    result = seed.apply(state, _body(), templates)
     db.session.commit()
     return jsonify(result), 201
 
@@ -109,9 +114,9 @@ def start_job() -> tuple[Response, int]:
     project = domain.get_project(body["project"])
     user = domain.get_user(str(body["user"]))
     try:
-        timeout = int(body.get("timeout", 3600))
-    except (TypeError, ValueError):
-        abort(400, "timeout must be a number of seconds")
+        timeout = seed.job_timeout(body.get("timeout", 3600))
+    except ValueError as exc:
+        abort(400, f"timeout {exc}")
     job, token = domain.create_job(
         state.now(), state.backend, project, user, ref=body.get("ref"),
         name=str(body.get("name", "build")), stage=str(body.get("stage", "test")),

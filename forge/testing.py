@@ -103,14 +103,19 @@ class Forge:
         with self._session():
             domain.reset(self.state.backend, self.state.lfs)
 
-    def seed(self, scenario: Mapping[str, Any] | str | Path) -> dict[str, Any]:
-        """Apply a seed scenario (a mapping, or a YAML file path); return ids and secrets."""
-        base_dir = None
+    def seed(self, scenario: Mapping[str, Any] | str | Path, *,
+             templates_dir: str | Path | None = None) -> dict[str, Any]:
+        """Apply a seed scenario (a mapping, or a YAML file path); return ids and secrets.
+
+        `template:` entries name directories below `templates_dir`, which defaults to the
+        file's directory (for a mapping: the forge's `templates_dir` setting, if any).
+        """
         if isinstance(scenario, (str, Path)):
-            base_dir = Path(scenario).resolve().parent
+            templates_dir = templates_dir or Path(scenario).resolve().parent
             scenario = seed.load_file(Path(scenario))
+        templates_dir = templates_dir or self.state.config.templates_dir or None
         with self._session():
-            return seed.apply(self.state, scenario, base_dir)
+            return seed.apply(self.state, scenario, Path(templates_dir) if templates_dir else None)
 
     # -- users -------------------------------------------------------------------------
 
