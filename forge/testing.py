@@ -12,8 +12,8 @@ from urllib.parse import quote, urlsplit
 
 from sqlalchemy import select
 
-from forge import domain, seed
-from forge.models import Event, Group, Project, db
+from forge import domain, events, seed
+from forge.models import Group, Project, db
 from forge.repos import FileContent
 from forge.server import ForgeServer
 from forge.state import utcnow
@@ -313,9 +313,7 @@ class Forge:
     def events(self, since: int = 0, **filters: Any) -> list[dict[str, Any]]:
         """Return the decision log, oldest first, optionally filtered by field values."""
         with self._session():
-            rows = db.session.scalars(select(Event).where(Event.id > since).order_by(Event.id))
-            events = [row.to_dict() for row in rows]
-        return [e for e in events if all(e.get(k) == v for k, v in filters.items())]
+            return events.page(since, None, **filters).events
 
     def last_event(self, **filters: Any) -> dict[str, Any]:
         """Return the newest decision matching `filters`; fail if there is none."""

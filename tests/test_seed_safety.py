@@ -323,3 +323,25 @@ def test_seed_errors_never_echo_the_offending_value(forge: Forge, api: requests.
                         headers={"Content-Type": "application/yaml"})
     assert (response.status_code, response.json()) == (400, {"message": message})
     assert "s3cr3t" not in response.text
+
+
+@pytest.mark.parametrize("method,endpoint,body,status,message", [
+    ("post", "jobs", {"ref": ["main"]}, 400, "ref must be a string"),
+    ("post", "jobs", {"token": {"a": 1}}, 400, "token must be a string"),
+    ("post", "jobs", {"token": 1}, 400, "job tokens start with 'glcbt-'"),
+    ("post", "jobs", {"project": 10**30}, 404, f"project {10**30} does not exist"),
+    ("post", "jobs", {"project": "9" * 25}, 404, f"project {'9' * 25} does not exist"),
+    ("put", "members", {"project": 10**30, "role": "guest"}, 404, f"project {10**30} does not exist"),
+    ("put", "members", {"role": ["guest"]}, 400, "role must be a role name or access level"),
+    ("post", "allowlist", {"source_project": 10**30}, 404, f"source_project {10**30} does not exist"),
+    ("patch", "jobs/1", {"status": ["success"]}, 400, "status must be a string"),
+    ("get", "jobs/99999999999999999999999", None, 404, "job 99999999999999999999999 does not exist"),
+])
+def test_control_bad_values_are_4xx(forge: Forge, api: requests.Session, method: str,
+                                    endpoint: str, body: dict[str, Any] | None, status: int,
+                                    message: str) -> None:
+    _seed(api, forge, {**GROUP, "projects": [{"path": "g/app"}],
+                       "jobs": [{"project": "g/app", "user": "bob"}]}).raise_for_status()
+    full = {"project": "g/app", "user": "bob", **body} if body is not None else None
+    response = api.request(method, f"{forge.url}/-/forge/{endpoint}", json=full)
+    assert (response.status_code, response.json()) == (status, {"message": message})
