@@ -18,6 +18,9 @@ from forge.repos import FileContent
 from forge.server import ForgeServer
 from forge.state import utcnow
 
+SAMPLE_IMAGE_DIR = Path(__file__).resolve().parent / "data" / "images" / "hello"
+SAMPLE_IMAGE = f"oci:{SAMPLE_IMAGE_DIR}:latest"  # a tiny OCI image to push, e.g. with skopeo copy
+
 
 @dataclass(frozen=True)
 class UserHandle:
