@@ -149,7 +149,7 @@ def clone_commands(state: Any, scenario: dict[str, Any], result: dict[str, Any])
         decision = perm.authorize(principal, perm.Action.READ, facts, state.now(), url)
         if decision.allowed:
             return "expect: clones"
-        return f"expect: {decision.status} ({decision.reason}) {decision.message[:70]}"
+        return f"expect: {decision.status} ({decision.reason}) {decision.message}"
 
     lines = ["", "Paste any of these into a terminal:"]
     for project in scenario.get("projects") or []:
