@@ -25,13 +25,17 @@ def _block(heading: str, after: str = "") -> str:
     return match.group(1)
 
 
-@pytest.fixture
-def demo(tmp_path: Path) -> Iterator[Served]:
-    """`forge serve` started the way `make serve` starts it (see the Makefile)."""
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """`forge serve` started the way `make serve` starts it (see the Makefile).
+
+    Shared by this module's tests: each begins with a reset, as the README does.
+    """
     makefile = (ROOT / "Makefile").read_text()
     assert "forge serve --fresh --host $(HOST) --port $(PORT) --data-dir $(DEMO_DATA) " \
            "--seed fixtures/demo.yml" in makefile
-    server = Served(tmp_path / "demo", "--fresh", "--seed", "fixtures/demo.yml")
+    server = Served(tmp_path_factory.mktemp("make-serve") / "demo", "--fresh", "--seed",
+                    "fixtures/demo.yml")
     yield server
     server.stop()
 
@@ -40,7 +44,7 @@ def _paste(script: str, demo: Served, tmp_path: Path, git_env: dict[str, str]
            ) -> subprocess.CompletedProcess[str]:
     """Run pasted commands in a shell in the checkout, against `demo`, stopping at a failure."""
     script = (script.replace("http://127.0.0.1:8929", demo.url)
-              .replace(".forge-data/demo", str(tmp_path / "demo"))
+              .replace(".forge-data/demo", str(demo.log.parent / "demo"))
               .replace("/tmp/forge-clones", str(tmp_path / "clones"))
               .replace("/tmp/forge-registry", str(tmp_path / "registry")))
     env = {**git_env, "PATH": f"{Path(sys.executable).parent}:{git_env['PATH']}"}
@@ -50,7 +54,7 @@ def _paste(script: str, demo: Served, tmp_path: Path, git_env: dict[str, str]
                           capture_output=True, text=True, timeout=120)
 
 
-def test_readme_control_api_sequence_works_after_make_serve(
+def test_readme_control_api_and_cli_sequences_work_after_make_serve(
         demo: Served, tmp_path: Path, git_env: dict[str, str]) -> None:
     script = _block("The control API")
     assert script.count("curl ") == 9
@@ -72,11 +76,6 @@ def test_readme_control_api_sequence_works_after_make_serve(
                        headers={"PRIVATE-TOKEN": demo.root_token})
     assert lib.status_code == 200 and lib.content == (ROOT / "fixtures/templates/lib/lib.py").read_bytes()
 
-
-def test_readme_cli_sequence_works_after_the_control_api_sequence(
-        demo: Served, tmp_path: Path, git_env: dict[str, str]) -> None:
-    control = _paste(_block("The control API"), demo, tmp_path, git_env)
-    assert control.returncode == 0, control.stderr
     result = _paste(_block("The CLI", after="Against the forge of `make serve`"), demo, tmp_path,
                     git_env)
     assert result.returncode == 0, result.stdout + result.stderr
