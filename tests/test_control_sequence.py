@@ -106,3 +106,19 @@ def test_serve_prints_whole_expectations(demo: Served) -> None:
                              "#error-on-git-fetch-http-basic-access-denied")
     assert any(line.endswith("Authentication by CI/CD job token not allowed from app to "
                              "project #6.") for line in refusals)
+
+
+def test_readme_documents_every_seed_key_and_create_project_argument() -> None:
+    import inspect
+
+    from forge import seed
+    from forge.testing import Forge
+
+    section = README.split("\n## Seed scenarios\n", 1)[1].split("\n## ", 1)[0]
+    keys = set().union(seed.TOP_KEYS, seed.USER_KEYS, seed.TOKEN_KEYS, seed.GROUP_KEYS,
+                       seed.PROJECT_KEYS, seed.BRANCH_KEYS, seed.SCOPE_KEYS, seed.ALLOWLIST_KEYS,
+                       seed.ENTRY_KEYS, seed.JOB_KEYS) - {"name"}
+    assert sorted(k for k in keys if not re.search(rf"\b{k}:", section)) == []
+    row = next(line for line in README.splitlines() if line.startswith("| `create_project("))
+    arguments = set(inspect.signature(Forge.create_project).parameters) - {"self", "path"}
+    assert sorted(a for a in arguments if f"{a}=" not in row) == []
