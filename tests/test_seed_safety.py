@@ -311,8 +311,9 @@ def test_seed_names_an_entry_without_echoing_an_odd_name(forge: Forge, api: requ
     ("users:\n  - username: alice\n    tokens: [{token: glpat-s3cr3t-value, expires_at: 2030-02-30}]\n",
      "scenario is not valid YAML: a value is out of range (an impossible date or number)"),
     ("users:\n  - username: alice\n    tokens: [{expires_at: s3cr3t-value}]\n",
-     "users[0] (alice).tokens[0].expires_at: expected a date (YYYY-MM-DD) or an ISO 8601 time, "
-     "got a string that is not one"),
+     "users[0] (alice).tokens[0].expires_at: not a date: use YYYY-MM-DD or an ISO 8601 time"),
+    ("users:\n  - username: alice\n    tokens: [{expires_at: [s3cr3t-value]}]\n",
+     "users[0] (alice).tokens[0].expires_at: expected a date (YYYY-MM-DD), got a list"),
     ("users:\n  - username: alice\n    password: !!python/object s3cr3t-value\n",
      "scenario is not valid YAML: line 3, column 15: could not determine a constructor for the "
      "tag 'tag:yaml.org,2002:python/object'"),
