@@ -41,5 +41,10 @@ check: lint typecheck test
 bench: dev
 	$(BIN)/python bench/run.py
 
+# Refuses while a forge holds a data directory under .forge-data (its forge.lock is flock'ed).
 clean:
+	@for lock in .forge-data/*/forge.lock; do \
+	  [ -e "$$lock" ] || continue; \
+	  flock -n "$$lock" true || { echo "$${lock%/forge.lock} is in use by a forge (pid $$(cat $$lock)); stop it first" >&2; exit 1; }; \
+	done
 	rm -rf $(VENV) .forge-data .pytest_cache

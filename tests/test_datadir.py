@@ -96,3 +96,17 @@ def test_make_serve_deletes_nothing_itself() -> None:
     serve_line = [line for line in dry.stdout.splitlines() if " serve " in line]
     assert "rm -rf" not in dry.stdout
     assert len(serve_line) == 1 and " --fresh " in serve_line[0]
+
+
+def test_make_clean_refuses_while_a_forge_holds_a_data_dir(tmp_path: Path) -> None:
+    (tmp_path / "Makefile").write_text((ROOT / "Makefile").read_text())
+    data = tmp_path / ".forge-data" / "demo"
+    clean = ["make", "clean", f"VENV={tmp_path / 'venv'}"]
+    with DataDirLock.acquire(data):
+        refused = subprocess.run(clean, cwd=tmp_path, capture_output=True, text=True)
+        assert refused.returncode != 0
+        assert refused.stderr.startswith(f".forge-data/demo is in use by a forge (pid {os.getpid()}); "
+                                         "stop it first\n")
+        assert (data / "forge.lock").exists()
+    subprocess.run(clean, cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert not (tmp_path / ".forge-data").exists()
