@@ -21,9 +21,10 @@ dev: $(STAMP) system-deps
 system-deps:
 	@./scripts/system-deps.sh
 
+# --fresh empties the demo's data directory, but only once it holds the directory's lock:
+# a second `make serve` fails at once and leaves a running demo alone.
 serve: dev
-	rm -rf $(DEMO_DATA)
-	$(BIN)/forge serve --host $(HOST) --port $(PORT) --data-dir $(DEMO_DATA) --seed fixtures/demo.yml \
+	$(BIN)/forge serve --fresh --host $(HOST) --port $(PORT) --data-dir $(DEMO_DATA) --seed fixtures/demo.yml \
 	  $(if $(REGISTRY),--registry $(REGISTRY))
 
 test: dev
@@ -40,5 +41,10 @@ check: lint typecheck test
 bench: dev
 	$(BIN)/python bench/run.py
 
+# Refuses while a forge holds a data directory under .forge-data (its forge.lock is flock'ed).
 clean:
+	@for lock in .forge-data/*/forge.lock; do \
+	  [ -e "$$lock" ] || continue; \
+	  flock -n "$$lock" true || { echo "$${lock%/forge.lock} is in use by a forge (pid $$(cat $$lock)); stop it first" >&2; exit 1; }; \
+	done
 	rm -rf $(VENV) .forge-data .pytest_cache

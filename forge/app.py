@@ -12,8 +12,9 @@ from flask import Flask, jsonify
 from flask.signals import got_request_exception
 from sqlalchemy import event
 
-from forge import domain
+from forge import domain, events
 from forge.config import ForgeConfig
+from forge.datadir import DataDirLock, protect_database
 from forge.housekeeping import Housekeeper, Limits, sweep_orphans
 from forge.models import db
 from forge.packcache import PackCache
@@ -35,14 +36,20 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
-def create_app(config: ForgeConfig | None = None, clock: Callable[[], datetime] | None = None
-               ) -> Flask:
-    """Create a forge app; its state is `app.extensions["forge"]`."""
+def create_app(config: ForgeConfig | None = None, clock: Callable[[], datetime] | None = None,
+               lock: DataDirLock | None = None) -> Flask:
+    """Create a forge app; its state is `app.extensions["forge"]`.
+
+    The app holds its data directory's lock (`lock`, or one taken here before anything
+    is touched) in `app.extensions["forge_lock"]`; release it when the forge stops.
+    """
     config = config or ForgeConfig.from_env()
+    lock = lock or DataDirLock.acquire(config.data_dir)
     if not config.root_token:
         config = config.replace(root_token=domain.new_personal_token())
-    config.data_dir.mkdir(parents=True, exist_ok=True)
     config.repositories_dir.mkdir(parents=True, exist_ok=True)
+    if not config.database_url:
+        protect_database(config.data_dir)
 
     app = Flask("forge")
     app.config.update(
@@ -60,6 +67,7 @@ def create_app(config: ForgeConfig | None = None, clock: Callable[[], datetime] 
                        BlobStore(config.data_dir / "packages"), housekeeper, pack_cache,
                        clock or utcnow)
     app.extensions["forge"] = state
+    app.extensions["forge_lock"] = lock
     db.init_app(app)
     with app.app_context():
         event.listen(db.engine, "connect", _sqlite_pragmas)
@@ -88,6 +96,15 @@ def create_app(config: ForgeConfig | None = None, clock: Callable[[], datetime] 
 
     from forge.gitserve import GitApplication
     app.wsgi_app = GitApplication(state, app, app.wsgi_app)  # type: ignore[method-assign]
+
+    def prune_events() -> None:
+        if config.event_retention:
+            with app.app_context():
+                events.prune(config.event_retention)
+                db.session.commit()
+
+    housekeeper.every(60, prune_events)
+    housekeeper.start()
     return app
 
 

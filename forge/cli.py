@@ -47,6 +47,12 @@ def main() -> None:
               show_default=True)
 @click.option("--seed", "seed_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="scenario to create on first start")
+@click.option("--templates-dir", default=None, envvar="FORGE_TEMPLATES_DIR",
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="where `template:` entries of POST /-/forge/seed live "
+                   "(default: the --seed file's directory; without either, none)")
+@click.option("--fresh", is_flag=True,
+              help="empty the data directory first (only when no other forge holds it)")
 @click.option("--root-token", default=None, envvar="FORGE_ROOT_TOKEN",
               help="PAT of the admin `root` (default: generated once per data directory)")
 @click.option("--database-url", default=None, envvar="FORGE_DATABASE_URL",
@@ -54,17 +60,31 @@ def main() -> None:
 @click.option("--registry", default=None, envvar="FORGE_REGISTRY_URL",
               help="host:port of a registry trusting this forge (jobs get CI_REGISTRY_*)")
 @click.option("--quiet", is_flag=True, help="do not log requests")
-def serve(host: str, port: int, data_dir: Path, seed_file: Path | None, root_token: str | None,
+def serve(host: str, port: int, data_dir: Path, seed_file: Path | None,
+          templates_dir: Path | None, fresh: bool, root_token: str | None,
           database_url: str | None, registry: str | None, quiet: bool) -> None:
     """Serve a forge; print its URL, the root token and clone commands."""
     import logging
 
+    from forge.datadir import DataDirBusy, DataDirLock
     from forge.server import ForgeServer
 
+    try:  # before anything in the data directory is read, written or deleted
+        lock = DataDirLock.acquire(data_dir)
+    except DataDirBusy as exc:
+        raise click.ClickException(str(exc)) from None
+    if fresh:
+        lock.empty()
+    if templates_dir is None and seed_file is not None:
+        templates_dir = seed_file.parent
     config = ForgeConfig.from_env(data_dir=data_dir, database_url=database_url,
                                   root_token=_root_token(data_dir, root_token),
-                                  registry_url=registry)
-    server = ForgeServer(config, host, port)
+                                  registry_url=registry,
+                                  templates_dir=str(templates_dir.resolve()) if templates_dir else None)
+    try:
+        server = ForgeServer(config, host, port, lock=lock)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     server.state.signing_key()  # created on first start, so a registry can be pointed at it
     click.echo(f"forge listening on {server.url}", nl=True)
     click.echo(f"root token: {config.root_token}   (admin `root`; header PRIVATE-TOKEN)")
@@ -77,6 +97,8 @@ def serve(host: str, port: int, data_dir: Path, seed_file: Path | None, root_tok
         server.serve_forever()
     except KeyboardInterrupt:
         pass
+    finally:
+        lock.release()
 
 
 def _seed_on_start(server: Any, seed_file: Path) -> None:
@@ -127,7 +149,7 @@ def clone_commands(state: Any, scenario: dict[str, Any], result: dict[str, Any])
         decision = perm.authorize(principal, perm.Action.READ, facts, state.now(), url)
         if decision.allowed:
             return "expect: clones"
-        return f"expect: {decision.status} ({decision.reason}) {decision.message[:70]}"
+        return f"expect: {decision.status} ({decision.reason}) {decision.message}"
 
     lines = ["", "Paste any of these into a terminal:"]
     for project in scenario.get("projects") or []:
@@ -251,14 +273,29 @@ def job_finish(url: str, token: str, job_id: int, status: str) -> None:
 @main.command("seed")
 @url_option
 @token_option
+@click.option("--reset", is_flag=True, help="empty the forge first (POST /-/forge/reset)")
 @click.argument("scenario", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def seed_remote(url: str, token: str, scenario: Path) -> None:
-    """Send a scenario to a running forge and print the ids and secrets it created."""
+def seed_remote(url: str, token: str, reset: bool, scenario: Path) -> None:
+    """Send a scenario to a running forge and print the ids and secrets it created.
+
+    `template:` directories are read here, relative to the scenario file (and confined
+    to its directory), and sent inline as `files:`: the server never reads them.
+    """
+    import yaml
+
+    from forge import seed
+
+    try:
+        data = seed.inline_templates(seed.load_file(scenario), scenario.resolve().parent)
+    except seed.SeedError as exc:
+        raise click.ClickException(f"{scenario}: {exc}") from None
     session = _client(url, token)
+    if reset:
+        _check(_request(session, "POST", f"{url.rstrip('/')}/-/forge/reset"))
     session.headers["Content-Type"] = "application/yaml"
-    data = _check(_request(session, "POST", f"{url.rstrip('/')}/-/forge/seed",
-                           data=scenario.read_bytes()))
-    click.echo(json.dumps(data, indent=2))
+    body = yaml.safe_dump(data, sort_keys=False, allow_unicode=True).encode()
+    created = _check(_request(session, "POST", f"{url.rstrip('/')}/-/forge/seed", data=body))
+    click.echo(json.dumps(created, indent=2))
 
 
 @main.command("registry-config")

@@ -17,7 +17,8 @@ class ForgeConfig:
     """Everything that shapes a forge instance; the CLI, plugin and tests all build one.
 
     `database_url` defaults to a SQLite file inside `data_dir`. `base_url` is the
-    address clients use; the server fills it in once it knows its port.
+    address clients use; the server fills it in once it knows its port. `templates_dir`
+    confines the `template:` directories of scenarios sent to `POST /-/forge/seed`.
     """
 
     data_dir: Path = Path(".forge-data")
@@ -40,6 +41,8 @@ class ForgeConfig:
     registry_issuer: str = "omnibus-gitlab-issuer"
     registry_key_file: str = ""  # default: registry/signing.key in the data directory
     registry_cert_file: str = ""  # default: registry/signing.crt in the data directory
+    templates_dir: str = ""  # where the control API's seed `template:` entries live; empty: none
+    event_retention: int = 100_000  # newest decision-log events kept; 0 keeps them all
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> ForgeConfig:

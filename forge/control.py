@@ -6,15 +6,16 @@ For tests and scripts outside pytest. Every call needs an administrator's PAT in
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from flask import Blueprint, Flask, Response, abort, current_app, jsonify, request
-from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 
-from forge import auth, domain, seed
+from forge import auth, domain, events, seed
 from forge import permissions as perm
-from forge.models import Event, Job, db
+from forge.models import Job, db
 from forge.state import ForgeState, state_of
 
 bp = Blueprint("control", __name__, url_prefix="/-/forge")
@@ -60,10 +61,38 @@ def _body() -> dict[str, Any]:
     if request.mimetype in ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"):
         data: Any = seed.load(request.get_data())
     else:
-        data = request.get_json(silent=True)
+        try:
+            data = request.get_json(silent=True)
+        except RecursionError:
+            abort(400, "the JSON body is nested too deeply")
     if not isinstance(data, dict):
         abort(400, "expected a JSON object (or YAML with a YAML content type)")
     return data
+
+
+MAX_ID = 2**63 - 1  # SQLite's largest integer: bigger ids exist nowhere
+
+
+def _text(body: dict[str, Any], key: str, default: str | None = None) -> str | None:
+    """An optional string field of the body (whole numbers are taken as their digits)."""
+    value = body.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        abort(400, f"{key} must be a string")
+    if isinstance(value, int) and not 0 <= value <= MAX_ID:
+        raise domain.NotFound(f"{key} {value} does not exist")
+    return str(value)
+
+
+def _name(body: dict[str, Any], key: str) -> str:
+    """A required name, path or id of the body."""
+    value = _text(body, key)
+    if not value:
+        abort(400, f"{key} is missing")
+    if value.isdigit() and int(value) > MAX_ID:
+        raise domain.NotFound(f"{key} {value} does not exist")
+    return value
 
 
 def job_json(job: Job, token: str | None = None) -> dict[str, Any]:
@@ -86,7 +115,8 @@ def job_json(job: Job, token: str | None = None) -> dict[str, Any]:
 def seed_scenario() -> tuple[Response, int]:
     """Create what a scenario describes; answer with ids and generated secrets."""
     state = _state()
-    result = seed.apply(state, _body())
+    templates = Path(state.config.templates_dir) if state.config.templates_dir else None
+    result = seed.apply(state, _body(), templates)
     db.session.commit()
     return jsonify(result), 201
 
@@ -103,24 +133,25 @@ def reset() -> tuple[Response, int]:
 def start_job() -> tuple[Response, int]:
     """Start a job: `{"project", "user", "ref", "name", "timeout"}`."""
     state, body = _state(), _body()
-    for key in ("project", "user"):
-        if not body.get(key):
-            abort(400, f"{key} is missing")
-    project = domain.get_project(body["project"])
-    user = domain.get_user(str(body["user"]))
+    project_ref, username = _name(body, "project"), _name(body, "user")
     try:
-        timeout = int(body.get("timeout", 3600))
-    except (TypeError, ValueError):
-        abort(400, "timeout must be a number of seconds")
+        timeout = seed.job_timeout(body.get("timeout", 3600))
+    except ValueError as exc:
+        abort(400, f"timeout {exc}")
+    ref, name, stage = _text(body, "ref"), _text(body, "name", "build"), _text(body, "stage", "test")
+    status, token = _text(body, "status", "running"), _text(body, "token")
+    project = domain.get_project(project_ref)
+    user = domain.get_user(username)
     job, token = domain.create_job(
-        state.now(), state.backend, project, user, ref=body.get("ref"),
-        name=str(body.get("name", "build")), stage=str(body.get("stage", "test")),
-        timeout=timeout, status=str(body.get("status", "running")), token=body.get("token"))
+        state.now(), state.backend, project, user, ref=ref, name=name or "build",
+        stage=stage or "test", timeout=timeout, status=status or "running", token=token)
     db.session.commit()
     return jsonify(job_json(job, token)), 201
 
 
 def _job(job_id: int) -> Job:
+    if job_id > MAX_ID:
+        raise domain.NotFound(f"job {job_id} does not exist")
     return domain.get_job(job_id)
 
 
@@ -134,9 +165,7 @@ def show_job(job_id: int) -> Response:
 def update_job(job_id: int) -> Response:
     """Change a job's status: `{"status": "success"}`."""
     job, body = _job(job_id), _body()
-    if not body.get("status"):
-        abort(400, "status is missing")
-    domain.set_job_status(_state().now(), job, str(body["status"]))
+    domain.set_job_status(_state().now(), job, _name(body, "status"))
     db.session.commit()
     return jsonify(job_json(job))
 
@@ -145,14 +174,17 @@ def update_job(job_id: int) -> Response:
 def set_member() -> Response:
     """Add or change a membership: `{"user", "project" | "group", "role"}`."""
     body = _body()
-    user = domain.get_user(str(body.get("user", "")))
-    target: Any = (domain.get_project(body["project"]) if body.get("project")
-                   else domain.get_group(str(body.get("group", ""))))
-    if body.get("role") in (None, "", "none"):
+    user = domain.get_user(_text(body, "user", "") or "")
+    target: Any = (domain.get_project(_name(body, "project")) if body.get("project")
+                   else domain.get_group(_text(body, "group", "") or ""))
+    role = body.get("role")
+    if isinstance(role, bool) or not isinstance(role, str | int | None):
+        abort(400, "role must be a role name or access level")
+    if role in (None, "", "none"):
         domain.remove_member(user, target)
         db.session.commit()
         return jsonify(user=user.username, target=target.full_path, access_level=0)
-    member = domain.set_member(user, target, body["role"])
+    member = domain.set_member(user, target, role)
     db.session.commit()
     return jsonify(user=user.username, target=target.full_path, access_level=member.access_level)
 
@@ -161,23 +193,58 @@ def set_member() -> Response:
 def add_allowlist() -> tuple[Response, int]:
     """Admit a project or group to a project's inbound allowlist."""
     state, body = _state(), _body()
-    target = domain.get_project(body.get("project", ""))
+    target = domain.get_project(_name(body, "project"))
     if body.get("source_project"):
-        domain.allow_project(state.now(), target, domain.get_project(body["source_project"]))
+        domain.allow_project(state.now(), target, domain.get_project(_name(body, "source_project")))
     else:
-        domain.allow_group(state.now(), target, domain.get_group(str(body.get("source_group", ""))))
+        domain.allow_group(state.now(), target, domain.get_group(_text(body, "source_group", "") or ""))
     db.session.commit()
     return jsonify(project=target.full_path), 201
 
 
+EVENT_INTS = {"user_id", "job_id", "project_id", "status"}
+
+
+def _int_arg(name: str, default: int) -> int:
+    value = request.args.get(name, str(default))
+    if not value.isdigit():
+        abort(400, f"{name} must be a whole number")
+    return int(value)
+
+
 @bp.get("/events")
-def events() -> Response:
-    """List the decision log, oldest first; `?since=<id>` returns only newer events."""
-    since = request.args.get("since", "0")
-    if not since.isdigit():
-        abort(400, "since must be an event id")
-    rows = db.session.scalars(select(Event).where(Event.id > int(since)).order_by(Event.id))
-    return jsonify([row.to_dict() for row in rows])
+def events_log() -> Response:
+    """List the decision log, oldest first, a page at a time: `?since=<id>&limit=<n>`.
+
+    Other parameters filter by field (`?reason=...&allowed=false`). When more events
+    follow, `X-Next-Since` holds the `since` of the next page (and `Link` its URL).
+    The log keeps the newest `event_retention` events; older ones are pruned here.
+    """
+    since = _int_arg("since", 0)
+    limit = _int_arg("limit", events.DEFAULT_LIMIT)
+    if not 1 <= limit <= events.MAX_LIMIT:
+        abort(400, f"limit must be from 1 to {events.MAX_LIMIT}")
+    filters: dict[str, Any] = {}
+    for key in events.FILTERS & set(request.args):
+        value = request.args[key]
+        if key == "allowed":
+            if value not in ("true", "false"):
+                abort(400, "allowed must be true or false")
+            filters[key] = value == "true"
+        elif key in EVENT_INTS:
+            filters[key] = _int_arg(key, 0)
+        else:
+            filters[key] = value
+    if _state().config.event_retention > 0:
+        events.prune(_state().config.event_retention)
+        db.session.commit()
+    page = events.page(since, limit, **filters)
+    response = jsonify(page.events)
+    if page.more:
+        args = {**request.args.to_dict(), "since": str(page.next_since), "limit": str(limit)}
+        response.headers["X-Next-Since"] = str(page.next_since)
+        response.headers["Link"] = f'<{request.base_url}?{urlencode(args)}>; rel="next"'
+    return response
 
 
 def init_app(app: Flask) -> None:

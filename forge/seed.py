@@ -7,6 +7,7 @@ the offending entry; a scenario is applied whole or not at all.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from datetime import date, datetime, time
 from pathlib import Path
@@ -16,8 +17,8 @@ import yaml
 
 from forge import domain
 from forge.models import db
-from forge.repos import read_directory
 from forge.state import ForgeState
+from forge.templates import TemplateError, read_template
 
 TOP_KEYS = {"users", "groups", "projects", "jobs"}
 USER_KEYS = {"username", "email", "name", "password", "admin", "external", "state", "tokens"}
@@ -32,6 +33,10 @@ SCOPE_KEYS = {"inbound_enabled", "outbound_enabled", "push_repository_allowed",
 ALLOWLIST_KEYS = {"projects", "groups"}
 ENTRY_KEYS = {"path", "default_permissions", "job_token_policies"}
 JOB_KEYS = {"project", "user", "status", "ref", "name", "stage", "timeout", "token"}
+MAX_JOB_TIMEOUT = 30 * 24 * 3600  # GitLab refuses job timeouts above a month
+NO_TEMPLATES_DIR = ("this forge has no templates directory: start it with `forge serve "
+                    "--templates-dir DIR` (or --seed FILE, whose directory is used), or send the "
+                    "files inline under `files:`, as `forge seed FILE` does")
 
 
 class SeedError(domain.DomainError):
@@ -42,8 +47,17 @@ def load(text: str | bytes) -> dict[str, Any]:
     """Parse a scenario from YAML (JSON is YAML too)."""
     try:
         data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise SeedError(f"scenario is not valid YAML: {exc}") from None
+    except yaml.MarkedYAMLError as exc:  # where and what, never the text (it may hold a secret)
+        mark = exc.problem_mark or exc.context_mark
+        at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise SeedError(f"scenario is not valid YAML: {at}{exc.problem or exc.context}") from None
+    except yaml.YAMLError:
+        raise SeedError("scenario is not valid YAML") from None
+    except RecursionError:
+        raise SeedError("scenario is nested too deeply") from None
+    except (ValueError, OverflowError):  # e.g. a date like 2030-02-30
+        raise SeedError("scenario is not valid YAML: a value is out of range "
+                        "(an impossible date or number)") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -56,10 +70,24 @@ def load_file(path: Path) -> dict[str, Any]:
     return load(Path(path).read_text())
 
 
+def _kind(value: Any) -> str:
+    """Name a value's type for an error message (never the value: it may be a secret)."""
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, datetime | date):
+        return "a date"
+    kinds = {str: "a string", bytes: "binary data", int: "a number", float: "a number",
+             list: "a list", dict: "a mapping"}
+    return next((name for kind, name in kinds.items() if isinstance(value, kind)),
+                type(value).__name__)
+
+
 def _check_keys(entry: Any, allowed: set[str], where: str) -> dict[str, Any]:
     if not isinstance(entry, dict):
-        raise SeedError(f"{where}: expected a mapping, got {type(entry).__name__}")
-    unknown = sorted(set(entry) - allowed)
+        raise SeedError(f"{where}: expected a mapping, got {_kind(entry)}")
+    unknown = sorted(set(map(str, entry)) - allowed)
     if unknown:
         raise SeedError(f"{where}: unknown key {', '.join(map(repr, unknown))}; "
                         f"allowed: {', '.join(sorted(allowed))}")
@@ -69,28 +97,71 @@ def _check_keys(entry: Any, allowed: set[str], where: str) -> dict[str, Any]:
 def _list(data: Mapping[str, Any], key: str, where: str) -> list[Any]:
     value = data.get(key) or []
     if not isinstance(value, list):
-        raise SeedError(f"{where}{key}: expected a list")
+        raise SeedError(f"{where}{key}: expected a list, got {_kind(value)}")
     return value
 
 
-def _members(value: Any, where: str) -> list[tuple[Any, Any]]:
+def _text(value: Any, where: str) -> str:
+    """A name, path or secret: a string (whole numbers are accepted as their digits)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise SeedError(f"{where}: expected a string, got {_kind(value)}")
+
+
+def _opt_text(entry: Mapping[str, Any], key: str, where: str, default: str | None = None
+              ) -> str | None:
+    value = entry.get(key)
+    return default if value is None else _text(value, f"{where}.{key}")
+
+
+def _required(entry: Mapping[str, Any], key: str, where: str) -> str:
+    value = entry.get(key)
+    if value is None or value == "":
+        raise SeedError(f"{where}: {key} is missing")
+    return _text(value, f"{where}.{key}")
+
+
+def _flag(entry: Mapping[str, Any], key: str, where: str, default: bool) -> bool:
+    value = entry.get(key, default)
+    if not isinstance(value, bool):
+        raise SeedError(f"{where}.{key}: expected true or false, got {_kind(value)}")
+    return value
+
+
+def _texts(value: Any, where: str) -> list[str]:
+    if not isinstance(value, list):
+        raise SeedError(f"{where}: expected a list of strings, got {_kind(value)}")
+    return [_text(item, f"{where}[{i}]") for i, item in enumerate(value)]
+
+
+def _role(value: Any, where: str) -> str | int:
+    if isinstance(value, str | int) and not isinstance(value, bool):
+        return value
+    raise SeedError(f"{where}: expected a role name or access level, got {_kind(value)}")
+
+
+def _members(value: Any, where: str) -> list[tuple[str, str | int]]:
     """Accept `{alice: developer}` or `[{user: alice, role: developer}]`."""
     if not value:
         return []
     if isinstance(value, dict):
-        return list(value.items())
+        return [(_text(user, where), _role(role, f"{where}.{user}"))
+                for user, role in value.items()]
     if isinstance(value, list):
         pairs = []
         for i, item in enumerate(value):
             item = _check_keys(item, {"user", "role"}, f"{where}[{i}]")
-            pairs.append((item.get("user"), item.get("role")))
+            pairs.append((_required(item, "user", f"{where}[{i}]"),
+                          _role(item.get("role"), f"{where}[{i}].role")))
         return pairs
-    raise SeedError(f"{where}: expected a mapping of user to role")
+    raise SeedError(f"{where}: expected a mapping of user to role, got {_kind(value)}")
 
 
 def _where(kind: str, index: int, entry: Any, key: str) -> str:
     """Name an entry for error messages: `projects[2] (acme/app)`."""
-    if isinstance(entry, dict) and entry.get(key):
+    if isinstance(entry, dict) and isinstance(entry.get(key), str) and entry[key]:
         return f"{kind}[{index}] ({entry[key]})"
     return f"{kind}[{index}]"
 
@@ -102,30 +173,56 @@ def _datetime(value: Any, where: str) -> datetime | None:
         return value.replace(tzinfo=None)
     if isinstance(value, date):
         return datetime.combine(value, time())
+    if not isinstance(value, str):
+        raise SeedError(f"{where}: expected a date (YYYY-MM-DD), got {_kind(value)}")
     try:
-        return datetime.fromisoformat(str(value)).replace(tzinfo=None)
+        return datetime.fromisoformat(value).replace(tzinfo=None)
     except ValueError:
-        raise SeedError(f"{where}: {value!r} is not a date") from None
+        raise SeedError(f"{where}: not a date: use YYYY-MM-DD or an ISO 8601 time") from None
 
 
-def apply(state: ForgeState, scenario: Mapping[str, Any], base_dir: Path | None = None
+def job_timeout(value: Any) -> int:
+    """Check a job timeout: whole seconds from 1 to 30 days; raise ValueError otherwise."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_JOB_TIMEOUT:
+        raise ValueError(f"must be a whole number of seconds from 1 to {MAX_JOB_TIMEOUT}")
+    return value
+
+
+def check_file_name(name: Any, where: str) -> str:
+    """A path inside a repository: relative, without `.`, `..` or `.git` segments."""
+    if not isinstance(name, str):
+        raise SeedError(f"{where}: file names are strings, got {_kind(name)}")
+    if "\\" in name or "\0" in name or any(
+            segment in ("", ".", "..") or segment.lower() == ".git" for segment in name.split("/")):
+        raise SeedError(f"{where}: invalid file name {name!r}: use a relative path without "
+                        "'.', '..' or '.git' segments")
+    return name
+
+
+def apply(state: ForgeState, scenario: Mapping[str, Any], templates_dir: Path | None = None
           ) -> dict[str, Any]:
     """Create everything `scenario` describes; return ids and generated secrets.
 
+    `template:` entries name directories below `templates_dir` (the seed file's
+    directory, or the server's templates directory); without one they are refused.
     The caller commits; on error the caller rolls back (repositories created on disk
     for this scenario are removed here).
     """
     created: list[int] = []
     try:
-        return _apply(state, scenario, base_dir or Path.cwd(), created)
+        return _apply(state, scenario, templates_dir, created)
     except domain.DomainError:
         for project_id in created:
             state.backend.delete(project_id)
         raise
 
 
-def _apply(state: ForgeState, scenario: Mapping[str, Any], base_dir: Path, created: list[int]
-           ) -> dict[str, Any]:
+def _apply(state: ForgeState, scenario: Mapping[str, Any], templates_dir: Path | None,
+           created: list[int]) -> dict[str, Any]:
     now = state.now()
     _check_keys(scenario, TOP_KEYS, "scenario")
     result: dict[str, Any] = {"users": {}, "groups": {}, "projects": {}, "jobs": []}
@@ -141,67 +238,65 @@ def _apply(state: ForgeState, scenario: Mapping[str, Any], base_dir: Path, creat
     for i, entry in enumerate(_list(scenario, "users", "")):
         where = _where("users", i, entry, "username")
         entry = _check_keys(entry, USER_KEYS, where)
-        if not entry.get("username"):
-            raise SeedError(f"{where}: username is missing")
-        user = named(where, domain.create_user, now, str(entry["username"]),
-                     email=entry.get("email"), name=entry.get("name"),
-                     password=entry.get("password"), admin=bool(entry.get("admin", False)),
-                     external=bool(entry.get("external", False)),
-                     state=entry.get("state", "active"),
+        user = named(where, domain.create_user, now, _required(entry, "username", where),
+                     email=_opt_text(entry, "email", where), name=_opt_text(entry, "name", where),
+                     password=_opt_text(entry, "password", where),
+                     admin=_flag(entry, "admin", where, False),
+                     external=_flag(entry, "external", where, False),
+                     state=_opt_text(entry, "state", where, "active"),
                      password_method=state.config.password_hash_method)
         tokens: dict[str, str] = {}
         for j, tok in enumerate(_list(entry, "tokens", f"{where}.")):
             twhere = f"{where}.tokens[{j}]"
             tok = _check_keys(tok, TOKEN_KEYS, twhere)
-            name = str(tok.get("name") or f"token-{j + 1}")
-            pat, secret = named(twhere, domain.create_token, now, user, name=name,
-                                scopes=tok.get("scopes") or ["api"],
-                                expires_at=_datetime(tok.get("expires_at"), twhere),
-                                token=tok.get("token"))
-            pat.revoked = bool(tok.get("revoked", False))
+            name = _opt_text(tok, "name", twhere) or f"token-{j + 1}"
+            scopes = _texts(tok["scopes"], f"{twhere}.scopes") if tok.get("scopes") else ["api"]
+            pat, secret = named(twhere, domain.create_token, now, user, name=name, scopes=scopes,
+                                expires_at=_datetime(tok.get("expires_at"), f"{twhere}.expires_at"),
+                                token=_opt_text(tok, "token", twhere))
+            pat.revoked = _flag(tok, "revoked", twhere, False)
             tokens[name] = secret
         result["users"][user.username] = {"id": user.id, "tokens": tokens}
 
     groups = [(i, _check_keys(g, GROUP_KEYS, _where("groups", i, g, "path")))
               for i, g in enumerate(_list(scenario, "groups", ""))]
-    for i, entry in sorted(groups, key=lambda item: str(item[1].get("path", "")).count("/")):
+    for i, entry in groups:
+        _required(entry, "path", _where("groups", i, entry, "path"))
+    for i, entry in sorted(groups, key=lambda item: str(item[1]["path"]).count("/")):
         where = _where("groups", i, entry, "path")
-        if not entry.get("path"):
-            raise SeedError(f"{where}: path is missing")
-        group = named(where, domain.create_group, now, str(entry["path"]), name=entry.get("name"),
-                      visibility=entry.get("visibility", "private"))
+        group = named(where, domain.create_group, now, _required(entry, "path", where),
+                      name=_opt_text(entry, "name", where),
+                      visibility=_opt_text(entry, "visibility", where, "private"))
         for username, role in _members(entry.get("members"), f"{where}.members"):
             named(f"{where}.members", lambda u=username, r=role, g=group: domain.set_member(
-                domain.get_user(str(u)), g, r))
+                domain.get_user(u), g, r))
         result["groups"][group.full_path] = group.id
 
     projects = []
     for i, entry in enumerate(_list(scenario, "projects", "")):
         where = _where("projects", i, entry, "path")
         entry = _check_keys(entry, PROJECT_KEYS, where)
-        if not entry.get("path"):
-            raise SeedError(f"{where}: path is missing")
-        files = _files(entry, base_dir, where)
-        lfs_files = _mapping(entry, "lfs_files", where)
-        submodules = _mapping(entry, "submodules", where)
-        project = named(where, domain.create_project, now, state.backend, str(entry["path"]),
-                        name=entry.get("name"), visibility=entry.get("visibility", "private"),
-                        default_branch=entry.get("default_branch", "main"), files=files,
-                        lfs_files=lfs_files, lfs=state.lfs, submodules=submodules)
-        if "lfs_enabled" in entry:
-            domain.update_project(project, lfs_enabled=bool(entry["lfs_enabled"]))
+        path = _required(entry, "path", where)
+        files = _files(entry, templates_dir, where)
+        lfs_files = _contents(entry, "lfs_files", where)
+        submodules = _submodules(entry, where)
+        project = named(where, domain.create_project, now, state.backend, path,
+                        name=_opt_text(entry, "name", where),
+                        visibility=_opt_text(entry, "visibility", where, "private"),
+                        default_branch=_opt_text(entry, "default_branch", where, "main"),
+                        files=files, lfs_files=lfs_files, lfs=state.lfs, submodules=submodules)
         created.append(project.id)
+        if "lfs_enabled" in entry:
+            domain.update_project(project, lfs_enabled=_flag(entry, "lfs_enabled", where, True))
         for username, role in _members(entry.get("members"), f"{where}.members"):
             named(f"{where}.members", lambda u=username, r=role, p=project: domain.set_member(
-                domain.get_user(str(u)), p, r))
+                domain.get_user(u), p, r))
         for j, rule in enumerate(_list(entry, "protected_branches", f"{where}.")):
             bwhere = f"{where}.protected_branches[{j}]"
             rule = _check_keys(rule, BRANCH_KEYS, bwhere)
-            if not rule.get("name"):
-                raise SeedError(f"{bwhere}: name is missing")
-            named(bwhere, domain.protect_branch, project, str(rule["name"]),
-                  rule.get("push_access_level", "maintainer"),
-                  bool(rule.get("allow_force_push", False)))
+            named(bwhere, domain.protect_branch, project, _required(rule, "name", bwhere),
+                  _role(rule.get("push_access_level", "maintainer"), f"{bwhere}.push_access_level"),
+                  _flag(rule, "allow_force_push", bwhere, False))
         result["projects"][project.full_path] = project.id
         projects.append((where, project, entry))
 
@@ -211,42 +306,90 @@ def _apply(state: ForgeState, scenario: Mapping[str, Any], base_dir: Path, creat
     for i, entry in enumerate(_list(scenario, "jobs", "")):
         where = f"jobs[{i}]"
         entry = _check_keys(entry, JOB_KEYS, where)
-        for key in ("project", "user"):
-            if not entry.get(key):
-                raise SeedError(f"{where}: {key} is missing")
-        project = named(where, domain.get_project, str(entry["project"]))
-        user = named(where, domain.get_user, str(entry["user"]))
+        project = named(where, domain.get_project, _required(entry, "project", where))
+        user = named(where, domain.get_user, _required(entry, "user", where))
+        try:
+            timeout = job_timeout(entry.get("timeout", 3600))
+        except ValueError as exc:
+            raise SeedError(f"{where}.timeout: {exc}") from None
         job, token = named(where, domain.create_job, now, state.backend, project, user,
-                           ref=entry.get("ref"), name=entry.get("name", "build"),
-                           stage=entry.get("stage", "test"),
-                           timeout=int(entry.get("timeout", 3600)),
-                           status=entry.get("status", "running"), token=entry.get("token"))
+                           ref=_opt_text(entry, "ref", where),
+                           name=_opt_text(entry, "name", where, "build"),
+                           stage=_opt_text(entry, "stage", where, "test"), timeout=timeout,
+                           status=_opt_text(entry, "status", where, "running"),
+                           token=_opt_text(entry, "token", where))
         result["jobs"].append({"id": job.id, "project": project.full_path, "user": user.username,
                                "status": job.status, "token": token})
     db.session.flush()
     return result
 
 
-def _mapping(entry: Mapping[str, Any], key: str, where: str) -> dict[str, str] | None:
+def _contents(entry: Mapping[str, Any], key: str, where: str) -> dict[str, str | bytes] | None:
+    """`{path: content}` with safe paths; content is text, binary data or a number."""
     value = entry.get(key) or {}
     if not isinstance(value, dict):
-        raise SeedError(f"{where}.{key}: expected a mapping of path to content or URL")
-    return {str(k): str(v) for k, v in value.items()} or None
+        raise SeedError(f"{where}.{key}: expected a mapping of file name to content, "
+                        f"got {_kind(value)}")
+    contents: dict[str, str | bytes] = {}
+    for name, content in value.items():
+        fwhere = f"{where}.{key}"
+        check_file_name(name, fwhere)
+        if isinstance(content, bool) or not isinstance(content, str | bytes | int | float):
+            raise SeedError(f"{fwhere}[{name!r}]: expected the file's content, got {_kind(content)}")
+        contents[name] = content if isinstance(content, str | bytes) else str(content)
+    return contents or None
 
 
-def _files(entry: Mapping[str, Any], base_dir: Path, where: str) -> dict[str, Any] | None:
-    files: dict[str, Any] = {}
-    if entry.get("template"):
-        template = (base_dir / str(entry["template"])).resolve()
+def _submodules(entry: Mapping[str, Any], where: str) -> dict[str, str] | None:
+    value = entry.get("submodules") or {}
+    if not isinstance(value, dict):
+        raise SeedError(f"{where}.submodules: expected a mapping of path to URL, got {_kind(value)}")
+    return {check_file_name(path, f"{where}.submodules"): _text(url, f"{where}.submodules[{path!r}]")
+            for path, url in value.items()} or None
+
+
+def _files(entry: Mapping[str, Any], templates_dir: Path | None, where: str
+           ) -> dict[str, str | bytes] | None:
+    files: dict[str, str | bytes] = {}
+    if entry.get("template") is not None:
+        if templates_dir is None:
+            raise SeedError(f"{where}.template: {NO_TEMPLATES_DIR}")
         try:
-            files.update(read_directory(template))
-        except ValueError as exc:
+            files.update(read_template(templates_dir, entry["template"]))
+        except TemplateError as exc:
             raise SeedError(f"{where}.template: {exc}") from None
-    inline = entry.get("files") or {}
-    if not isinstance(inline, dict):
-        raise SeedError(f"{where}.files: expected a mapping of file name to content")
-    files.update({str(k): v if isinstance(v, bytes) else str(v) for k, v in inline.items()})
+    files.update(_contents(entry, "files", where) or {})
     return files or None
+
+
+def inline_templates(scenario: Mapping[str, Any], templates_dir: Path) -> dict[str, Any]:
+    """Return `scenario` with each project's `template:` read (below `templates_dir`) into `files:`.
+
+    What `forge seed FILE` sends, so a server needs no access to the client's files.
+    """
+    result = dict(scenario)
+    projects = result.get("projects")
+    if not isinstance(projects, list):
+        return result
+    result["projects"] = []
+    for i, entry in enumerate(projects):
+        if isinstance(entry, dict) and entry.get("template") is not None:
+            where = _where("projects", i, entry, "path")
+            entry = dict(entry)
+            files: dict[str, Any] = dict(_files(entry, templates_dir, where) or {})
+            del entry["template"]
+            entry["files"] = {name: _as_text(content) for name, content in files.items()}
+        result["projects"].append(entry)
+    return result
+
+
+def _as_text(content: str | bytes) -> str | bytes:
+    if isinstance(content, bytes):
+        try:
+            return content.decode()
+        except UnicodeDecodeError:
+            return content
+    return content
 
 
 def _scope(state: ForgeState, project: Any, scope: Any, where: str, named: Any) -> None:
@@ -261,7 +404,7 @@ def _scope(state: ForgeState, project: Any, scope: Any, where: str, named: Any) 
                       ("ci_push_repository_for_job_token_allowed", "job_push_allowed"),
                       ("fine_grained_permissions", "job_token_policies_enabled")):
         if key in scope:
-            changes[attr] = bool(scope[key])
+            changes[attr] = _flag(scope, key, where, False)
     domain.update_project(project, **changes)
     allowlist = _check_keys(scope.get("allowlist") or {}, ALLOWLIST_KEYS, f"{where}.allowlist")
     for kind in ("projects", "groups"):
@@ -270,14 +413,17 @@ def _scope(state: ForgeState, project: Any, scope: Any, where: str, named: Any) 
             if isinstance(item, str):
                 item = {"path": item}
             item = _check_keys(item, ENTRY_KEYS, ewhere)
-            options = {"default_permissions": bool(item.get("default_permissions", True)),
-                       "job_token_policies": list(item.get("job_token_policies") or [])}
+            path = _required(item, "path", ewhere)
+            policies = item.get("job_token_policies") or []
+            options = {"default_permissions": _flag(item, "default_permissions", ewhere, True),
+                       "job_token_policies": _texts(policies, f"{ewhere}.job_token_policies")}
             if kind == "projects":
-                source = named(ewhere, domain.get_project, str(item.get("path")))
+                source = named(ewhere, domain.get_project, path)
                 named(ewhere, domain.allow_project, now, project, source, **options)
             else:
-                group = named(ewhere, domain.get_group, str(item.get("path")))
+                group = named(ewhere, domain.get_group, path)
                 named(ewhere, domain.allow_group, now, project, group, **options)
     for j, path in enumerate(_list(scope, "outbound", f"{where}.")):
-        target = named(f"{where}.outbound[{j}]", domain.get_project, str(path))
+        target = named(f"{where}.outbound[{j}]", domain.get_project,
+                       _text(path, f"{where}.outbound[{j}]"))
         named(f"{where}.outbound[{j}]", domain.allow_outbound, now, project, target)

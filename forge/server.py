@@ -10,6 +10,7 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from forge.app import create_app
 from forge.config import ForgeConfig
+from forge.datadir import DataDirLock
 from forge.state import ForgeState, state_of
 
 SECRET_PARAMS = re.compile(r"(?i)((?:job_token|private_token|access_token|token|password)=)[^&\s]+")
@@ -31,15 +32,22 @@ class RedactingRequestHandler(WSGIRequestHandler):
 class ForgeServer:
     """A forge app bound to host:port (0 picks a free port), with its real URL known."""
 
-    def __init__(self, config: ForgeConfig, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.app = create_app(config)
+    def __init__(self, config: ForgeConfig, host: str = "127.0.0.1", port: int = 0,
+                 lock: DataDirLock | None = None) -> None:
+        self.app = create_app(config, lock=lock)
+        self.lock: DataDirLock = self.app.extensions["forge_lock"]
         self.state: ForgeState = state_of(self.app)
         # A connection silent for `request_timeout` seconds is closed, so idle clients
         # cannot hold the server's threads and descriptors.
         handler = type("RequestHandler", (RedactingRequestHandler,),
                        {"timeout": self.state.config.request_timeout})
-        self.server: BaseWSGIServer = make_server(
-            host, port, self.app, threaded=True, request_handler=handler)
+        try:
+            self.server: BaseWSGIServer = make_server(
+                host, port, self.app, threaded=True, request_handler=handler)
+        except BaseException:
+            self.state.housekeeper.stop()
+            self.lock.release()
+            raise
         self.server.daemon_threads = True  # type: ignore[attr-defined]
         self.host = host
         self.port: int = self.server.server_port
@@ -59,9 +67,10 @@ class ForgeServer:
         return self
 
     def stop(self) -> None:
-        """Stop serving and close the socket."""
+        """Stop serving, close the socket and let another forge take the data directory."""
         self.state.housekeeper.stop()
         self.server.shutdown()
         self.server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        self.lock.release()

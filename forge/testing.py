@@ -12,11 +12,14 @@ from urllib.parse import quote, urlsplit
 
 from sqlalchemy import select
 
-from forge import domain, seed
-from forge.models import Event, Group, Project, db
+from forge import domain, events, seed
+from forge.models import Group, Project, db
 from forge.repos import FileContent
 from forge.server import ForgeServer
 from forge.state import utcnow
+
+SAMPLE_IMAGE_DIR = Path(__file__).resolve().parent / "data" / "images" / "hello"
+SAMPLE_IMAGE = f"oci:{SAMPLE_IMAGE_DIR}:latest"  # a tiny OCI image to push, e.g. with skopeo copy
 
 
 @dataclass(frozen=True)
@@ -103,14 +106,19 @@ class Forge:
         with self._session():
             domain.reset(self.state.backend, self.state.lfs)
 
-    def seed(self, scenario: Mapping[str, Any] | str | Path) -> dict[str, Any]:
-        """Apply a seed scenario (a mapping, or a YAML file path); return ids and secrets."""
-        base_dir = None
+    def seed(self, scenario: Mapping[str, Any] | str | Path, *,
+             templates_dir: str | Path | None = None) -> dict[str, Any]:
+        """Apply a seed scenario (a mapping, or a YAML file path); return ids and secrets.
+
+        `template:` entries name directories below `templates_dir`, which defaults to the
+        file's directory (for a mapping: the forge's `templates_dir` setting, if any).
+        """
         if isinstance(scenario, (str, Path)):
-            base_dir = Path(scenario).resolve().parent
+            templates_dir = templates_dir or Path(scenario).resolve().parent
             scenario = seed.load_file(Path(scenario))
+        templates_dir = templates_dir or self.state.config.templates_dir or None
         with self._session():
-            return seed.apply(self.state, scenario, base_dir)
+            return seed.apply(self.state, scenario, Path(templates_dir) if templates_dir else None)
 
     # -- users -------------------------------------------------------------------------
 
@@ -308,9 +316,7 @@ class Forge:
     def events(self, since: int = 0, **filters: Any) -> list[dict[str, Any]]:
         """Return the decision log, oldest first, optionally filtered by field values."""
         with self._session():
-            rows = db.session.scalars(select(Event).where(Event.id > since).order_by(Event.id))
-            events = [row.to_dict() for row in rows]
-        return [e for e in events if all(e.get(k) == v for k, v in filters.items())]
+            return events.page(since, None, **filters).events
 
     def last_event(self, **filters: Any) -> dict[str, Any]:
         """Return the newest decision matching `filters`; fail if there is none."""

@@ -72,11 +72,11 @@ DEMO_HINTS: list[tuple[str, str | None]] = [
     ("# acme/website (public), anonymously: expect: clones", None),
     ("# acme/handbook (internal) as alice (not a member) with a password: expect: clones", None),
     ("# acme/handbook (internal) as eve (not a member, external) with a password: expect: 404 "
-     "(project_not_visible) The project you were looking for could not be found or you don't have ",
+     f"(project_not_visible) {NOT_FOUND}",
      f"remote: {NOT_FOUND}"),
     ("# acme/app (private) as bob (developer) with a password: expect: clones", None),
     ("# acme/app (private) as mallory (developer, blocked) with a password: expect: 401 (user_blocked) "
-     "HTTP Basic: Access denied. If a password was provided for Git authenti",
+     + DENIED_401,
      f"remote: {DENIED_401}"),
     ("# acme/secret (private) as bob (developer) with a password: expect: clones", None),
     (f"# acme/website {JOB1}: expect: clones", None),
@@ -89,7 +89,7 @@ DEMO_HINTS: list[tuple[str, str | None]] = [
      "remote: Authentication by CI/CD job token not allowed from app to project #6."),
     ("# acme/app and its submodules (acme/platform/lib) with the token of job 1: expect: clones", None),
     ("# acme/app with the token of success job 2 of acme/app (bob): expect: 401 (job_not_running) "
-     "HTTP Basic: Access denied. If a password was provided for Git authenti",
+     + DENIED_401,
      f"remote: {DENIED_401}"),
 ]
 
@@ -101,7 +101,7 @@ def test_serve_prints_listening_line_root_token_and_working_clone_commands(
     assert served.lines[2:4] == ["", "Paste any of these into a terminal:"]
     pairs = [(served.lines[i], served.lines[i + 1]) for i in range(len(served.lines) - 1)
              if served.lines[i].startswith("# ") and "git clone" in served.lines[i + 1]]
-    assert [comment for comment, _ in pairs] == [hint for hint, _ in DEMO_HINTS]
+    assert [comment for comment, _ in pairs] == [hint.format(url=served.url) for hint, _ in DEMO_HINTS]
     for (comment, command), (_, refusal) in zip(pairs, DEMO_HINTS, strict=True):
         command = command.replace("/tmp/forge-clones/", f"{tmp_path}/clones/")
         result = shell(command, git_env, tmp_path)

@@ -154,3 +154,28 @@ def test_plugin_factory_makes_independent_forges(pytester: pytest.Pytester) -> N
             forge.create_user("bob")  # no clash: separate databases
     ''')
     pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+def test_plugin_seed_templates_are_read_next_to_the_seed_file_only(pytester: pytest.Pytester) -> None:
+    pytester.mkdir("seeds")
+    pytester.mkdir("seeds/app")
+    (pytester.path / "seeds" / "app" / "main.py").write_text("print('hi')\n")
+    (pytester.path / "seeds" / "scenario.yml").write_text(
+        "groups: [{path: acme}]\nprojects: [{path: acme/app, template: app}]\n")
+    (pytester.path / "seeds" / "escape.yml").write_text(
+        "groups: [{path: acme}]\nprojects: [{path: acme/app, template: ../seeds/app}]\n")
+    pytester.makepyfile('''
+        import pytest
+        from forge.datadir import DataDirBusy, DataDirLock
+
+        def test_seeded(forge):
+            assert forge.state.backend.resolve(1, "main")
+            with pytest.raises(DataDirBusy):
+                DataDirLock.acquire(forge.state.config.data_dir)
+    ''')
+    result = pytester.runpytest("-p", "no:cacheprovider", "--forge-seed", "seeds/scenario.yml")
+    result.assert_outcomes(passed=1)
+    result = pytester.runpytest("-p", "no:cacheprovider", "--forge-seed", "seeds/escape.yml")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*projects[[]0[]] (acme/app).template: '../seeds/app' must not "
+                                 "contain '..'*"])

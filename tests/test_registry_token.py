@@ -215,6 +215,7 @@ def test_signing_key_survives_restart(forge_factory) -> None:  # type: ignore[no
     first = forge_factory()
     kid = first.state.signing_key().kid
     config = first.state.config
+    first.server.stop()  # a data directory has one live forge at a time (forge.datadir)
     second = ForgeServer(config.replace(base_url="http://127.0.0.1"))
     try:
         assert second.state.signing_key().kid == kid

@@ -1,0 +1,109 @@
+"""Own a data directory: one forge at a time holds its lock, and its secrets are private files.
+
+Every forge (`forge serve`, the pytest fixture, `create_app`) takes an exclusive
+`fcntl.flock` on `forge.lock` in its data directory for as long as it lives, before it
+touches anything else there. A second forge on the same directory fails at once with
+`DataDirBusy`, naming the pid that holds it; the kernel drops the lock when the holder
+exits, however it exits, so a stale lock file never blocks anybody.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+from pathlib import Path
+from types import TracebackType
+
+LOCK_FILE = "forge.lock"
+DATABASE_FILE = "forge.db"
+PRIVATE_SUFFIXES = ("", "-wal", "-shm", "-journal")
+
+
+class DataDirBusy(RuntimeError):
+    """Another live forge holds this data directory."""
+
+
+class DataDirLock:
+    """The exclusive lock of one data directory, held until `release()` (or process exit)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.path = self.data_dir / LOCK_FILE
+        self._fd: int | None = None
+
+    @classmethod
+    def acquire(cls, data_dir: Path) -> DataDirLock:
+        """Take the lock of `data_dir` (created if missing), or raise DataDirBusy at once."""
+        lock = cls(data_dir)
+        lock.data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise DataDirBusy(
+                f"data directory {lock.data_dir} is in use by another forge (pid {holder}); "
+                "stop that forge first, or give this one another --data-dir") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        lock._fd = fd
+        return lock
+
+    @property
+    def held(self) -> bool:
+        """Tell whether this object still holds the lock."""
+        return self._fd is not None
+
+    def release(self) -> None:
+        """Let another forge take the directory (idempotent)."""
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.ftruncate(fd, 0)
+            os.close(fd)  # closing the descriptor drops the flock
+
+    def empty(self) -> None:
+        """Delete everything in the data directory but the lock itself (`forge serve --fresh`)."""
+        if self._fd is None:
+            raise RuntimeError("empty() needs the data directory's lock")
+        for child in self.data_dir.iterdir():
+            if child.name == LOCK_FILE:
+                continue
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+
+    def __enter__(self) -> DataDirLock:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.release()
+
+    def __del__(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+
+
+def make_private(path: Path) -> None:
+    """Create `path` (if missing) readable by its owner only, or narrow an existing file to 0600."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+def protect_database(data_dir: Path) -> None:
+    """Make `forge.db` (password hashes) 0600 before SQLite opens it.
+
+    SQLite gives its -wal, -shm and -journal files the database file's permissions,
+    so creating the database 0600 covers them; files left by an older forge are narrowed.
+    """
+    make_private(data_dir / DATABASE_FILE)
+    for suffix in PRIVATE_SUFFIXES[1:]:
+        path = data_dir / (DATABASE_FILE + suffix)
+        if path.exists():
+            make_private(path)
