@@ -59,10 +59,14 @@ def main() -> None:
               help="SQLAlchemy URL (default: SQLite in the data directory)")
 @click.option("--registry", default=None, envvar="FORGE_REGISTRY_URL",
               help="host:port of a registry trusting this forge (jobs get CI_REGISTRY_*)")
+@click.option("--git-engine", default=None, envvar="FORGE_GIT_ENGINE",
+              type=click.Choice(["auto", "git", "dulwich"]),
+              help="who answers fetches: git upload-pack, dulwich, or auto (git when installed)")
 @click.option("--quiet", is_flag=True, help="do not log requests")
 def serve(host: str, port: int, data_dir: Path, seed_file: Path | None,
           templates_dir: Path | None, fresh: bool, root_token: str | None,
-          database_url: str | None, registry: str | None, quiet: bool) -> None:
+          database_url: str | None, registry: str | None, git_engine: str | None,
+          quiet: bool) -> None:
     """Serve a forge; print its URL, the root token and clone commands."""
     import logging
 
@@ -79,10 +83,14 @@ def serve(host: str, port: int, data_dir: Path, seed_file: Path | None,
         templates_dir = seed_file.parent
     config = ForgeConfig.from_env(data_dir=data_dir, database_url=database_url,
                                   root_token=_root_token(data_dir, root_token),
-                                  registry_url=registry,
+                                  registry_url=registry, git_engine=git_engine,
                                   templates_dir=str(templates_dir.resolve()) if templates_dir else None)
+    from forge.gitproc import EngineError
     try:
         server = ForgeServer(config, host, port, lock=lock)
+    except EngineError as exc:
+        lock.release()
+        raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     server.state.signing_key()  # created on first start, so a registry can be pointed at it

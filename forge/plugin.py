@@ -34,6 +34,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("forge", "forge: a mock GitLab")
     group.addoption("--forge-seed", default=None, help="seed scenario applied before each test")
     parser.addini("forge_seed", "seed scenario applied before each test", default="")
+    group.addoption("--forge-git-engine", default=None, choices=("auto", "git", "dulwich"),
+                    help="who answers fetches: git upload-pack, dulwich, or auto (git if installed)")
+    parser.addini("forge_git_engine", "who answers fetches: auto, git or dulwich", default="auto")
 
 
 def _option(config: pytest.Config, name: str) -> Any:
@@ -43,31 +46,34 @@ def _option(config: pytest.Config, name: str) -> Any:
     return value
 
 
-def _start(data_dir: Path) -> ForgeServer:
+def _start(data_dir: Path, engine: str = "auto") -> ForgeServer:
     from forge.config import ForgeConfig
     from forge.server import ForgeServer
 
-    config = ForgeConfig(data_dir=data_dir, testing=True, password_hash_method="pbkdf2:sha256:1000")
+    config = ForgeConfig(data_dir=data_dir, testing=True, password_hash_method="pbkdf2:sha256:1000",
+                         git_engine=engine or "auto")
     return ForgeServer(config).start()
 
 
 @pytest.fixture(scope="session")
-def forge_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ForgeServer]:
+def forge_server(tmp_path_factory: pytest.TempPathFactory,
+                 pytestconfig: pytest.Config) -> Iterator[ForgeServer]:
     """The session's live forge on 127.0.0.1 and a free port."""
-    server = _start(tmp_path_factory.mktemp("forge"))
+    server = _start(tmp_path_factory.mktemp("forge"), _option(pytestconfig, "git_engine"))
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="session")
-def forge_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[], Forge]]:
+def forge_factory(tmp_path_factory: pytest.TempPathFactory,
+                  pytestconfig: pytest.Config) -> Iterator[Callable[[], Forge]]:
     """Make extra forges, each with its own server and data; all stop at session end."""
     from forge.testing import Forge
 
     servers: list[ForgeServer] = []
 
     def make() -> Forge:
-        server = _start(tmp_path_factory.mktemp("forge-extra"))
+        server = _start(tmp_path_factory.mktemp("forge-extra"), _option(pytestconfig, "git_engine"))
         servers.append(server)
         return Forge(server)
 
