@@ -8,13 +8,15 @@ import posixpath
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 import click
-import requests
 
 from forge.config import ForgeConfig
+
+if TYPE_CHECKING:
+    import requests
 
 ROOT_TOKEN_FILE = "root-token"
 
@@ -93,8 +95,9 @@ def serve(host: str, port: int, data_dir: Path, seed_file: Path | None,
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    click.echo(f"forge listening on {server.url}", nl=True)  # bound: connections wait in line
+    sys.stdout.flush()
     server.state.signing_key()  # created on first start, so a registry can be pointed at it
-    click.echo(f"forge listening on {server.url}", nl=True)
     click.echo(f"root token: {config.root_token}   (admin `root`; header PRIVATE-TOKEN)")
     if seed_file is not None:
         _seed_on_start(server, seed_file)
@@ -212,6 +215,7 @@ def clone_commands(state: Any, scenario: dict[str, Any], result: dict[str, Any])
 
 
 def _request(session: requests.Session, method: str, url: str, **kwargs: Any) -> requests.Response:
+    import requests
     try:
         return session.request(method, url, timeout=60, **kwargs)
     except requests.RequestException as exc:
@@ -219,6 +223,7 @@ def _request(session: requests.Session, method: str, url: str, **kwargs: Any) ->
 
 
 def _client(url: str, token: str) -> requests.Session:
+    import requests
     session = requests.Session()
     session.headers["PRIVATE-TOKEN"] = token
     session.headers["Content-Type"] = "application/json"
@@ -318,6 +323,7 @@ def registry_config_command(url: str, cert_file: Path, storage: Path, addr: str)
     from forge.registry import registry_config
 
     try:
+        import requests
         response = requests.get(f"{url.rstrip('/')}/-/forge/registry/certificate", timeout=30)
     except requests.RequestException as exc:
         raise click.ClickException(f"cannot reach the forge at {url}: {type(exc).__name__}") from None

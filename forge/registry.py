@@ -18,7 +18,6 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from forge import auth, domain
 from forge import permissions as perm
 from forge.models import Project, db
-from forge.signing import TOKEN_TTL, issue_token
 from forge.state import ForgeState, state_of
 
 SERVICE = "container_registry"
@@ -112,6 +111,7 @@ def token() -> Response:
     db.session.commit()
     if principal.kind is perm.Kind.ANONYMOUS and not access:
         return _errors(403, "DENIED", "access forbidden", with_status=True)
+    from forge.signing import TOKEN_TTL, issue_token  # cryptography: imported on first use
     signed = issue_token(
         state.signing_key(), issuer=state.config.registry_issuer,
         service=state.config.registry_service,

@@ -6,6 +6,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from flask import Flask
 
@@ -13,7 +14,9 @@ from forge.config import ForgeConfig
 from forge.housekeeping import Housekeeper
 from forge.packcache import PackCache
 from forge.repos import BlobStore, RepositoryBackend
-from forge.signing import SigningKey, load_or_create_key
+
+if TYPE_CHECKING:
+    from forge.signing import SigningKey
 
 
 def utcnow() -> datetime:
@@ -49,6 +52,7 @@ class ForgeState:
         """Return the registry token signing key, creating it (and its certificate) once."""
         with self._lock:
             if self._signing_key is None:
+                from forge.signing import load_or_create_key  # cryptography: only when needed
                 self._signing_key = load_or_create_key(
                     self.config.signing_key_path, self.config.signing_cert_path, self.now())
             return self._signing_key
