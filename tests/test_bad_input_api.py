@@ -538,9 +538,9 @@ ROUTES: list[tuple[str, str, dict[str, Any]]] = [
 ]
 
 BAD_VALUES: dict[str, Any] = {
-    "list": ["a"], "dict": {"a": 1}, "number": 7, "float": 1.5, "bool": True, "null": None,
-    "huge": HUGE, "negative": -1, "surrogate": "\ud800", "long": LONG, "dotdot": "../x",
-    "absolute": "/etc/passwd", "nul": "a\x00b", "empty": "",
+    "list": ["a"], "dict": {"a": 1}, "number": 1.5, "bool": True, "null": None, "huge": HUGE,
+    "surrogate": "\ud800", "long": LONG, "dotdot": "../x", "absolute": "/etc/passwd",
+    "nul": "a\x00b", "empty": "",
 }
 
 
@@ -580,7 +580,7 @@ def test_probe_wrong_values_in_every_field_never_500(forge: Forge, world: dict[s
     bad, failures, n = BAD_VALUES[label], [], 0
     with requests.Session() as session:
         for method, route, base in ROUTES:
-            for field in [*base, "id"]:
+            for field in base or ["id"]:
                 n += 1
                 body = {k: _value(v, world, n) for k, v in base.items()}
                 body[field] = bad
@@ -630,4 +630,30 @@ def test_probe_broken_bodies_and_headers_never_500(forge: Forge, world: dict[str
                                        headers=headers)
             if not _answer_is_clean(response):
                 failures.append((method, route, response.status_code, response.text[:200]))
+    assert failures == []
+
+
+BAD_SEGMENTS = {
+    "surrogate": SURROGATE, "bad-utf8": "%FF%FE", "nul": "a%00b", "long": LONG, "dotdot": "..",
+    "encoded-dotdot": "%2E%2E%2Fx", "absolute": "%2Fetc%2Fpasswd", "huge": "9" * 40,
+    "negative": "-1", "refs": "refs%2Fheads", "percent": "%", "space": "a%20b",
+}
+
+
+@pytest.mark.parametrize("label", list(BAD_SEGMENTS))
+def test_probe_bad_path_segments_never_500(forge: Forge, world: dict[str, Any], label: str) -> None:
+    bad, failures = BAD_SEGMENTS[label], []
+    for n, (method, route, base) in enumerate(ROUTES):
+        path = _fill(route, world, n)
+        body = json.dumps({k: _value(v, world, n) for k, v in base.items()}).encode()
+        segments, template = path.split("/"), route.split("/")
+        # the segments a caller chooses: ids, names, paths (and the last, e.g. a file name)
+        chosen = [i for i, part in enumerate(template) if "{" in part or i == len(template) - 1
+                  or (i == 1 and not route.startswith("/api/"))]
+        for i in chosen:
+            probe = "/".join([*segments[:i], bad, *segments[i + 1:]])
+            status, ctype, text = raw(forge, method, probe, body, {
+                **_credentials(forge, route), "Content-Type": "application/json"})
+            if status >= 500 and not (status == 501 and "batch API only" in text):
+                failures.append((method, probe[:120], status, text[:200]))
     assert failures == []
