@@ -89,13 +89,14 @@ def _credentials_ok(header: str) -> bool:
     return _utf8(raw)
 
 
-def malformed(request: Request) -> bool:
+def malformed(request: Request, body: bool = True) -> bool:
     """Tell whether the request carries a string GitLab's HandleMalformedStrings refuses.
 
     The raw path must be UTF-8 (werkzeug has already replaced bad bytes in PATH_INFO, so
     the check reads the request line); query and form parameters must be UTF-8 without
     NUL bytes; so must the credentials. A NUL in the path is left to the routes, which
-    answer it with their own JSON 4xx.
+    answer it with their own JSON 4xx. With `body` false the body is not read (uploads
+    stream it to disk themselves).
     """
     environ = request.environ
     raw_uri = environ.get("RAW_URI") or environ.get("REQUEST_URI") or ""
@@ -106,7 +107,7 @@ def malformed(request: Request) -> bool:
     query = query or environ.get("QUERY_STRING", "")
     if query and not all(_utf8(part) for part in _form_pairs(query.encode("latin-1", errors="replace"))):
         return True
-    if request.mimetype == "application/x-www-form-urlencoded":
+    if body and request.mimetype == "application/x-www-form-urlencoded":
         if not all(_utf8(part) for part in _form_pairs(request.get_data(cache=True))):
             return True
     header = request.headers.get("Authorization")
@@ -167,14 +168,20 @@ def json_body(request: Request, force: bool = False) -> Any:
     return request.environ[_JSON_KEY]
 
 
-def screen(request: Request) -> Response | None:
-    """GitLab's refusal for a malformed request, or None when it may go on to the view."""
-    if malformed(request):
+def screen(request: Request, body: bool = True) -> Response | None:
+    """GitLab's refusal for a malformed request, or None when it may go on to the view.
+
+    With `body` false (file uploads, whatever their content type) the body is left
+    unread for the view to stream.
+    """
+    if malformed(request, body):
         return bad_request()
+    if not body:
+        return None
     try:
-        body = json_body(request)
+        document = json_body(request)
     except BadJson as exc:
         return json_error(str(exc))
-    if not _text_ok(body):
+    if not _text_ok(document):
         return bad_request()
     return None

@@ -77,7 +77,7 @@ def not_found() -> Response:
 @bp.before_request
 def screen_input() -> Response | None:
     """Refuse malformed strings and JSON bodies as GitLab's middleware does, before any view."""
-    return inputs.screen(request)
+    return inputs.screen(request, body=request.endpoint != "lfs.upload")
 
 
 def _body() -> dict[str, Any]:

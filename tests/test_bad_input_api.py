@@ -130,6 +130,15 @@ def test_api_malformed_json_gets_gitlabs_invalid_json(forge: Forge, world: dict[
     assert (status, ctype, json.loads(text)) == (400, "application/json", {"error": "Invalid JSON format"})
 
 
+def test_uploads_with_a_json_content_type_are_content_not_parameters(forge: Forge,
+                                                                     world: dict[str, Any]) -> None:
+    url = f"{forge.url}/api/v4/projects/{world['p']}/packages/generic/pkg/1.0/deep.json"
+    for data in (DEEP_LIST, b"{not json", b'{"a": "\\ud800"}'):
+        stored = requests.put(url, data=data, headers={**root(forge), "Content-Type": "application/json"})
+        assert stored.status_code == 201
+        assert requests.get(url, headers=root(forge)).content == data
+
+
 # -- lone surrogates, NUL bytes, invalid UTF-8 -------------------------------------------
 
 @pytest.mark.parametrize("path", [

@@ -273,10 +273,14 @@ def web_url(path: str) -> str:
 
 # -- errors -----------------------------------------------------------------------------
 
+# Views that stream the request body to disk: a package file is content, not parameters.
+UPLOADS = frozenset({"api.upload_package"})
+
+
 @bp.before_request
 def screen_input() -> Response | None:
     """Refuse malformed strings and JSON bodies as GitLab's middleware does, before any view."""
-    return inputs.screen(request)
+    return inputs.screen(request, body=request.endpoint not in UPLOADS)
 
 
 @bp.errorhandler(ApiError)

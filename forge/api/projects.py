@@ -252,9 +252,9 @@ def update_project(project_id: str) -> Response:
     values = params()
     changes: dict[str, Any] = {}
     for key, attr in PROJECT_SETTINGS.items():
-        if key in values:
+        if values.get(key) is not None:
             changes[attr] = (flag(values, key) if isinstance(getattr(project, attr), bool)
-                             else text(values, key, required=True))
+                             else text(values, key))
     domain.update_project(project, **changes)
     db.session.commit()
     return jsonify(project_json(project))
