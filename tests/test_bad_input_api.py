@@ -281,6 +281,9 @@ def test_ref_names_that_collide_with_existing_refs_get_400(forge: Forge, world: 
     assert (below.status_code, below.json()) == (400, {
         "message": "Failed to create branch 'main/x': 'refs/heads/main' exists; "
                    "cannot create 'refs/heads/main/x'"})
+    unknown = requests.post(f"{url}/branches", json={"branch": "new", "ref": LONG}, headers=root(forge))
+    assert (unknown.status_code, unknown.json()) == (400, {
+        "message": f"Failed to create branch 'new': invalid reference name '{LONG}'"})
     requests.post(f"{url}/tags", json={"tag_name": "v1", "ref": "main"}, headers=root(forge))
     tag = requests.post(f"{url}/tags", json={"tag_name": "v1/rc", "ref": "main"}, headers=root(forge))
     assert (tag.status_code, tag.json()) == (400, {

@@ -271,7 +271,7 @@ def web_url(path: str) -> str:
     return f"{state().config.base_url}/{path}"
 
 
-# -- errors -----------------------------------------------------------------------------
+# -- screening and errors -------------------------------------------------------------
 
 # Views that stream the request body to disk: a package file is content, not parameters.
 UPLOADS = frozenset({"api.upload_package"})

@@ -256,7 +256,7 @@ def create_branch(project_id: str) -> tuple[Response, int]:
             fail(400, "Branch already exists")
         commit = resolve(repo, ref)
         if commit is None:
-            fail(400, f"Invalid reference name: {ref}")
+            fail(400, f"Failed to create branch '{branch}': invalid reference name '{ref}'")
         conflict = ref_conflict(repo, f"refs/heads/{branch}")
         if conflict:  # Branches::CreateService's answer to Gitaly's refusal
             fail(400, f"Failed to create branch '{branch}': {conflict}")
