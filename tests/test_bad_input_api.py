@@ -235,7 +235,7 @@ def test_file_path_under_a_file_or_onto_a_directory_is_refused(forge: Forge,
 # -- ref names ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", [
-    LONG, "x/" + "a" * 251, "refs/heads/x", "refs/remotes/origin/x", "HEAD", "-x", "a..b",
+    LONG, "x/" + "a" * 251, "a/" * 2500 + "a", "refs/heads/x", "refs/remotes/origin/x", "HEAD", "-x", "a..b",
     "a b", "a:b", "x.lock", "x/", ".x", "a//b", "a@{b", "a\\b", "a~1",
 ])
 def test_invalid_branch_and_tag_names_get_gitlabs_400(forge: Forge, world: dict[str, Any],
