@@ -587,7 +587,10 @@ def link_lfs_object(now: datetime, project: Project, oid: str, size: int) -> Non
         LfsObject.project_id == project.id, LfsObject.oid == oid))
     if exists is None:
         db.session.add(LfsObject(project_id=project.id, oid=oid, size=size, created_at=now))
-        db.session.flush()
+        try:
+            db.session.flush()
+        except IntegrityError:  # a parallel upload of the same object linked it first
+            db.session.rollback()
 
 
 def lfs_objects(project: Project, oids: Iterable[str]) -> dict[str, int]:

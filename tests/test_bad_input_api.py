@@ -672,3 +672,52 @@ def test_probe_bad_path_segments_never_500(forge: Forge, world: dict[str, Any], 
             if status >= 500 and not (status == 501 and "batch API only" in text):
                 failures.append((method, probe[:120], status, text[:200]))
     assert failures == []
+
+
+# -- races on unique names ------------------------------------------------------------------
+
+def _race(count: int, send: Callable[[], requests.Response]) -> list[requests.Response]:
+    barrier = threading.Barrier(count)
+    answers: list[requests.Response] = []
+
+    def run() -> None:
+        barrier.wait()
+        answers.append(send())
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return answers
+
+
+@pytest.mark.parametrize("route,body", [
+    ("/api/v4/users", USER),
+    ("/api/v4/groups", {"name": "Top", "path": "top"}),
+    ("/api/v4/projects", {"name": "same", "namespace_id": "{g}"}),
+    ("/api/v4/projects/{p}/protected_branches", {"name": "rel/*"}),
+    ("/api/v4/projects/{p}/members", {"user_id": "{other}", "access_level": 30}),
+    ("/api/v4/projects/{p}/job_token_scope/allowlist", {"target_project_id": "{p2}"}),
+])
+def test_concurrent_creates_of_one_name_one_wins_the_rest_get_4xx(
+        forge: Forge, world: dict[str, Any], route: str, body: dict[str, Any]) -> None:
+    world = {**world, "other": forge.create_user("other").id}
+    body = {k: (world[v[1:-1]] if isinstance(v, str) and v.startswith("{") else v)
+            for k, v in body.items()}
+    url = forge.url + route.format(**world)
+    answers = _race(6, lambda: requests.post(url, json=body, headers=root(forge)))
+    statuses = sorted(answer.status_code for answer in answers)
+    assert statuses[0] == 201 and statuses.count(201) == 1, [a.text[:100] for a in answers]
+    assert all(400 <= status < 500 for status in statuses[1:]), [a.text[:100] for a in answers]
+    assert all(a.headers["Content-Type"] == "application/json" for a in answers)
+
+
+def test_concurrent_uploads_of_one_lfs_object_all_succeed(forge: Forge, world: dict[str, Any]) -> None:
+    import hashlib
+    data = b"same object\n" * 1000
+    oid = hashlib.sha256(data).hexdigest()
+    dev: UserHandle = world["dev"]
+    url = f"{forge.url}/acme/app.git/gitlab-lfs/objects/{oid}/{len(data)}"
+    answers = _race(6, lambda: requests.put(url, data=data, auth=("dev", dev.password or "")))
+    assert [a.status_code for a in answers] == [200] * 6, [a.text[:100] for a in answers]

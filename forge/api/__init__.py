@@ -14,6 +14,7 @@ from typing import Any, NoReturn, TypeVar
 from urllib.parse import quote, unquote, urlencode
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException
 
 from forge import auth, domain, inputs
@@ -300,6 +301,18 @@ def domain_error(exc: domain.DomainError) -> Response:
               409: ""}.get(exc.status, "")
     response = jsonify(message=f"{prefix}{exc}")
     response.status_code = exc.status
+    return response
+
+
+@bp.errorhandler(IntegrityError)
+def conflict(exc: IntegrityError) -> Response:
+    """A create that lost a race to an identical one (the unique index refused it): 409.
+
+    The winner's request passed the same checks a moment earlier; GitLab's `conflict!`.
+    """
+    db.session.rollback()
+    response = jsonify(message="409 Conflict")
+    response.status_code = 409
     return response
 
 
