@@ -474,6 +474,27 @@ def set_member(user: User, target: Group | Project, role: int | str) -> Membersh
     return member
 
 
+def add_member(user: User, target: Group | Project, role: int | str) -> Membership:
+    """Add `user` to a group or project with `role`; Conflict when they are a member already.
+
+    Unlike `set_member` it never changes an existing role, so of two racing adds one
+    creates the membership and the other is refused (here, or by the unique index).
+    """
+    level = role_level(role)
+    column = Membership.group_id if isinstance(target, Group) else Membership.project_id
+    if db.session.scalar(select(Membership.id).where(
+            Membership.user_id == user.id, column == target.id)) is not None:
+        raise Conflict("Member already exists")
+    member = Membership(user_id=user.id, access_level=level)
+    if isinstance(target, Group):
+        member.group_id = target.id
+    else:
+        member.project_id = target.id
+    db.session.add(member)
+    db.session.flush()
+    return member
+
+
 def remove_member(user: User, target: Group | Project) -> None:
     """Remove `user`'s direct membership of a group or project."""
     column = Membership.group_id if isinstance(target, Group) else Membership.project_id
@@ -485,11 +506,17 @@ def remove_member(user: User, target: Group | Project) -> None:
 
 
 def protect_branch(project: Project, name: str, push_access_level: int | str = perm.MAINTAINER,
-                   allow_force_push: bool = False) -> ProtectedBranch:
-    """Protect a branch name or wildcard of `project` (replacing an existing rule)."""
+                   allow_force_push: bool = False, replace: bool = True) -> ProtectedBranch:
+    """Protect a branch name or wildcard of `project`.
+
+    An existing rule is replaced, or with `replace` false refused with Conflict (so of
+    two racing creates one wins and the other is refused, here or by the unique index).
+    """
     level = role_level(push_access_level)
     rule = db.session.scalar(select(ProtectedBranch).where(
         ProtectedBranch.project_id == project.id, ProtectedBranch.name == name))
+    if rule is not None and not replace:
+        raise Conflict(f"Protected branch '{name}' already exists")
     if rule is None:
         rule = ProtectedBranch(project_id=project.id, name=name)
         db.session.add(rule)

@@ -24,7 +24,6 @@ from forge.api import (
     instance_ability,
     integer,
     iso,
-    missing,
     no_content,
     now,
     paginate,
@@ -329,9 +328,10 @@ def add_member(kind: str, ref: str) -> tuple[Response, int]:
     values = params()
     user = _member_user(values)
     level = integer(values, "access_level")
-    if any(m.user_id == user.id for m in _members(target, False)):
-        fail(409, "Member already exists")
-    member = domain.set_member(user, target, int(level or 0))
+    try:
+        member = domain.add_member(user, target, int(level or 0))
+    except domain.Conflict as exc:
+        fail(409, str(exc))
     db.session.commit()
     return created(member_json(member))
 
@@ -391,14 +391,14 @@ def protect(project_id: str) -> tuple[Response, int]:
     """Protect a branch or wildcard (maintainer)."""
     project, _ = project_ability(project_id, "admin_project")
     values = params()
-    if not values.get("name"):
-        missing("name")
-    name = str(values["name"])
-    if any(rule.name == name for rule in _rules(project)):
-        fail(409, f"Protected branch '{name}' already exists")
+    name = text(values, "name", required=True)
+    assert name is not None
     level = integer(values, "push_access_level", required=False)
-    rule = domain.protect_branch(project, name, perm.MAINTAINER if level is None else level,
-                                 boolean(values.get("allow_force_push")))
+    try:
+        rule = domain.protect_branch(project, name, perm.MAINTAINER if level is None else level,
+                                     boolean(values.get("allow_force_push")), replace=False)
+    except domain.Conflict as exc:
+        fail(409, str(exc))
     db.session.commit()
     return created(protected_json(rule))
 

@@ -103,10 +103,10 @@ def create_user() -> tuple[Response, int]:
     """Create a user (admin)."""
     instance_ability("admin")
     values = params()
-    email = text(values, "email", required=True)
+    username = text(values, "username", required=True)
+    email, name = text(values, "email", required=True), text(values, "name", required=True)
     password = text(values, "password")
     reset, random = flag(values, "reset_password"), flag(values, "force_random_password")
-    name, username = text(values, "name", required=True), text(values, "username", required=True)
     admin, external = flag(values, "admin"), flag(values, "external")
     assert email is not None and name is not None and username is not None
     if not password and not reset and not random:
