@@ -8,20 +8,46 @@ from __future__ import annotations
 
 import base64
 import binascii
+import secrets
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from flask import current_app
 from sqlalchemy import select
 from werkzeug.datastructures import Headers
-from werkzeug.security import check_password_hash
+from werkzeug.security import check_password_hash, generate_password_hash
 
 from forge import domain
 from forge import permissions as perm
 from forge.models import Event, Job, PersonalAccessToken, Project, User, db
 from forge.repos import RepositoryBackend
+from forge.state import state_of
 
 JOB_TOKEN_USER = "gitlab-ci-token"
+_dummy_hashes: dict[str, str] = {}
+_dummy_lock = threading.Lock()
+
+
+def dummy_hash(method: str) -> str:
+    """A hash of a random password made with `method`, computed once per method.
+
+    A login attempt for an unknown user (or one without a password) is checked against
+    it, so a wrong password costs the same time whether or not the username exists.
+    """
+    with _dummy_lock:
+        if method not in _dummy_hashes:
+            _dummy_hashes[method] = generate_password_hash(secrets.token_urlsafe(24), method=method)
+        return _dummy_hashes[method]
+
+
+def password_matches(user: User | None, secret: str) -> bool:
+    """Check `secret` against the user's hash, or the dummy hash: one hash check either way."""
+    stored = user.password_hash if user is not None and user.password_hash else ""
+    method = state_of(current_app).config.password_hash_method
+    matched = check_password_hash(stored or dummy_hash(method), secret)
+    return matched and bool(stored)
 
 
 @dataclass(frozen=True)
@@ -80,10 +106,10 @@ def principal_for(credentials: Credentials | None) -> perm.Principal:
     user = db.session.scalar(select(User).where(User.username == username))
     if user is None and "@" in username:
         user = db.session.scalar(select(User).where(User.email == username))
-    if user is None:
-        return perm.Principal(perm.Kind.INVALID, failure="unknown_user")
-    if not user.password_hash or not check_password_hash(user.password_hash, secret):
-        return perm.Principal(perm.Kind.INVALID, failure="invalid_password")
+    if not password_matches(user, secret):
+        failure = "unknown_user" if user is None else "invalid_password"
+        return perm.Principal(perm.Kind.INVALID, failure=failure)
+    assert user is not None
     return perm.Principal(perm.Kind.PASSWORD, user=domain.user_facts(user))
 
 

@@ -14,10 +14,12 @@ import re
 import secrets
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from dulwich.refs import Ref, check_ref_format
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from werkzeug.security import generate_password_hash
 
 from forge import permissions as perm
@@ -50,6 +52,16 @@ from forge.repos import (
 PATH_SEGMENT = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9_.-]*$")
 RESERVED_SUFFIXES = (".git", ".atom")
 MAX_ALLOWLIST = 200
+MAX_ID = 2**63 - 1  # the largest id an integer column holds
+# Gitlab::GitRefValidator: bytes and sequences git-check-ref-format refuses, and the
+# prefixes GitLab keeps for qualified names.
+REF_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f ~^:?*\[\\]|\.\.|//|@\{")
+REF_PREFIXES = ("refs/heads/", "refs/remotes/")
+# bytes: each part of a ref name is a file name on disk, and git writes `<part>.lock` first;
+# the whole name is a path below the repository, which must stay well inside PATH_MAX
+MAX_REF_PART = 250
+MAX_REF_NAME = 1024
+Row = TypeVar("Row")
 
 
 class DomainError(ValueError):
@@ -105,6 +117,27 @@ def check_path(full_path: str, what: str = "path") -> list[str]:
     return parts
 
 
+def valid_ref_name(name: str) -> bool:
+    """Whether GitLab accepts `name` for a new branch or tag (`Gitlab::GitRefValidator.validate`).
+
+    Besides git's rules, each part must fit a file name with `.lock` added (250 bytes)
+    and the whole a path (1,024 bytes): GitLab's validator lets longer names through and
+    Gitaly then fails to write them.
+    """
+    if not name or name == "HEAD" or name.startswith(REF_PREFIXES) or name.startswith("-"):
+        return False
+    if name.endswith(("/", ".")) or REF_FORBIDDEN.search(name):
+        return False
+    try:
+        parts = name.encode("utf-8").split(b"/")
+    except UnicodeEncodeError:
+        return False
+    if sum(len(p) + 1 for p in parts) > MAX_REF_NAME or any(
+            p.startswith(b".") or p.endswith(b".lock") or len(p) > MAX_REF_PART for p in parts):
+        return False
+    return check_ref_format(Ref(f"heads/{name}".encode()))
+
+
 def role_level(role: int | str) -> int:
     """Turn a role name (`developer`) or access level (30) into an access level."""
     if isinstance(role, bool):
@@ -122,6 +155,24 @@ def role_level(role: int | str) -> int:
 
 
 # -- lookups ---------------------------------------------------------------------------
+
+def by_id(model: type[Row], key: object) -> Row | None:
+    """Find a row by a numeric id from outside; None when `key` is no id the table can hold.
+
+    An id past the integer column's range is simply not found (as ActiveRecord answers),
+    rather than an overflow inside the database driver.
+    """
+    if isinstance(key, bool):
+        return None
+    if isinstance(key, str):
+        if not key.isdigit() or not key.isascii():
+            return None
+        key = int(key)
+    if not isinstance(key, int) or not 0 < key <= MAX_ID:
+        return None
+    row: Row | None = db.session.get(model, key)
+    return row
+
 
 def get_user(username: str) -> User:
     """Find a user by username, or raise NotFound."""
@@ -154,7 +205,7 @@ def get_project(ref: str | int) -> Project:
     """Find a project by numeric id or full path, or raise NotFound."""
     project = None
     if isinstance(ref, int) or str(ref).isdigit():
-        project = db.session.get(Project, int(ref))
+        project = by_id(Project, ref)
     else:
         project = find_project(str(ref))
     if project is None:
@@ -164,7 +215,7 @@ def get_project(ref: str | int) -> Project:
 
 def get_job(job_id: int) -> Job:
     """Find a job by id, or raise NotFound."""
-    job = db.session.get(Job, job_id)
+    job = by_id(Job, job_id)
     if job is None:
         raise NotFound(f"job {job_id} does not exist")
     return job
@@ -298,8 +349,11 @@ def create_project(
     parts = check_path(full_path, "project path")
     if len(parts) < 2:
         raise DomainError(f"project path {full_path!r} needs a namespace: group/project or user/project")
+    check_file_names(full_path, [*(files or {}), *(lfs_files or {}), *(submodules or {})])
     if visibility not in perm.VISIBILITIES:
         raise DomainError(f"unknown visibility {visibility!r} for project {full_path!r}")
+    if not valid_ref_name(default_branch):
+        raise DomainError(f"invalid default branch {default_branch!r} for project {full_path!r}")
     full = "/".join(parts)
     if find_project(full) is not None:
         raise Conflict(f"project {full!r} already exists")
@@ -336,6 +390,26 @@ def create_project(
         if tree:
             commit_files(repo, default_branch, tree, author=author, timestamp=int(now.timestamp()))
     return project
+
+
+def check_file_names(full_path: str, names: Iterable[str]) -> None:
+    """Refuse repository content a git tree cannot hold, naming the file, before anything is made.
+
+    A name is a path inside the repository: no `..`, `.` or `.git` part, no NUL byte or
+    newline, not absolute, and no name may be both a file and a directory.
+    """
+    files: set[tuple[str, ...]] = set()
+    for name in names:
+        parts = tuple(name.split("/")) if isinstance(name, str) else ()
+        if not parts or name.startswith("/") or any(
+                p in ("", ".", "..", ".git") or "\x00" in p or "\n" in p for p in parts):
+            raise DomainError(f"invalid file name {name!r} in the content of project {full_path!r}")
+        files.add(parts)
+    for parts in files:
+        for end in range(1, len(parts)):
+            if parts[:end] in files:
+                raise DomainError(f"file name {'/'.join(parts)!r} in the content of project "
+                                  f"{full_path!r}: {'/'.join(parts[:end])!r} is a file")
 
 
 def _submodule_entries(backend: RepositoryBackend, project: Project,
@@ -376,6 +450,8 @@ def update_project(project: Project, **changes: Any) -> None:
         raise DomainError(f"cannot change {', '.join(unknown)} of project {project.full_path!r}")
     if "visibility" in changes and changes["visibility"] not in perm.VISIBILITIES:
         raise DomainError(f"unknown visibility {changes['visibility']!r}")
+    if "default_branch" in changes and not valid_ref_name(str(changes["default_branch"])):
+        raise DomainError(f"invalid default branch {changes['default_branch']!r}")
     for key, value in changes.items():
         setattr(project, key, value)
 
@@ -398,6 +474,27 @@ def set_member(user: User, target: Group | Project, role: int | str) -> Membersh
     return member
 
 
+def add_member(user: User, target: Group | Project, role: int | str) -> Membership:
+    """Add `user` to a group or project with `role`; Conflict when they are a member already.
+
+    Unlike `set_member` it never changes an existing role, so of two racing adds one
+    creates the membership and the other is refused (here, or by the unique index).
+    """
+    level = role_level(role)
+    column = Membership.group_id if isinstance(target, Group) else Membership.project_id
+    if db.session.scalar(select(Membership.id).where(
+            Membership.user_id == user.id, column == target.id)) is not None:
+        raise Conflict("Member already exists")
+    member = Membership(user_id=user.id, access_level=level)
+    if isinstance(target, Group):
+        member.group_id = target.id
+    else:
+        member.project_id = target.id
+    db.session.add(member)
+    db.session.flush()
+    return member
+
+
 def remove_member(user: User, target: Group | Project) -> None:
     """Remove `user`'s direct membership of a group or project."""
     column = Membership.group_id if isinstance(target, Group) else Membership.project_id
@@ -409,11 +506,17 @@ def remove_member(user: User, target: Group | Project) -> None:
 
 
 def protect_branch(project: Project, name: str, push_access_level: int | str = perm.MAINTAINER,
-                   allow_force_push: bool = False) -> ProtectedBranch:
-    """Protect a branch name or wildcard of `project` (replacing an existing rule)."""
+                   allow_force_push: bool = False, replace: bool = True) -> ProtectedBranch:
+    """Protect a branch name or wildcard of `project`.
+
+    An existing rule is replaced, or with `replace` false refused with Conflict (so of
+    two racing creates one wins and the other is refused, here or by the unique index).
+    """
     level = role_level(push_access_level)
     rule = db.session.scalar(select(ProtectedBranch).where(
         ProtectedBranch.project_id == project.id, ProtectedBranch.name == name))
+    if rule is not None and not replace:
+        raise Conflict(f"Protected branch '{name}' already exists")
     if rule is None:
         rule = ProtectedBranch(project_id=project.id, name=name)
         db.session.add(rule)
@@ -511,7 +614,10 @@ def link_lfs_object(now: datetime, project: Project, oid: str, size: int) -> Non
         LfsObject.project_id == project.id, LfsObject.oid == oid))
     if exists is None:
         db.session.add(LfsObject(project_id=project.id, oid=oid, size=size, created_at=now))
-        db.session.flush()
+        try:
+            db.session.flush()
+        except IntegrityError:  # a parallel upload of the same object linked it first
+            db.session.rollback()
 
 
 def lfs_objects(project: Project, oids: Iterable[str]) -> dict[str, int]:
@@ -529,21 +635,42 @@ class LockTaken(Conflict):
         self.lock = lock
 
 
-def create_lock(now: datetime, project: Project, user: User, path: str) -> LfsLock:
-    """Lock `path`; raises LockTaken when someone holds it."""
-    existing = db.session.scalar(select(LfsLock).where(
+def find_lock(project: Project, path: str) -> LfsLock | None:
+    """The lock on `path` in `project`, if any."""
+    lock: LfsLock | None = db.session.scalar(select(LfsLock).where(
         LfsLock.project_id == project.id, LfsLock.path == path))
+    return lock
+
+
+def create_lock(now: datetime, project: Project, user: User, path: str) -> LfsLock:
+    """Lock `path`; raises LockTaken when someone holds it.
+
+    Two requests may both find the path free; the database's unique index lets one
+    insert win. The loser's session is rolled back (its transaction held nothing else
+    worth keeping) and it gets LockTaken with the winner's lock, as GitLab's
+    LockFileService answers RecordNotUnique.
+    """
+    existing = find_lock(project, path)
     if existing is not None:
         raise LockTaken(existing)
-    lock = LfsLock(project_id=project.id, path=path, user_id=user.id, created_at=now)
+    project_id = project.id
+    lock = LfsLock(project_id=project_id, path=path, user_id=user.id, created_at=now)
     db.session.add(lock)
-    db.session.flush()
+    try:
+        db.session.flush()
+    except IntegrityError:
+        db.session.rollback()
+        winner = db.session.scalar(select(LfsLock).where(
+            LfsLock.project_id == project_id, LfsLock.path == path))
+        if winner is None:  # the winner unlocked meanwhile: still a conflict for this try
+            raise Conflict("already locked") from None
+        raise LockTaken(winner) from None
     return lock
 
 
 def get_lock(project: Project, lock_id: str) -> LfsLock:
     """Find a lock of `project` by id, or raise NotFound."""
-    lock = db.session.get(LfsLock, int(lock_id)) if str(lock_id).isdigit() else None
+    lock = by_id(LfsLock, str(lock_id))
     if lock is None or lock.project_id != project.id:
         raise NotFound("Lock not found")
     return lock
@@ -556,7 +683,8 @@ def list_locks(project: Project, *, path: str | None = None, lock_id: str | None
     if path:
         query = query.where(LfsLock.path == path)
     if lock_id:
-        query = query.where(LfsLock.id == (int(lock_id) if lock_id.isdigit() else -1))
+        found = by_id(LfsLock, lock_id)
+        query = query.where(LfsLock.id == (found.id if found is not None else -1))
     return list(db.session.scalars(query))
 
 

@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 from flask import Blueprint, Flask, Response, abort, current_app, json, request, send_file
 from werkzeug.exceptions import HTTPException
 
-from forge import auth, domain
+from forge import auth, domain, inputs
 from forge import permissions as perm
 from forge.models import LfsLock, Project, db
 from forge.repos import OID
@@ -74,9 +74,30 @@ def not_found() -> Response:
     return lfs_json({"message": perm.LFS_NOT_FOUND, "documentation_url": f"{base}/help"}, 404)
 
 
+@bp.before_request
+def screen_input() -> Response | None:
+    """Refuse malformed strings and JSON bodies as GitLab's middleware does, before any view."""
+    return inputs.screen(request, body=request.endpoint != "lfs.upload")
+
+
 def _body() -> dict[str, Any]:
-    data = request.get_json(force=True, silent=True)
+    """The JSON body, read whatever the content type (git-lfs always sends JSON); {} if none."""
+    try:
+        data = inputs.json_body(request, force=True)
+    except inputs.BadJson:
+        return {}
     return data if isinstance(data, dict) else {}
+
+
+def lock_path(path: Any) -> str | None:
+    """A lock's path as git-lfs sends it: relative to the repository root, no `..`, no NUL."""
+    if not isinstance(path, str) or not path:
+        return None
+    parts = path.split("/")
+    if path.startswith("/") or "\x00" in path or "\n" in path or any(
+            p in ("", ".", "..") for p in parts):
+        return None
+    return path
 
 
 @bp.post(f"{PREFIX}/info/lfs/objects/batch")
@@ -182,9 +203,12 @@ def locks(project: str) -> Response:
 def create_lock(project: str) -> Response:
     """Lock a path (push rights needed)."""
     outcome = _authorize(project, "upload", "lfs_lock")
-    path = _body().get("path")
-    if not isinstance(path, str) or not path:
+    raw = _body().get("path")
+    if raw is None or raw == "":
         return lfs_json({"message": "path is missing"}, 422)
+    path = lock_path(raw)
+    if path is None:
+        return lfs_json({"message": "path is invalid"}, 422)
     user = auth.user_of(outcome.principal)
     assert user is not None
     try:
@@ -192,6 +216,9 @@ def create_lock(project: str) -> Response:
     except domain.LockTaken as taken:
         db.session.rollback()
         return lfs_json({"lock": lock_json(taken.lock), "message": str(taken)}, 409)
+    except domain.Conflict as conflict:
+        db.session.rollback()
+        return lfs_json({"message": str(conflict)}, 409)
     db.session.commit()
     return lfs_json({"lock": lock_json(lock)}, 201)
 

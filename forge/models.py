@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import JSON, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, String, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -91,9 +91,16 @@ class Membership(db.Model):  # type: ignore[name-defined,misc]
     """A user's access level in exactly one group or one project."""
 
     __tablename__ = "memberships"
+    # A unique constraint over nullable columns lets rows with NULLs repeat, so two
+    # racing requests could both add the member; partial unique indexes cannot be raced.
     __table_args__ = (
         UniqueConstraint("user_id", "group_id", "project_id"),
         Index("ix_memberships_user", "user_id"),
+        Index("uq_memberships_project", "user_id", "project_id", unique=True,
+              sqlite_where=text("project_id IS NOT NULL"),
+              postgresql_where=text("project_id IS NOT NULL")),
+        Index("uq_memberships_group", "user_id", "group_id", unique=True,
+              sqlite_where=text("group_id IS NOT NULL"), postgresql_where=text("group_id IS NOT NULL")),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
@@ -126,6 +133,12 @@ class ScopeLink(db.Model):  # type: ignore[name-defined,misc]
     __tablename__ = "job_token_scope_links"
     __table_args__ = (
         UniqueConstraint("project_id", "direction", "source_project_id", "source_group_id"),
+        Index("uq_scope_links_project", "project_id", "direction", "source_project_id", unique=True,
+              sqlite_where=text("source_project_id IS NOT NULL"),
+              postgresql_where=text("source_project_id IS NOT NULL")),
+        Index("uq_scope_links_group", "project_id", "direction", "source_group_id", unique=True,
+              sqlite_where=text("source_group_id IS NOT NULL"),
+              postgresql_where=text("source_group_id IS NOT NULL")),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))

@@ -10,18 +10,20 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import quote, unquote, urlencode
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException
 
-from forge import auth, domain
+from forge import auth, domain, inputs
 from forge import permissions as perm
 from forge.models import Group, Project, User, db
 from forge.state import ForgeState, state_of
 
 bp = Blueprint("api", __name__, url_prefix="/api/v4")
+Row = TypeVar("Row")
 
 
 class ApiError(Exception):
@@ -127,7 +129,7 @@ def find_project(ref: str) -> Project | None:
     """A project by numeric id or URL-encoded full path."""
     ref = unquote(ref)
     if ref.isdigit():
-        return db.session.get(Project, int(ref))
+        return by_id(Project, ref)
     try:
         domain.check_path(ref)
     except domain.DomainError:
@@ -138,7 +140,7 @@ def find_project(ref: str) -> Project | None:
 def find_group(ref: str) -> Group:
     """A group by numeric id or URL-encoded full path, or 404."""
     ref = unquote(ref)
-    group = db.session.get(Group, int(ref)) if ref.isdigit() else None
+    group = by_id(Group, ref) if ref.isdigit() else None
     if group is None and not ref.isdigit():
         try:
             group = domain.get_group(ref)
@@ -150,16 +152,22 @@ def find_group(ref: str) -> Group:
 
 
 def params() -> dict[str, Any]:
-    """The request's parameters: query string, form or JSON body, merged like Grape does."""
+    """The request's parameters: query string, form or JSON body, merged like Grape does.
+
+    The body was screened (`inputs.screen`) before the view ran, so it parses.
+    """
     values: dict[str, Any] = dict(request.args)
     if request.form:
         values.update(request.form)
-    body = request.get_json(silent=True) if request.data else None
+    body = inputs.json_body(request)
     if isinstance(body, dict):
         values.update(body)
-    elif request.data and request.mimetype == "application/json":
-        fail(400, "400 Bad request - malformed JSON body")
     return values
+
+
+def invalid(name: str) -> NoReturn:
+    """Raise Grape's error for a parameter of the wrong type or format."""
+    raise ApiError(400, {"error": f"{name} is invalid"})
 
 
 def integer(values: dict[str, Any], name: str, required: bool = True) -> int | None:
@@ -169,10 +177,48 @@ def integer(values: dict[str, Any], name: str, required: bool = True) -> int | N
         if required:
             missing(name)
         return None
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        invalid(name)
     try:
         return int(value)
-    except (TypeError, ValueError):
-        raise ApiError(400, {"error": f"{name} is invalid"}) from None
+    except (TypeError, ValueError, OverflowError):
+        invalid(name)
+
+
+def text(values: dict[str, Any], name: str, required: bool = False) -> str | None:
+    """Read a String parameter as Grape coerces one: scalars become text, lists and hashes are invalid."""
+    value = values.get(name)
+    if value is None or value == "":
+        if required:
+            missing(name)
+        return None if value is None else ""
+    if isinstance(value, (list, dict)):
+        invalid(name)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+BOOLEAN_WORDS = {"true": True, "t": True, "1": True, "yes": True, "y": True, "on": True,
+                 "false": False, "f": False, "0": False, "no": False, "n": False, "off": False}
+
+
+def flag(values: dict[str, Any], name: str, default: bool = False) -> bool:
+    """Read a Boolean parameter as Grape does: true/false and their spellings, else invalid."""
+    value = values.get(name)
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower() if isinstance(value, (str, int)) else None
+    if word not in BOOLEAN_WORDS:
+        invalid(name)
+    return BOOLEAN_WORDS[word]
+
+
+def by_id(model: type[Row], key: Any) -> Row | None:
+    """A row by a numeric id taken from a request; None when the key is no id the table can hold."""
+    return domain.by_id(model, key)
 
 
 def boolean(value: Any) -> bool:
@@ -226,7 +272,17 @@ def web_url(path: str) -> str:
     return f"{state().config.base_url}/{path}"
 
 
-# -- errors -----------------------------------------------------------------------------
+# -- screening and errors -------------------------------------------------------------
+
+# Views that stream the request body to disk: a package file is content, not parameters.
+UPLOADS = frozenset({"api.upload_package"})
+
+
+@bp.before_request
+def screen_input() -> Response | None:
+    """Refuse malformed strings and JSON bodies as GitLab's middleware does, before any view."""
+    return inputs.screen(request, body=request.endpoint not in UPLOADS)
+
 
 @bp.errorhandler(ApiError)
 def api_error(exc: ApiError) -> Response:
@@ -245,6 +301,18 @@ def domain_error(exc: domain.DomainError) -> Response:
               409: ""}.get(exc.status, "")
     response = jsonify(message=f"{prefix}{exc}")
     response.status_code = exc.status
+    return response
+
+
+@bp.errorhandler(IntegrityError)
+def conflict(exc: IntegrityError) -> Response:
+    """A create that lost a race to an identical one (the unique index refused it): 409.
+
+    The winner's request passed the same checks a moment earlier; GitLab's `conflict!`.
+    """
+    db.session.rollback()
+    response = jsonify(message="409 Conflict")
+    response.status_code = 409
     return response
 
 

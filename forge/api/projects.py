@@ -14,15 +14,16 @@ from forge.api import (
     ApiError,
     boolean,
     bp,
+    by_id,
     created,
     current_user,
     fail,
     find_group,
+    flag,
     group_ability,
     instance_ability,
     integer,
     iso,
-    missing,
     no_content,
     now,
     paginate,
@@ -30,6 +31,7 @@ from forge.api import (
     principal,
     project_ability,
     state,
+    text,
     web_url,
 )
 from forge.api.users import user_json
@@ -153,19 +155,17 @@ def list_group_projects(group_id: str) -> Response:
 def create_group() -> tuple[Response, int]:
     """Create a group, or a subgroup with `parent_id` (maintainer of the parent)."""
     values = params()
-    for name in ("name", "path"):
-        if not values.get(name):
-            missing(name)
+    name, path = text(values, "name", required=True), text(values, "path", required=True)
+    visibility = text(values, "visibility") or "private"
     parent_id = integer(values, "parent_id", required=False)
     if parent_id is not None:
         parent = find_group(str(parent_id))
         who = group_ability(parent, "create_subgroup")
-        full_path = f"{parent.full_path}/{values['path']}"
+        full_path = f"{parent.full_path}/{path}"
     else:
         who = instance_ability("create_group")
-        full_path = str(values["path"])
-    group = domain.create_group(now(), full_path, name=str(values["name"]),
-                                visibility=str(values.get("visibility", "private")))
+        full_path = str(path)
+    group = domain.create_group(now(), full_path, name=name, visibility=visibility)
     user = current_user(who)
     if user is not None:
         domain.set_member(user, group, perm.OWNER)
@@ -213,9 +213,12 @@ def show_project(project_id: str) -> Response:
 def create_project() -> tuple[Response, int]:
     """Create a project in a group (`namespace_id`) or in the caller's namespace."""
     values = params()
-    if not values.get("name") and not values.get("path"):
+    name, given_path = text(values, "name"), text(values, "path")
+    visibility, default_branch = text(values, "visibility"), text(values, "default_branch")
+    readme = flag(values, "initialize_with_readme")
+    if not name and not given_path:
         raise ApiError(400, {"error": "name, path are missing, at least one parameter must be provided"})
-    path = str(values.get("path") or values["name"]).strip().replace(" ", "-").lower()
+    path = str(given_path or name).strip().replace(" ", "-").lower()
     namespace_id = integer(values, "namespace_id", required=False)
     if namespace_id is not None:
         group = find_group(str(namespace_id))
@@ -226,12 +229,10 @@ def create_project() -> tuple[Response, int]:
         user = current_user(who)
         assert user is not None
         namespace = user.username
-    files = {"README.md": f"# {values.get('name') or path}\n"} if boolean(
-        values.get("initialize_with_readme")) else None
+    files = {"README.md": f"# {name or path}\n"} if readme else None
     project = domain.create_project(
-        now(), state().backend, f"{namespace}/{path}", name=str(values.get("name") or path),
-        visibility=str(values.get("visibility", "private")),
-        default_branch=str(values.get("default_branch") or "main"), files=files)
+        now(), state().backend, f"{namespace}/{path}", name=name or path,
+        visibility=visibility or "private", default_branch=default_branch or "main", files=files)
     db.session.commit()
     return created(project_json(project))
 
@@ -250,9 +251,9 @@ def update_project(project_id: str) -> Response:
     values = params()
     changes: dict[str, Any] = {}
     for key, attr in PROJECT_SETTINGS.items():
-        if key in values:
-            value = values[key]
-            changes[attr] = boolean(value) if isinstance(getattr(project, attr), bool) else str(value)
+        if values.get(key) is not None:
+            changes[attr] = (flag(values, key) if isinstance(getattr(project, attr), bool)
+                             else text(values, key))
     domain.update_project(project, **changes)
     db.session.commit()
     return jsonify(project_json(project))
@@ -295,7 +296,7 @@ def _target(kind: str, ref: str, ability: str) -> Project | Group:
 
 def _member_user(values: dict[str, Any]) -> User:
     user_id = integer(values, "user_id")
-    user = db.session.get(User, user_id)
+    user = by_id(User, user_id)
     if user is None:
         fail(404, "404 User Not Found")
     return user
@@ -327,9 +328,10 @@ def add_member(kind: str, ref: str) -> tuple[Response, int]:
     values = params()
     user = _member_user(values)
     level = integer(values, "access_level")
-    if any(m.user_id == user.id for m in _members(target, False)):
-        fail(409, "Member already exists")
-    member = domain.set_member(user, target, int(level or 0))
+    try:
+        member = domain.add_member(user, target, int(level or 0))
+    except domain.Conflict as exc:
+        fail(409, str(exc))
     db.session.commit()
     return created(member_json(member))
 
@@ -341,7 +343,7 @@ def update_member(kind: str, ref: str, user_id: int) -> Response:
     level = integer(params(), "access_level")
     if not any(m.user_id == user_id for m in _members(target, False)):
         fail(404, "404 Member Not Found")
-    user = db.session.get(User, user_id)
+    user = by_id(User, user_id)
     assert user is not None
     member = domain.set_member(user, target, int(level or 0))
     db.session.commit()
@@ -352,7 +354,7 @@ def update_member(kind: str, ref: str, user_id: int) -> Response:
 def remove_member(kind: str, ref: str, user_id: int) -> Response:
     """Remove a direct member."""
     target = _target(kind, ref, "admin_members")
-    user = db.session.get(User, user_id)
+    user = by_id(User, user_id)
     if user is None or not any(m.user_id == user_id for m in _members(target, False)):
         fail(404, "404 Member Not Found")
     domain.remove_member(user, target)
@@ -389,14 +391,14 @@ def protect(project_id: str) -> tuple[Response, int]:
     """Protect a branch or wildcard (maintainer)."""
     project, _ = project_ability(project_id, "admin_project")
     values = params()
-    if not values.get("name"):
-        missing("name")
-    name = str(values["name"])
-    if any(rule.name == name for rule in _rules(project)):
-        fail(409, f"Protected branch '{name}' already exists")
+    name = text(values, "name", required=True)
+    assert name is not None
     level = integer(values, "push_access_level", required=False)
-    rule = domain.protect_branch(project, name, perm.MAINTAINER if level is None else level,
-                                 boolean(values.get("allow_force_push")))
+    try:
+        rule = domain.protect_branch(project, name, perm.MAINTAINER if level is None else level,
+                                     boolean(values.get("allow_force_push")), replace=False)
+    except domain.Conflict as exc:
+        fail(409, str(exc))
     db.session.commit()
     return created(protected_json(rule))
 

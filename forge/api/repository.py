@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import hashlib
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -13,13 +14,13 @@ from urllib.parse import unquote
 
 from dulwich.object_store import commit_tree_changes
 from dulwich.objects import Blob, Commit, Tag, Tree
-from dulwich.refs import Ref, check_ref_format
 from dulwich.repo import Repo
 from flask import Response, jsonify
 
+from forge import domain, repos
 from forge import permissions as perm
-from forge import repos
 from forge.api import (
+    ApiError,
     bp,
     check,
     created,
@@ -32,12 +33,42 @@ from forge.api import (
     params,
     project_ability,
     state,
+    text,
     web_url,
 )
 from forge.models import Project
 from forge.repos import RepositoryBusy, compare_and_swap, current_ref, in_use, open_repo
 
 ZERO = perm.ZERO_SHA
+# Gitlab::PathTraversal: `..` as a whole part (either slash), or a newline.
+PATH_TRAVERSAL = re.compile(r"\A\.{1,2}\Z|\A\.\.[/\\]|[/\\]\.\.\Z|[/\\]\.\.[/\\]|\n")
+INVALID_FILE_PATH = "file_path should be a valid file path"
+ON_A_BRANCH = "400 Bad request - You can only create or edit files when you are on a branch"
+
+
+def ref_conflict(repo: Repo, ref: str) -> str | None:
+    """git's refusal when `ref` and an existing ref would be a file and a directory, else None."""
+    names = sorted(name.decode(errors="replace") for name in repo.refs.as_dict())
+    for name in names:
+        if name.startswith(ref + "/"):
+            return f"'{name}' exists; cannot create '{ref}'"
+        if ref.startswith(name + "/"):
+            return f"'{name}' exists; cannot create '{ref}'"
+    return None
+
+
+def file_path_parts(file_path: str) -> list[str]:
+    """Split a URL-encoded `file_path`, refusing what GitLab's FilePath validator refuses.
+
+    That is path traversal and absolute paths; forge also refuses what a git tree cannot
+    hold (empty parts, `.`, `.git`, NUL bytes), with the same answer.
+    """
+    path = unquote(file_path)
+    parts = path.split("/")
+    if (PATH_TRAVERSAL.search(path) or path.startswith("/") or "\x00" in path
+            or any(p in ("", ".", "..", ".git") for p in parts)):
+        raise ApiError(400, {"error": INVALID_FILE_PATH})
+    return parts
 
 
 @contextmanager
@@ -128,7 +159,6 @@ def _tags(repo: Repo) -> dict[str, bytes]:
 
 def branch_json(project: Project, repo: Repo, name: str) -> dict[str, Any]:
     """A branch as GitLab renders one."""
-    from forge import domain
     commit = resolve(repo, name)
     rules = [r for r in domain.project_facts(project, None).protected_branches if r.matches(name)]
     return {"name": name, "merged": False, "protected": bool(rules),
@@ -152,7 +182,6 @@ def tag_json(project: Project, repo: Repo, name: str) -> dict[str, Any]:
 
 def _authorize_ref(project: Project, who: perm.Principal, ref: str, old: str, new: str) -> None:
     """Let a ref change through the per-ref push rules, or answer 403."""
-    from forge import domain
     facts = domain.project_facts(project, current_user(who))
     decision = perm.authorize_ref_update(who, facts, ref, old, new, True)
     if not decision.allowed:
@@ -217,18 +246,20 @@ def create_branch(project_id: str) -> tuple[Response, int]:
     """Create a branch at `ref` (developer)."""
     project, who = project_ability(project_id, "push_code")
     values = params()
-    for name in ("branch", "ref"):
-        if not values.get(name):
-            missing(name)
-    branch = str(values["branch"])
-    if not check_ref_format(Ref(f"refs/heads/{branch}".encode())):
-        fail(400, "400 Bad request - Branch name is invalid")
+    branch, ref = text(values, "branch", required=True), text(values, "ref", required=True)
+    assert branch is not None and ref is not None
+    # lib/api/branches.rb answers the service's errors with render_api_error!: no prefix.
+    if not domain.valid_ref_name(branch):
+        fail(400, "Branch name is invalid")
     with repository(project) as repo:
-        commit = resolve(repo, str(values["ref"]))
-        if commit is None:
-            fail(400, "400 Bad request - Invalid reference name: " + str(values["ref"]))
         if branch in _branches(repo):
-            fail(400, "400 Bad request - Branch already exists")
+            fail(400, "Branch already exists")
+        commit = resolve(repo, ref)
+        if commit is None:
+            fail(400, f"Failed to create branch '{branch}': invalid reference name '{ref}'")
+        conflict = ref_conflict(repo, f"refs/heads/{branch}")
+        if conflict:  # Branches::CreateService's answer to Gitaly's refusal
+            fail(400, f"Failed to create branch '{branch}': {conflict}")
     _update_ref(project, who, f"refs/heads/{branch}", ZERO, commit.id.decode())
     with repository(project) as repo:
         return created(branch_json(project, repo, branch))
@@ -239,41 +270,45 @@ def create_tag(project_id: str) -> tuple[Response, int]:
     """Create a lightweight tag at `ref` (developer)."""
     project, who = project_ability(project_id, "push_code")
     values = params()
-    for name in ("tag_name", "ref"):
-        if not values.get(name):
-            missing(name)
-    tag = str(values["tag_name"])
-    create_tag_ref(project, who, tag, str(values["ref"]))
+    tag, ref = text(values, "tag_name", required=True), text(values, "ref", required=True)
+    assert tag is not None and ref is not None
+    create_tag_ref(project, who, tag, ref)
     with repository(project) as repo:
         return created(tag_json(project, repo, tag))
 
 
 def create_tag_ref(project: Project, who: perm.Principal, tag: str, ref: str) -> str:
-    """Create `refs/tags/<tag>` at `ref`; return the commit sha."""
-    if not check_ref_format(Ref(f"refs/tags/{tag}".encode())):
-        fail(400, "400 Bad request - Tag name invalid")
+    """Create `refs/tags/<tag>` at `ref`; return the commit sha.
+
+    Refusals are Tags::CreateService's messages, which lib/api/tags.rb renders as they are.
+    """
+    if not domain.valid_ref_name(tag):
+        fail(400, "Tag name invalid")
     with repository(project) as repo:
+        if tag in _tags(repo):
+            fail(400, f"Tag {tag} already exists")
         commit = resolve(repo, ref)
         if commit is None:
-            fail(400, f"400 Bad request - Target {ref} is invalid")
-        if tag in _tags(repo):
-            fail(400, f"400 Bad request - Tag {tag} already exists")
+            fail(400, f"Target {ref} is invalid")
+        conflict = ref_conflict(repo, f"refs/tags/{tag}")
+        if conflict:
+            fail(400, f"Failed to create tag '{tag}': {conflict}")
     _update_ref(project, who, f"refs/tags/{tag}", ZERO, commit.id.decode())
     return commit.id.decode()
 
 
 def _file(project: Project, file_path: str) -> tuple[bytes, bytes, Commit, str]:
-    ref = params().get("ref")
-    if not ref:
-        missing("ref")
-    path = unquote(file_path)
+    parts = file_path_parts(file_path)
+    ref = text(params(), "ref", required=True)
+    assert ref is not None
+    path = "/".join(parts)
     with repository(project) as repo:
-        commit = resolve(repo, str(ref))
+        commit = resolve(repo, ref)
         if commit is None:
             fail(404, "404 Commit Not Found")
         tree = repo[commit.tree]
         obj: Any = tree
-        for part in [p for p in path.split("/") if p]:
+        for part in parts:
             if not isinstance(obj, Tree) or part.encode() not in obj:
                 fail(404, "404 File Not Found")
             _, sha = obj[part.encode()]
@@ -289,26 +324,27 @@ def write_file(project_id: str, file_path: str) -> tuple[Response, int]:
     """Create (POST) or update (PUT) a file with a new commit on `branch` (developer)."""
     from flask import request
     project, who = project_ability(project_id, "push_code")
+    parts = file_path_parts(file_path)
+    path = "/".join(parts)
     values = params()
-    for name in ("branch", "content", "commit_message"):
-        if values.get(name) is None:
-            missing(name)
-    path = unquote(file_path).strip("/")
-    parts = path.split("/")
-    if not path or any(p in ("", ".", "..", ".git") for p in parts):
-        fail(400, "400 Bad request - file_path is invalid")
-    content = values["content"]
-    if values.get("encoding") == "base64":
+    branch = text(values, "branch", required=True)
+    content = text(values, "content")
+    message = text(values, "commit_message", required=True)
+    if content is None:
+        missing("content")
+    assert branch is not None and message is not None
+    if text(values, "encoding") == "base64":
         try:
-            data = base64.b64decode(str(content), validate=True)
+            data = base64.b64decode(content, validate=True)
         except ValueError:
             fail(400, "400 Bad request - content is not valid base64")
     else:
-        data = str(content).encode()
-    branch = str(values["branch"])
+        data = content.encode()
     user = current_user(who)
     author = f"{user.name} <{user.email}>" if user else "Forge <forge@example.com>"
     ref = f"refs/heads/{branch}"
+    if not domain.valid_ref_name(branch):  # no such branch can exist; dulwich would raise
+        fail(400, ON_A_BRANCH)
     with repository(project) as repo:
         head = current_ref(repo, ref.encode()).decode()
     _authorize_ref(project, who, ref, head, head)
@@ -317,11 +353,13 @@ def write_file(project_id: str, file_path: str) -> tuple[Response, int]:
     with writing(project) as repo:
         parent = resolve(repo, branch) if branch in _branches(repo) else None
         if parent is None:
-            fail(400, "400 Bad request - You can only create or edit files when you are on a branch")
-        exists = _exists(repo, parent, parts)
-        if request.method == "POST" and exists:
+            fail(400, ON_A_BRANCH)
+        found = _find(repo, parent, parts)
+        if found == "directory":
+            fail(400, "400 Bad request - A directory with this name already exists")
+        if found == "under a file" or (request.method == "POST" and found == "file"):
             fail(400, "400 Bad request - A file with this name already exists")
-        if request.method == "PUT" and not exists:
+        if request.method == "PUT" and found != "file":
             fail(400, "400 Bad request - A file with this name doesn't exist")
         blob = Blob.from_string(data)
         repo.object_store.add_object(blob)
@@ -332,7 +370,7 @@ def write_file(project_id: str, file_path: str) -> tuple[Response, int]:
         commit.author = commit.committer = author.encode()
         commit.author_time = commit.commit_time = int(now().replace(tzinfo=UTC).timestamp())
         commit.author_timezone = commit.commit_timezone = 0
-        commit.message = str(values["commit_message"]).encode() + b"\n"
+        commit.message = message.encode() + b"\n"
         repo.object_store.add_object(commit)
         if not compare_and_swap(repo, ref.encode(), parent.id, commit.id):
             fail(409, "409 Conflict - the reference changed meanwhile")
@@ -340,13 +378,16 @@ def write_file(project_id: str, file_path: str) -> tuple[Response, int]:
     return jsonify(file_path=path, branch=branch), status
 
 
-def _exists(repo: Repo, commit: Commit, parts: list[str]) -> bool:
+def _find(repo: Repo, commit: Commit, parts: list[str]) -> str | None:
+    """What `parts` names in the commit: a file, a directory, a path under a file, or nothing."""
     obj: Any = repo[commit.tree]
     for part in parts:
-        if not isinstance(obj, Tree) or part.encode() not in obj:
-            return False
+        if not isinstance(obj, Tree):
+            return "under a file"
+        if part.encode() not in obj:
+            return None
         obj = repo[obj[part.encode()][1]]
-    return isinstance(obj, Blob)
+    return "file" if isinstance(obj, Blob) else "directory"
 
 
 @bp.get("/projects/<project_id>/repository/files/<path:file_path>/raw")

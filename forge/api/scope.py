@@ -17,6 +17,7 @@ from forge.api import (
     ApiError,
     boolean,
     bp,
+    by_id,
     created,
     current_user,
     fail,
@@ -94,7 +95,7 @@ def add_project(project_id: str) -> tuple[Response, int]:
     project, who = project_ability(project_id, "admin_job_token_scope")
     values = params()
     target_id = integer(values, "target_project_id")
-    source = db.session.get(Project, target_id)
+    source = by_id(Project, target_id)
     facts = domain.project_facts(source, current_user(who)) if source is not None else None
     if not perm.authorize_api(who, "read_project", facts, now(), state().config.base_url).allowed:
         fail(404, "404 Project Not Found")
@@ -125,8 +126,7 @@ def remove_entry(project_id: str, kind: str, entry_id: str) -> Response:
     project, _ = project_ability(project_id, "admin_job_token_scope")
     source: Project | Group | None = None
     if entry_id.isdigit():
-        source = (db.session.get(Project, int(entry_id)) if kind == "allowlist"
-                  else db.session.get(Group, int(entry_id)))
+        source = by_id(Project, entry_id) if kind == "allowlist" else by_id(Group, entry_id)
     if source is None:
         fail(404, "404 Project Not Found" if kind == "allowlist" else "404 Group Not Found")
     try:
@@ -146,7 +146,7 @@ def add_group(project_id: str) -> tuple[Response, int]:
     project, who = project_ability(project_id, "admin_job_token_scope")
     values = params()
     group_id = integer(values, "target_group_id")
-    group = db.session.get(Group, group_id)
+    group = by_id(Group, group_id)
     if group is None or not perm.authorize_group(
             who, "read_group", group.visibility, domain.group_role(group, current_user(who)),
             now(), state().config.base_url).allowed:

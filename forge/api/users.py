@@ -11,13 +11,16 @@ from sqlalchemy import select
 from forge import domain
 from forge import permissions as perm
 from forge.api import (
-    boolean,
+    ApiError,
     bp,
+    by_id,
     created,
     current_user,
     fail,
+    flag,
     instance_ability,
     integer,
+    invalid,
     iso,
     missing,
     no_content,
@@ -25,6 +28,7 @@ from forge.api import (
     paginate,
     params,
     state,
+    text,
     web_url,
 )
 from forge.models import PersonalAccessToken, User, db
@@ -56,7 +60,7 @@ def token_json(token: PersonalAccessToken, secret: str | None = None) -> dict[st
 
 
 def _user(user_id: str) -> User:
-    found = db.session.get(User, int(user_id)) if user_id.isdigit() else None
+    found = by_id(User, user_id)
     if found is None:
         fail(404, "404 User Not Found")
     return found
@@ -78,10 +82,11 @@ def list_users() -> Response:
     admin = perm.acts_as_admin(who)
     values = params()
     query = select(User).order_by(User.id)
-    if values.get("username"):
-        query = query.where(User.username == values["username"])
-    if values.get("search"):
-        query = query.where(User.username.contains(str(values["search"])))
+    username, search = text(values, "username"), text(values, "search")
+    if username:
+        query = query.where(User.username == username)
+    if search:
+        query = query.where(User.username.contains(search))
     users = list(db.session.scalars(query))
     return paginate(users, lambda u: user_json(u, full=admin))
 
@@ -98,19 +103,19 @@ def create_user() -> tuple[Response, int]:
     """Create a user (admin)."""
     instance_ability("admin")
     values = params()
-    for name in ("username", "email", "name"):
-        if not values.get(name):
-            missing(name)
-    if not values.get("password") and not boolean(values.get("reset_password")) and not boolean(
-            values.get("force_random_password")):
+    username = text(values, "username", required=True)
+    email, name = text(values, "email", required=True), text(values, "name", required=True)
+    password = text(values, "password")
+    reset, random = flag(values, "reset_password"), flag(values, "force_random_password")
+    admin, external = flag(values, "admin"), flag(values, "external")
+    assert email is not None and name is not None and username is not None
+    if not password and not reset and not random:
         fail(400, "400 Bad request - password, reset_password, force_random_password are missing, "
                   "exactly one parameter must be provided")
     try:
         user = domain.create_user(
-            now(), str(values["username"]), email=str(values["email"]), name=str(values["name"]),
-            password=values.get("password") or None, admin=boolean(values.get("admin")),
-            external=boolean(values.get("external")),
-            password_method=state().config.password_hash_method)
+            now(), username, email=email, name=name, password=password or None, admin=admin,
+            external=external, password_method=state().config.password_hash_method)
     except domain.Conflict as exc:
         fail(409, str(exc).replace("already exists", "has already been taken"))
     db.session.commit()
@@ -122,12 +127,11 @@ def update_user(user_id: str) -> Response:
     """Change `admin`, `external` or `name` of a user (admin)."""
     instance_ability("admin")
     user, values = _user(user_id), params()
-    if "admin" in values:
-        user.admin = boolean(values["admin"])
-    if "external" in values:
-        user.external = boolean(values["external"])
-    if values.get("name"):
-        user.name = str(values["name"])
+    admin, external = flag(values, "admin", user.admin), flag(values, "external", user.external)
+    name = text(values, "name")
+    user.admin, user.external = admin, external
+    if name:
+        user.name = name
     db.session.commit()
     return jsonify(user_json(user, full=True))
 
@@ -158,22 +162,40 @@ def create_token(user_id: str) -> tuple[Response, int]:
     """Create a PAT for a user (admin); the answer holds its secret, once."""
     instance_ability("admin")
     user, values = _user(user_id), params()
-    if not values.get("name"):
-        missing("name")
+    name = text(values, "name", required=True)
+    assert name is not None
+    scopes = _scopes(values)
+    expires_at = _date(values, "expires_at")
+    token, secret = domain.create_token(now(), user, name=name, scopes=scopes, expires_at=expires_at)
+    db.session.commit()
+    return created(token_json(token, secret))
+
+
+def _scopes(values: dict[str, Any]) -> list[str]:
+    """`scopes`: an array of known scope names, or a comma-separated string of them."""
     scopes = values.get("scopes")
     if isinstance(scopes, str):
         scopes = [s for s in scopes.split(",") if s]
-    if not scopes:
+    if scopes is None or scopes == []:
         missing("scopes")
-    expires = values.get("expires_at")
+    if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
+        invalid("scopes")
+    if any(s not in perm.PAT_SCOPES for s in scopes):
+        raise ApiError(400, {"error": "scopes does not have a valid value"})
+    return scopes
+
+
+def _date(values: dict[str, Any], name: str) -> datetime | None:
+    """A Date parameter (`YYYY-MM-DD`) as midnight; anything else is invalid, as Grape says."""
+    value = values.get(name)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        invalid(name)
     try:
-        expires_at = datetime.combine(date.fromisoformat(str(expires)), time()) if expires else None
+        return datetime.combine(date.fromisoformat(value), time())
     except ValueError:
-        raise domain.DomainError("expires_at is invalid") from None
-    token, secret = domain.create_token(now(), user, name=str(values["name"]), scopes=scopes,
-                                        expires_at=expires_at)
-    db.session.commit()
-    return created(token_json(token, secret))
+        invalid(name)
 
 
 @bp.get("/personal_access_tokens")
@@ -187,14 +209,15 @@ def list_tokens() -> Response:
     if not perm.acts_as_admin(who):
         query = query.where(PersonalAccessToken.user_id == viewer.id)
     elif user_id is not None:
-        query = query.where(PersonalAccessToken.user_id == user_id)
+        owner = by_id(User, user_id)
+        query = query.where(PersonalAccessToken.user_id == (owner.id if owner else -1))
     return paginate(list(db.session.scalars(query)), token_json)
 
 
 @bp.delete("/personal_access_tokens/<token_id>")
 def revoke_token(token_id: str) -> Response:
     """Revoke a PAT (one's own, or any as admin)."""
-    token = db.session.get(PersonalAccessToken, int(token_id)) if token_id.isdigit() else None
+    token = by_id(PersonalAccessToken, token_id)
     instance_ability("revoke_token", token.user_id if token else None)
     if token is None:
         fail(404, "404 Not Found")

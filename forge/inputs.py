@@ -1,0 +1,187 @@
+"""Screen untrusted request input the way GitLab's Rack middleware does, before any view runs.
+
+GitLab answers a request holding a malformed string (a path, parameter or credential that
+is not valid UTF-8, a lone surrogate included, or a parameter with a NUL byte) with 400
+`Bad Request` in text/plain (`Gitlab::Middleware::HandleMalformedStrings`), and a JSON body
+that is malformed, nested deeper than 32 levels or too large with 400 JSON
+`{"error": "Parameters nested too deeply"}` and friends (`Gitlab::Middleware::JsonValidation`).
+The REST API and LFS screen their requests here; views then never meet such input.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from flask import Request, Response
+
+MAX_DEPTH = 32
+MAX_ARRAY = 50_000
+MAX_HASH = 50_000
+MAX_ELEMENTS = 100_000
+# HandleMalformedStrings looks three levels into the parameters (the body is level 0).
+PARAM_DEPTH = 3
+
+TOO_DEEP = "Parameters nested too deeply"
+ARRAY_TOO_LARGE = "Array parameter too large"
+HASH_TOO_LARGE = "Hash parameter too large"
+TOO_MANY = "Too many total parameters"
+INVALID_JSON = "Invalid JSON format"
+
+_MALFORMED_TEXT = re.compile("[\x00\ud800-\udfff]")
+_JSON_KEY = "forge.json"
+
+
+class BadJson(ValueError):
+    """A JSON body GitLab's JsonValidation refuses; the message is GitLab's."""
+
+
+def bad_request() -> Response:
+    """GitLab's answer to a malformed string: 400 `Bad Request`, text/plain."""
+    return Response("Bad Request", status=400, content_type="text/plain")
+
+
+def json_error(message: str) -> Response:
+    """GitLab's answer to a refused JSON body: 400 `{"error": ...}`."""
+    return Response(json.dumps({"error": message}), status=400, content_type="application/json")
+
+
+def _utf8(raw: bytes, nul_allowed: bool = False) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return nul_allowed or b"\x00" not in raw
+
+
+def _form_pairs(raw: bytes) -> Iterable[bytes]:
+    for pair in raw.split(b"&"):
+        for part in pair.split(b"=", 1):
+            yield unquote_to_bytes(part.replace(b"+", b" "))
+
+
+def _text_ok(value: Any, depth: int = 0) -> bool:
+    """No NUL byte and no lone surrogate in the strings of a parsed body, three levels deep."""
+    if depth > PARAM_DEPTH:
+        return True
+    if isinstance(value, str):
+        return not _MALFORMED_TEXT.search(value)
+    if isinstance(value, Mapping):
+        return all(_text_ok(k, depth + 1) and _text_ok(v, depth + 1) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_text_ok(item, depth + 1) for item in value)
+    return True
+
+
+def _credentials_ok(header: str) -> bool:
+    raw = header.encode("latin-1", errors="replace")
+    scheme, _, value = raw.strip().partition(b" ")
+    if scheme.lower() == b"basic":
+        try:
+            raw = base64.b64decode(value.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            return True  # unreadable, not malformed: authentication refuses it
+    return _utf8(raw)
+
+
+def malformed(request: Request, body: bool = True) -> bool:
+    """Tell whether the request carries a string GitLab's HandleMalformedStrings refuses.
+
+    The raw path must be UTF-8 (werkzeug has already replaced bad bytes in PATH_INFO, so
+    the check reads the request line); query and form parameters must be UTF-8 without
+    NUL bytes; so must the credentials. A NUL in the path is left to the routes, which
+    answer it with their own JSON 4xx. With `body` false the body is not read (uploads
+    stream it to disk themselves).
+    """
+    environ = request.environ
+    raw_uri = environ.get("RAW_URI") or environ.get("REQUEST_URI") or ""
+    path, _, query = raw_uri.partition("?")
+    raw_path = path.encode("latin-1", errors="replace")
+    if not _utf8(unquote_to_bytes(raw_path), nul_allowed=True):
+        return True
+    query = query or environ.get("QUERY_STRING", "")
+    if query and not all(_utf8(part) for part in _form_pairs(query.encode("latin-1", errors="replace"))):
+        return True
+    if body and request.mimetype == "application/x-www-form-urlencoded":
+        if not all(_utf8(part) for part in _form_pairs(request.get_data(cache=True))):
+            return True
+    header = request.headers.get("Authorization")
+    return bool(header) and not _credentials_ok(header or "")
+
+
+def _check_shape(document: Any) -> None:
+    """Walk a parsed body (without recursion) against GitLab's limits."""
+    stack: list[tuple[Any, int]] = [(document, 1)]
+    elements = 0
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children: Iterable[Any] = value.values()
+            if len(value) > MAX_HASH:
+                raise BadJson(HASH_TOO_LARGE)
+            elements += 2 * len(value)
+        elif isinstance(value, list):
+            children = value
+            if len(value) > MAX_ARRAY:
+                raise BadJson(ARRAY_TOO_LARGE)
+            elements += len(value)
+        else:
+            continue
+        if depth > MAX_DEPTH:
+            raise BadJson(TOO_DEEP)
+        if elements > MAX_ELEMENTS:
+            raise BadJson(TOO_MANY)
+        stack.extend((child, depth + 1) for child in children)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_json(data: bytes) -> Any:
+    """Parse a JSON body within GitLab's limits, or raise BadJson with GitLab's message."""
+    try:
+        document = json.loads(data, parse_constant=_no_constant)
+    except RecursionError:
+        raise BadJson(TOO_DEEP) from None
+    except ValueError:  # malformed, not UTF-8, or an integer too long to read
+        raise BadJson(INVALID_JSON) from None
+    _check_shape(document)
+    return document
+
+
+def json_body(request: Request, force: bool = False) -> Any:
+    """The request's JSON body (None when there is none, or it is not JSON and not `force`).
+
+    Parsed once per request; raises BadJson as `parse_json` does.
+    """
+    if not (request.is_json or force):
+        return None
+    if _JSON_KEY not in request.environ:
+        data = request.get_data(cache=True)
+        request.environ[_JSON_KEY] = parse_json(data) if data.strip() else None
+    return request.environ[_JSON_KEY]
+
+
+def screen(request: Request, body: bool = True) -> Response | None:
+    """GitLab's refusal for a malformed request, or None when it may go on to the view.
+
+    With `body` false (file uploads, whatever their content type) the body is left
+    unread for the view to stream.
+    """
+    if malformed(request, body):
+        return bad_request()
+    if not body:
+        return None
+    try:
+        document = json_body(request)
+    except BadJson as exc:
+        return json_error(str(exc))
+    if not _text_ok(document):
+        return bad_request()
+    return None
