@@ -94,15 +94,15 @@ def malformed(request: Request, body: bool = True) -> bool:
 
     The raw path must be UTF-8 (werkzeug has already replaced bad bytes in PATH_INFO, so
     the check reads the request line); query and form parameters must be UTF-8 without
-    NUL bytes; so must the credentials. A NUL in the path is left to the routes, which
-    answer it with their own JSON 4xx. With `body` false the body is not read (uploads
-    stream it to disk themselves).
+    NUL bytes (a NUL in the path too, as GitLab's middleware refuses it); so must the
+    credentials. With `body` false the body is not read (uploads stream it to disk
+    themselves).
     """
     environ = request.environ
     raw_uri = environ.get("RAW_URI") or environ.get("REQUEST_URI") or ""
     path, _, query = raw_uri.partition("?")
     raw_path = path.encode("latin-1", errors="replace")
-    if not _utf8(unquote_to_bytes(raw_path), nul_allowed=True):
+    if not _utf8(unquote_to_bytes(raw_path)):
         return True
     query = query or environ.get("QUERY_STRING", "")
     if query and not all(_utf8(part) for part in _form_pairs(query.encode("latin-1", errors="replace"))):

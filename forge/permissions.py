@@ -339,18 +339,21 @@ def _repository(project: Project) -> Decision | None:
 # GitLab refuses branches named like a commit id (BranchCheck#prohibited_branch_checks).
 HEX_BRANCH = re.compile(r"\A[0-9a-fA-F]{40}(-/|/|\Z)")
 HEX_BRANCH_NAME = "You cannot create a branch with a 40-character hexadecimal branch name."
-# forge's own refusal: GitLab stores ref names as UTF-8 and breaks on others.
-INVALID_REF_NAME = ("You cannot push a ref whose name is not valid UTF-8 "
-                    "or has a part longer than 255 bytes.")
+# forge's own refusal: GitLab stores ref names as UTF-8 and breaks on others, and a name
+# longer than a file (with `.lock` added) or a path can hold cannot be written.
+INVALID_REF_NAME = "You cannot push a ref whose name is not valid UTF-8 or is too long to store."
+MAX_REF_PART_BYTES = 250
+MAX_REF_BYTES = 1024
 
 
 def _valid_ref_name(ref: str) -> bool:
-    """A ref name forge can keep: valid UTF-8 (no escaped bytes), parts a file name can hold."""
+    """A ref name forge can keep: valid UTF-8 (no escaped bytes), storable as a file."""
     try:
-        parts = ref.encode("utf-8").split(b"/")
+        raw = ref.encode("utf-8")
     except UnicodeEncodeError:  # surrogate-escaped bytes: the name was not UTF-8
         return False
-    return all(len(part) <= 255 for part in parts)
+    return len(raw) <= MAX_REF_BYTES and all(
+        len(part) <= MAX_REF_PART_BYTES for part in raw.split(b"/"))
 
 
 def authorize_ref_update(

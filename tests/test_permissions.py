@@ -209,6 +209,19 @@ REF_CASES = [
     ("job-developer-default", job_principal(), PROJECT, "refs/heads/main", A, B, True, False, "protected_branch", PUSH_PROTECTED),
     ("job-admin-default", job_principal(ADMIN), PROJECT, "refs/heads/main", A, B, True, False, "protected_branch", PUSH_PROTECTED),
     ("tag", DEV, PROJECT, "refs/tags/v1", Z, B, True, True, "not_a_branch", ""),
+    ("hex-branch", DEV, PROJECT, "refs/heads/" + "0123456789" * 4, Z, B, True, False, "hex_branch_name",
+     "You cannot create a branch with a 40-character hexadecimal branch name."),
+    ("hex-branch-prefix", DEV, PROJECT, "refs/heads/" + "ab" * 20 + "/x", Z, B, True, False, "hex_branch_name",
+     "You cannot create a branch with a 40-character hexadecimal branch name."),
+    ("hex-branch-delete", DEV, PROJECT, "refs/heads/" + "ab" * 20, A, Z, True, True, "unprotected_branch", ""),
+    ("hex-41-chars", DEV, PROJECT, "refs/heads/" + "a" * 41, Z, B, True, True, "unprotected_branch", ""),
+    ("not-utf8", DEV, PROJECT, "refs/heads/bad\udcff", Z, B, True, False, "invalid_ref_name",
+     "You cannot push a ref whose name is not valid UTF-8 or is too long to store."),
+    ("part-too-long", DEV, PROJECT, "refs/tags/" + "a" * 251, Z, B, True, False, "invalid_ref_name",
+     "You cannot push a ref whose name is not valid UTF-8 or is too long to store."),
+    ("part-250", DEV, PROJECT, "refs/heads/" + "a" * 250, Z, B, True, True, "unprotected_branch", ""),
+    ("name-too-long", DEV, PROJECT, "refs/heads/" + "/".join(["a" * 200] * 6), Z, B, True, False,
+     "invalid_ref_name", "You cannot push a ref whose name is not valid UTF-8 or is too long to store."),
 ]
 
 
