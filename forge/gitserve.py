@@ -1,8 +1,8 @@
-"""Serve smart-HTTP Git with dulwich, ahead of Flask at the WSGI layer, so packs stream.
+"""Serve smart-HTTP Git ahead of Flask at the WSGI layer, so packs stream.
 
-Every request is authorized through `forge.auth` before dulwich sees it; per-ref push
-rules run inside a ReceivePack handler subclass and are reported through git's
-report-status, as GitLab's pre-receive hook does.
+Every request is authorized through `forge.auth` first, as GitLab's Workhorse does;
+then fetches go to `git upload-pack` (`forge.gitproc`, with the pack cache) or to
+dulwich (`forge.uploadpack`), and pushes to dulwich (`forge.receivepack`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from io import BytesIO
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote
 
@@ -29,27 +28,17 @@ from dulwich.errors import (
     NotGitRepository,
     ObjectFormatException,
 )
-from dulwich.graph import can_fast_forward
-from dulwich.objects import Commit, ObjectID, Tag, Tree
-from dulwich.protocol import (
-    CAPABILITY_FILTER,
-    CAPABILITY_PUSH_OPTIONS,
-    CAPABILITY_SIDE_BAND_64K,
-    SIDE_BAND_CHANNEL_PROGRESS,
-    ReceivableProtocol,
-    extract_capabilities,
-)
-from dulwich.refs import Ref, check_ref_format
-from dulwich.server import ReceivePackHandler, UploadPackHandler
+from dulwich.protocol import ReceivableProtocol
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.wsgi import get_input_stream
 
 from forge import auth, gitproc, packcache
 from forge import permissions as perm
-from forge.housekeeping import record_refused_packs, sweep
 from forge.models import Project, db
-from forge.repos import RepositoryBusy, current_ref, in_use, maintenance, ref_lock
+from forge.receivepack import ForgeReceivePackHandler, PushProtocol, RefCheck
+from forge.repos import RepositoryBusy, in_use
+from forge.uploadpack import AnyShaInWant, FetchProtocol, ForgeUploadPackHandler
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -74,11 +63,7 @@ CLIENT_ERRORS = (
     AssertionError, IndexError, struct.error,
     TypeError,  # dulwich's pack reader, on a pack that ends before the objects its header counts
 )
-# Refs GitLab keeps for itself: hidden from pushers and refused with git's wording.
-HIDDEN_REFS = (b"refs/pipelines/", b"refs/keep-around/", b"refs/merge-requests/",
-               b"refs/environments/")
 BUSY = "The repository is temporarily unavailable. Please try again later."
-RefCheck = Callable[[str, str, str, bool], perm.Decision]
 
 
 def status_line(code: int) -> str:
@@ -94,271 +79,6 @@ def text_response(start_response: StartResponse, code: int, body: str,
         ("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(data))),
         *headers])
     return [data]
-
-
-class ForgeUploadPackHandler(UploadPackHandler):
-    """upload-pack without partial clone: dulwich serves broken `--filter` results."""
-
-    def capabilities(self) -> list[bytes]:
-        """dulwich's capabilities without `filter` (clients fall back to full clones), and
-        with fetches of any reachable sha (see `_AnyShaInWant`)."""
-        return [*(cap for cap in super().capabilities() if cap != CAPABILITY_FILTER),
-                b"allow-reachable-sha1-in-want"]
-
-    def set_client_capabilities(self, caps: Iterable[bytes]) -> None:
-        """Ignore a `filter` the client sends anyway (git does, after warning it is unsupported)."""
-        super().set_client_capabilities([cap for cap in caps if not cap.startswith(CAPABILITY_FILTER)])
-
-
-class _AnyShaInWant:
-    """A repository whose refs, for one fetch, also name the objects the client wants.
-
-    dulwich refuses a want that is not an advertised tip ("Client wants invalid object");
-    GitLab allows any sha (`uploadpack.allowAnySHA1InWant`), and a fetch whose refs moved
-    between advertisement and request relies on it.
-    """
-
-    PREFIX = b"refs/forge-wants/"
-
-    def __init__(self, repo: Any, wants: Iterable[bytes]) -> None:
-        self._repo = repo
-        store = repo.object_store
-        self._extra = {self.PREFIX + sha: sha for sha in wants if _exists(store, sha)}
-
-    def get_refs(self) -> dict[bytes, bytes]:
-        """The real refs plus one per wanted object that exists."""
-        return {**self._repo.get_refs(), **self._extra}
-
-    def get_peeled(self, ref: bytes) -> bytes | None:
-        """Peel a ref (a wanted object peels to itself)."""
-        return self._extra[ref] if ref in self._extra else self._repo.get_peeled(ref)
-
-    def find_missing_objects(self, *args: Any, **kwargs: Any) -> Any:
-        """dulwich's own method, run against these refs."""
-        return type(self._repo).find_missing_objects(self, *args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._repo, name)
-
-
-def _exists(store: Any, sha: bytes) -> bool:
-    try:
-        return ObjectID(sha) in store
-    except (ValueError, TypeError):
-        return False
-
-
-class ForgeReceivePackHandler(ReceivePackHandler):
-    """receive-pack with GitLab's per-ref rules, a connectivity check and one push at a time."""
-
-    def __init__(self, backend: Any, args: Any, proto: Any, stateless_rpc: bool = False,
-                 advertise_refs: bool = False, check_ref: RefCheck | None = None,
-                 repo_dir: Path | None = None) -> None:
-        super().__init__(backend, args, proto, stateless_rpc=stateless_rpc,
-                         advertise_refs=advertise_refs)
-        self.check_ref = check_ref
-        self.repo_dir = repo_dir
-        self._packs_before: set[str] = set()
-        self._connected: bool | None = None
-        self.repo = _HidingRefs(self.repo)  # type: ignore[assignment]
-        self._held = ExitStack()
-        self._locked = False
-        self._accepted = False
-        self._refused = False
-
-    def capabilities(self) -> list[bytes]:
-        """dulwich's capabilities plus `push-options`, as GitLab (Gitaly) advertises them."""
-        return [*super().capabilities(), CAPABILITY_PUSH_OPTIONS]
-
-    def handle(self) -> None:
-        """Receive the push; ref updates happen under the repository's ref lock."""
-        if self.advertise_refs or self.repo_dir is None:
-            super().handle()
-            return
-        pack_dir = self.repo_dir / "objects" / "pack"
-        with in_use(self.repo_dir), ExitStack() as self._held:
-            files_before = {p.stem for p in pack_dir.glob("*.idx")}
-            self._packs_before = {pack.name().decode() for pack in self.repo.object_store.packs}
-            super().handle()
-            if self._refused or not self._accepted:
-                # What this push brought may be referenced by nothing: housekeeping checks
-                # and drops such packs.
-                record_refused_packs(self.repo_dir, sorted(
-                    {p.stem for p in pack_dir.glob("*.idx")} - files_before))
-        # A pack that failed to unpack leaves a temporary file. When nobody else is using
-        # the repository, sweep it now; otherwise housekeeping does, after this push.
-        with maintenance(self.repo_dir) as alone:
-            if alone:
-                sweep(self.repo_dir)
-
-    def _on_update(self, ref_name: bytes, old_sha: bytes, new_sha: bytes) -> bytes | None:
-        """Refuse a ref update that would point at missing objects or that the rules deny."""
-        error = self._check_update(ref_name, old_sha, new_sha)
-        if error:
-            self._refused = True
-        else:
-            self._accepted = True
-        return error
-
-    def _check_update(self, ref_name: bytes, old_sha: bytes, new_sha: bytes) -> bytes | None:
-        """Decide one ref update: None to let dulwich apply it, or git's status for a refusal.
-
-        The first update takes the ref lock, held until the push ends, so checking the
-        ref's current value here and dulwich's update after it are one compare-and-swap
-        against every other writer (pushes, REST, seeds) in every process.
-        """
-        error = super()._on_update(ref_name, old_sha, new_sha)  # type: ignore[arg-type]
-        if error:
-            return error
-        if not check_ref_format(Ref(ref_name[len(b"refs/"):])):  # refs/foo: dulwich cannot store it
-            return b"funny refname"
-        if ref_name.startswith(HIDDEN_REFS):
-            return b"deny updating a hidden ref"
-        if self.repo_dir is not None and not self._locked:
-            try:
-                self._held.enter_context(ref_lock(self.repo_dir))
-            except RepositoryBusy:
-                return b"failed to lock"
-            self._locked = True
-        if current_ref(self.repo, ref_name) != old_sha:  # type: ignore[arg-type]
-            return b"failed to update ref"
-        zero = perm.ZERO_SHA.encode()
-        if new_sha != zero and not self._objects_connected(new_sha):
-            return b"missing necessary objects"
-        if self.check_ref is not None:
-            fast_forward = old_sha == zero or new_sha == zero or self._is_ancestor(old_sha, new_sha)
-            decision = self.check_ref(ref_name.decode(errors="surrogateescape"), old_sha.decode(),
-                                      new_sha.decode(), fast_forward)
-            if not decision.allowed:
-                if self.has_capability(CAPABILITY_SIDE_BAND_64K):
-                    self.proto.write_sideband(SIDE_BAND_CHANNEL_PROGRESS,
-                                              f"GitLab: {decision.message}\n".encode())
-                return b"pre-receive hook declined"
-        return None
-
-    def _is_ancestor(self, old_sha: bytes, new_sha: bytes) -> bool:
-        try:
-            return bool(can_fast_forward(self.repo, old_sha, new_sha))  # type: ignore[arg-type]
-        except KeyError:
-            return False
-
-    def _objects_connected(self, new_sha: bytes) -> bool:
-        """Check that `new_sha` exists and every object the push added has its references."""
-        store = self.repo.object_store
-        if ObjectID(new_sha) not in store:
-            return False
-        if self._connected is None:
-            self._connected = True
-            for pack in store.packs:
-                if pack.name().decode() in self._packs_before:
-                    continue
-                for sha in pack:
-                    if not all(ref in store for ref in _references(pack[sha])):  # type: ignore[operator]
-                        self._connected = False
-                        return False
-        return self._connected
-
-
-class _HidingRefs:
-    """A repository whose ref listing leaves out the refs GitLab hides from pushers."""
-
-    def __init__(self, repo: Any) -> None:
-        self._repo = repo
-
-    def get_refs(self) -> dict[bytes, bytes]:
-        """The refs a pusher sees: all but the hidden ones."""
-        return {name: sha for name, sha in self._repo.get_refs().items()
-                if not name.startswith(HIDDEN_REFS)}
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._repo, name)
-
-
-def _references(obj: Any) -> Iterator[bytes]:
-    """Yield the ids an object points at (gitlinks excluded: they name other repositories)."""
-    if isinstance(obj, Commit):
-        yield obj.tree
-        yield from obj.parents
-    elif isinstance(obj, Tree):
-        for entry in obj.iteritems():
-            if entry.mode != 0o160000:
-                yield entry.sha
-    elif isinstance(obj, Tag):
-        yield obj.object[1]
-
-
-class PushProtocol(ReceivableProtocol):
-    """The receive-pack protocol with what dulwich's reader lacks: shallow lines, push options.
-
-    dulwich reads every command line as a ref update; git sends `shallow <sha>` first
-    when pushing from a `--depth` clone (the connectivity check makes ignoring them
-    safe). A client that was offered `push-options` and uses them (`git push -o ci.skip`)
-    sends them after the commands, before the pack; they are read off here and kept.
-    """
-
-    _commands_done = False
-    _first = True
-    push_options: list[str] | None = None
-
-    def read_pkt_line(self) -> bytes | None:
-        """Read a pkt-line, skipping `shallow` lines and collecting push options."""
-        while True:
-            line = super().read_pkt_line()
-            if self._commands_done:
-                return line
-            if line is None:
-                self._commands_done = True
-                if self.push_options is not None:
-                    while (option := super().read_pkt_line()) is not None:
-                        self.push_options.append(option.rstrip(b"\n").decode(errors="replace"))
-                return line
-            if line.startswith(b"shallow "):
-                continue
-            if self._first:
-                self._first = False
-                _, caps = extract_capabilities(line)
-                if CAPABILITY_PUSH_OPTIONS in caps:
-                    self.push_options = []
-            return line
-
-
-class FetchProtocol(ReceivableProtocol):
-    """The upload-pack protocol, accepting a fetch into a shallow clone.
-
-    A shallow clone that fetches without `--depth` sends `shallow` lines but no
-    `deepen`. git's upload-pack then sends no shallow-update section; dulwich insists
-    on a `deepen` and fails. With no `deepen` in the request, the `shallow` lines are
-    dropped before dulwich reads them, which gives git's answer.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._pending: list[bytes | None] = []
-        self._first_section_read = False
-
-    def unread_pkt_line(self, data: bytes | None) -> None:
-        """Push a line back to be read again."""
-        self._pending.insert(0, data)
-
-    def read_pkt_line(self) -> bytes | None:
-        """Read a pkt-line; the first section (wants, shallows, deepen) is read whole."""
-        if self._pending:
-            return self._pending.pop(0)
-        if self._first_section_read:
-            return super().read_pkt_line()
-        self.read_first_section()
-        return self._pending.pop(0)
-
-    def read_first_section(self) -> list[bytes]:
-        """Read the wants, shallows and deepen lines ahead; return the wanted ids."""
-        self._first_section_read = True
-        section = [super().read_pkt_line()]
-        while section[-1] is not None:
-            section.append(super().read_pkt_line())
-        if not any(line.startswith(b"deepen") for line in section if line):
-            section = [line for line in section if not (line and line.startswith(b"shallow "))]
-        self._pending = section
-        return [line[5:45] for line in section if line and line.startswith(b"want ")]
 
 
 class TooLarge(ValueError):
@@ -637,7 +357,7 @@ class GitApplication:
                     handler = ForgeUploadPackHandler(backend, [str(project_id)], proto,
                                                      stateless_rpc=True)
                     assert isinstance(proto, FetchProtocol)
-                    handler.repo = _AnyShaInWant(handler.repo, proto.read_first_section())
+                    handler.repo = AnyShaInWant(handler.repo, proto.read_first_section())
                     handler.handle()
             output.flush()
         except TooLarge:

@@ -1,0 +1,209 @@
+"""dulwich's receive-pack with GitLab's semantics: per-ref rules, one ref lock, hidden refs.
+
+Per-ref push rules run inside the handler, as GitLab's pre-receive hook does, and are
+reported through git's report-status; every ref update is a compare-and-swap under the
+repository's ref lock, shared with every other writer; a pack that leaves a ref pointing
+at missing objects is refused; push options are read and kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from dulwich.graph import can_fast_forward
+from dulwich.objects import Commit, ObjectID, Tag, Tree
+from dulwich.protocol import (
+    CAPABILITY_PUSH_OPTIONS,
+    CAPABILITY_SIDE_BAND_64K,
+    SIDE_BAND_CHANNEL_PROGRESS,
+    ReceivableProtocol,
+    extract_capabilities,
+)
+from dulwich.refs import Ref, check_ref_format
+from dulwich.server import ReceivePackHandler
+
+from forge import permissions as perm
+from forge.housekeeping import record_refused_packs, sweep
+from forge.repos import RepositoryBusy, current_ref, in_use, maintenance, ref_lock
+
+# Refs GitLab keeps for itself: hidden from pushers and refused with git's wording.
+HIDDEN_REFS = (b"refs/pipelines/", b"refs/keep-around/", b"refs/merge-requests/",
+               b"refs/environments/")
+RefCheck = Callable[[str, str, str, bool], perm.Decision]
+
+
+class ForgeReceivePackHandler(ReceivePackHandler):
+    """receive-pack with GitLab's per-ref rules, a connectivity check and one push at a time."""
+
+    def __init__(self, backend: Any, args: Any, proto: Any, stateless_rpc: bool = False,
+                 advertise_refs: bool = False, check_ref: RefCheck | None = None,
+                 repo_dir: Path | None = None) -> None:
+        super().__init__(backend, args, proto, stateless_rpc=stateless_rpc,
+                         advertise_refs=advertise_refs)
+        self.check_ref = check_ref
+        self.repo_dir = repo_dir
+        self._packs_before: set[str] = set()
+        self._connected: bool | None = None
+        self.repo = _HidingRefs(self.repo)  # type: ignore[assignment]
+        self._held = ExitStack()
+        self._locked = False
+        self._accepted = False
+        self._refused = False
+
+    def capabilities(self) -> list[bytes]:
+        """dulwich's capabilities plus `push-options`, as GitLab (Gitaly) advertises them."""
+        return [*super().capabilities(), CAPABILITY_PUSH_OPTIONS]
+
+    def handle(self) -> None:
+        """Receive the push; ref updates happen under the repository's ref lock."""
+        if self.advertise_refs or self.repo_dir is None:
+            super().handle()
+            return
+        pack_dir = self.repo_dir / "objects" / "pack"
+        with in_use(self.repo_dir), ExitStack() as self._held:
+            files_before = {p.stem for p in pack_dir.glob("*.idx")}
+            self._packs_before = {pack.name().decode() for pack in self.repo.object_store.packs}
+            super().handle()
+            if self._refused or not self._accepted:
+                # What this push brought may be referenced by nothing: housekeeping checks
+                # and drops such packs.
+                record_refused_packs(self.repo_dir, sorted(
+                    {p.stem for p in pack_dir.glob("*.idx")} - files_before))
+        # A pack that failed to unpack leaves a temporary file. When nobody else is using
+        # the repository, sweep it now; otherwise housekeeping does, after this push.
+        with maintenance(self.repo_dir) as alone:
+            if alone:
+                sweep(self.repo_dir)
+
+    def _on_update(self, ref_name: bytes, old_sha: bytes, new_sha: bytes) -> bytes | None:
+        """Refuse a ref update that would point at missing objects or that the rules deny."""
+        error = self._check_update(ref_name, old_sha, new_sha)
+        if error:
+            self._refused = True
+        else:
+            self._accepted = True
+        return error
+
+    def _check_update(self, ref_name: bytes, old_sha: bytes, new_sha: bytes) -> bytes | None:
+        """Decide one ref update: None to let dulwich apply it, or git's status for a refusal.
+
+        The first update takes the ref lock, held until the push ends, so checking the
+        ref's current value here and dulwich's update after it are one compare-and-swap
+        against every other writer (pushes, REST, seeds) in every process.
+        """
+        error = super()._on_update(ref_name, old_sha, new_sha)  # type: ignore[arg-type]
+        if error:
+            return error
+        if not check_ref_format(Ref(ref_name[len(b"refs/"):])):  # refs/foo: dulwich cannot store it
+            return b"funny refname"
+        if ref_name.startswith(HIDDEN_REFS):
+            return b"deny updating a hidden ref"
+        if self.repo_dir is not None and not self._locked:
+            try:
+                self._held.enter_context(ref_lock(self.repo_dir))
+            except RepositoryBusy:
+                return b"failed to lock"
+            self._locked = True
+        if current_ref(self.repo, ref_name) != old_sha:  # type: ignore[arg-type]
+            return b"failed to update ref"
+        zero = perm.ZERO_SHA.encode()
+        if new_sha != zero and not self._objects_connected(new_sha):
+            return b"missing necessary objects"
+        if self.check_ref is not None:
+            fast_forward = old_sha == zero or new_sha == zero or self._is_ancestor(old_sha, new_sha)
+            decision = self.check_ref(ref_name.decode(errors="surrogateescape"), old_sha.decode(),
+                                      new_sha.decode(), fast_forward)
+            if not decision.allowed:
+                if self.has_capability(CAPABILITY_SIDE_BAND_64K):
+                    self.proto.write_sideband(SIDE_BAND_CHANNEL_PROGRESS,
+                                              f"GitLab: {decision.message}\n".encode())
+                return b"pre-receive hook declined"
+        return None
+
+    def _is_ancestor(self, old_sha: bytes, new_sha: bytes) -> bool:
+        try:
+            return bool(can_fast_forward(self.repo, old_sha, new_sha))  # type: ignore[arg-type]
+        except KeyError:
+            return False
+
+    def _objects_connected(self, new_sha: bytes) -> bool:
+        """Check that `new_sha` exists and every object the push added has its references."""
+        store = self.repo.object_store
+        if ObjectID(new_sha) not in store:
+            return False
+        if self._connected is None:
+            self._connected = True
+            for pack in store.packs:
+                if pack.name().decode() in self._packs_before:
+                    continue
+                for sha in pack:
+                    if not all(ref in store for ref in _references(pack[sha])):  # type: ignore[operator]
+                        self._connected = False
+                        return False
+        return self._connected
+
+
+class _HidingRefs:
+    """A repository whose ref listing leaves out the refs GitLab hides from pushers."""
+
+    def __init__(self, repo: Any) -> None:
+        self._repo = repo
+
+    def get_refs(self) -> dict[bytes, bytes]:
+        """The refs a pusher sees: all but the hidden ones."""
+        return {name: sha for name, sha in self._repo.get_refs().items()
+                if not name.startswith(HIDDEN_REFS)}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._repo, name)
+
+
+def _references(obj: Any) -> Iterator[bytes]:
+    """Yield the ids an object points at (gitlinks excluded: they name other repositories)."""
+    if isinstance(obj, Commit):
+        yield obj.tree
+        yield from obj.parents
+    elif isinstance(obj, Tree):
+        for entry in obj.iteritems():
+            if entry.mode != 0o160000:
+                yield entry.sha
+    elif isinstance(obj, Tag):
+        yield obj.object[1]
+
+
+class PushProtocol(ReceivableProtocol):
+    """The receive-pack protocol with what dulwich's reader lacks: shallow lines, push options.
+
+    dulwich reads every command line as a ref update; git sends `shallow <sha>` first
+    when pushing from a `--depth` clone (the connectivity check makes ignoring them
+    safe). A client that was offered `push-options` and uses them (`git push -o ci.skip`)
+    sends them after the commands, before the pack; they are read off here and kept.
+    """
+
+    _commands_done = False
+    _first = True
+    push_options: list[str] | None = None
+
+    def read_pkt_line(self) -> bytes | None:
+        """Read a pkt-line, skipping `shallow` lines and collecting push options."""
+        while True:
+            line = super().read_pkt_line()
+            if self._commands_done:
+                return line
+            if line is None:
+                self._commands_done = True
+                if self.push_options is not None:
+                    while (option := super().read_pkt_line()) is not None:
+                        self.push_options.append(option.rstrip(b"\n").decode(errors="replace"))
+                return line
+            if line.startswith(b"shallow "):
+                continue
+            if self._first:
+                self._first = False
+                _, caps = extract_capabilities(line)
+                if CAPABILITY_PUSH_OPTIONS in caps:
+                    self.push_options = []
+            return line
