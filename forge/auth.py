@@ -19,7 +19,7 @@ from sqlalchemy import select
 from werkzeug.datastructures import Headers
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from forge import domain
+from forge import domain, jobs
 from forge import permissions as perm
 from forge.models import Event, Job, PersonalAccessToken, Project, User, db
 from forge.repos import RepositoryBackend
@@ -94,7 +94,7 @@ def principal_for(credentials: Credentials | None) -> perm.Principal:
         job = db.session.scalar(select(Job).where(Job.token_digest == token_digest))
         if job is not None and domain.same_digest(job.token_digest, secret):
             return perm.Principal(perm.Kind.JOB, user=domain.user_facts(job.user),
-                                  job=domain.job_facts(job))
+                                  job=jobs.job_facts(job))
     pat = db.session.scalar(
         select(PersonalAccessToken).where(PersonalAccessToken.token_digest == token_digest))
     if pat is not None and domain.same_digest(pat.token_digest, secret):

@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 from flask import Blueprint, Flask, Response, abort, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from forge import auth, domain, events, seed
+from forge import auth, domain, events, jobs, seed
 from forge import permissions as perm
 from forge.models import Job, db
 from forge.state import ForgeState, state_of
@@ -99,11 +99,12 @@ def job_json(job: Job, token: str | None = None) -> dict[str, Any]:
     """Render a job as the control API shows it."""
     data = {
         "id": job.id, "status": job.status, "project": job.project.full_path,
+        "pipeline": job.pipeline_id,
         "project_id": job.project_id, "user": job.user.username, "ref": job.ref, "sha": job.sha,
         "name": job.name, "stage": job.stage, "timeout": job.timeout,
         "started_at": job.started_at.isoformat() + "Z" if job.started_at else None,
         "finished_at": job.finished_at.isoformat() + "Z" if job.finished_at else None,
-        "variables": domain.job_variables(job, token, _state().config.base_url,
+        "variables": jobs.job_variables(job, token, _state().config.base_url,
                                           _state().config.registry_url),
     }
     if token is not None:
@@ -131,7 +132,7 @@ def reset() -> tuple[Response, int]:
 
 @bp.post("/jobs")
 def start_job() -> tuple[Response, int]:
-    """Start a job: `{"project", "user", "ref", "name", "timeout"}`."""
+    """Start a job: `{"project", "user", "ref", "name", "timeout", "pipeline"}`."""
     state, body = _state(), _body()
     project_ref, username = _name(body, "project"), _name(body, "user")
     try:
@@ -142,17 +143,27 @@ def start_job() -> tuple[Response, int]:
     status, token = _text(body, "status", "running"), _text(body, "token")
     project = domain.get_project(project_ref)
     user = domain.get_user(username)
-    job, token = domain.create_job(
+    pipeline = body.get("pipeline")
+    if pipeline is not None and (isinstance(pipeline, bool) or not isinstance(pipeline, int)):
+        abort(400, "pipeline must be the id of a pipeline of the project")
+    job, token = jobs.create_job(
         state.now(), state.backend, project, user, ref=ref, name=name or "build",
-        stage=stage or "test", timeout=timeout, status=status or "running", token=token)
+        stage=stage or "test", timeout=timeout, status=status or "running", token=token,
+        pipeline=_pipeline(pipeline) if pipeline is not None else None)
     db.session.commit()
     return jsonify(job_json(job, token)), 201
+
+
+def _pipeline(pipeline_id: int) -> Any:
+    if not 0 < pipeline_id <= MAX_ID:
+        raise domain.NotFound(f"pipeline {pipeline_id} does not exist")
+    return jobs.get_pipeline(pipeline_id)
 
 
 def _job(job_id: int) -> Job:
     if job_id > MAX_ID:
         raise domain.NotFound(f"job {job_id} does not exist")
-    return domain.get_job(job_id)
+    return jobs.get_job(job_id)
 
 
 @bp.get("/jobs/<int:job_id>")
@@ -165,7 +176,7 @@ def show_job(job_id: int) -> Response:
 def update_job(job_id: int) -> Response:
     """Change a job's status: `{"status": "success"}`."""
     job, body = _job(job_id), _body()
-    domain.set_job_status(_state().now(), job, _name(body, "status"))
+    jobs.set_job_status(_state().now(), job, _name(body, "status"))
     db.session.commit()
     return jsonify(job_json(job))
 

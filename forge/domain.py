@@ -32,6 +32,7 @@ from forge.models import (
     Membership,
     PackageFile,
     PersonalAccessToken,
+    Pipeline,
     Project,
     ProtectedBranch,
     Release,
@@ -211,14 +212,6 @@ def get_project(ref: str | int) -> Project:
     if project is None:
         raise NotFound(f"project {ref!r} does not exist")
     return project
-
-
-def get_job(job_id: int) -> Job:
-    """Find a job by id, or raise NotFound."""
-    job = by_id(Job, job_id)
-    if job is None:
-        raise NotFound(f"job {job_id} does not exist")
-    return job
 
 
 def ancestor_ids(group: Group | None) -> list[int]:
@@ -537,7 +530,8 @@ def unprotect_branch(project: Project, name: str) -> None:
 
 # -- job token scope -------------------------------------------------------------------
 
-def _links(project: Project, direction: str) -> list[ScopeLink]:
+def scope_links(project: Project, direction: str) -> list[ScopeLink]:
+    """The project's job token scope entries, `inbound` (allowlist) or `outbound`, oldest first."""
     return list(db.session.scalars(select(ScopeLink).where(
         ScopeLink.project_id == project.id, ScopeLink.direction == direction
     ).order_by(ScopeLink.id)))
@@ -572,7 +566,7 @@ def allow_group(now: datetime, target: Project, group: Group, *,
 def _allow_inbound(now: datetime, target: Project, kind: str, source_id: int,
                    default_permissions: bool, job_token_policies: Iterable[str]) -> ScopeLink:
     column = f"source_{kind}_id"
-    links = [link for link in _links(target, "inbound") if getattr(link, column) is not None]
+    links = [link for link in scope_links(target, "inbound") if getattr(link, column) is not None]
     if any(getattr(link, column) == source_id for link in links):
         raise DomainError(f"This {kind} is already in the job token allowlist.")
     if len(links) >= MAX_ALLOWLIST:
@@ -587,7 +581,7 @@ def _allow_inbound(now: datetime, target: Project, kind: str, source_id: int,
 
 def allow_outbound(now: datetime, project: Project, target: Project) -> ScopeLink:
     """Add `target` to `project`'s legacy outbound scope."""
-    if any(link.source_project_id == target.id for link in _links(project, "outbound")):
+    if any(link.source_project_id == target.id for link in scope_links(project, "outbound")):
         raise DomainError("This project is already in the outbound job token scope.")
     link = ScopeLink(project_id=project.id, direction="outbound", source_project_id=target.id,
                      created_at=now)
@@ -598,7 +592,7 @@ def allow_outbound(now: datetime, project: Project, target: Project) -> ScopeLin
 
 def disallow(target: Project, *, project: Project | None = None, group: Group | None = None) -> None:
     """Remove a project or group entry from `target`'s inbound allowlist."""
-    for link in _links(target, "inbound"):
+    for link in scope_links(target, "inbound"):
         if (project is not None and link.source_project_id == project.id) or (
                 group is not None and link.source_group_id == group.id):
             db.session.delete(link)
@@ -688,7 +682,7 @@ def list_locks(project: Project, *, path: str | None = None, lock_id: str | None
     return list(db.session.scalars(query))
 
 
-# -- jobs ------------------------------------------------------------------------------
+# -- facts for the permission rules ----------------------------------------------------
 
 def project_facts(project: Project, user: User | None, backend: RepositoryBackend | None = None
                   ) -> perm.Project:
@@ -700,7 +694,7 @@ def project_facts(project: Project, user: User | None, backend: RepositoryBacken
             Membership.user_id == user.id,
             (Membership.project_id == project.id) | Membership.group_id.in_(group_ids)))
         role = max(levels, default=perm.NO_ACCESS)
-    links = _links(project, "inbound")
+    links = scope_links(project, "inbound")
     rules = db.session.scalars(select(ProtectedBranch).where(
         ProtectedBranch.project_id == project.id))
     return perm.Project(
@@ -735,120 +729,6 @@ def user_facts(user: User) -> perm.User:
     return perm.User(user.id, user.username, user.admin, user.external, user.state)
 
 
-def job_facts(job: Job) -> perm.Job:
-    """Describe `job` (and its project's outbound scope) to the permission rules."""
-    project = job.project
-    outbound = frozenset(
-        link.source_project_id for link in _links(project, "outbound") if link.source_project_id)
-    return perm.Job(
-        id=job.id, project_id=project.id, project_path=project.path,
-        project_group_ids=frozenset(ancestor_ids(project.group)), status=job.status,
-        started_at=job.started_at, timeout=job.timeout,
-        outbound_enabled=project.outbound_enabled, outbound_project_ids=outbound)
-
-
-def create_job(
-    now: datetime,
-    backend: RepositoryBackend,
-    project: Project,
-    user: User,
-    *,
-    ref: str | None = None,
-    name: str = "build",
-    stage: str = "test",
-    timeout: int = 3600,
-    status: str = "running",
-    token: str | None = None,
-) -> tuple[Job, str]:
-    """Create a job triggered by `user`; return it with its token, which is not stored.
-
-    Refused with Forbidden when the user may not run jobs in the project.
-    """
-    decision = perm.may_run_job(user_facts(user), project_facts(project, user))
-    if not decision.allowed:
-        raise Forbidden(decision.message)
-    if status not in perm.JOB_STATUSES:
-        raise DomainError(f"unknown job status {status!r}; use one of {', '.join(perm.JOB_STATUSES)}")
-    if timeout <= 0:
-        raise DomainError("job timeout must be a positive number of seconds")
-    ref = ref or project.default_branch
-    sha = backend.resolve(project.id, ref) if backend.exists(project.id) else ""
-    secret = token or new_job_token()
-    if not secret.startswith("glcbt-"):
-        raise DomainError("job tokens start with 'glcbt-'")
-    if db.session.scalar(select(Job).where(Job.token_digest == digest(secret))) is not None:
-        raise Conflict("that job token is already in use")
-    job = Job(project=project, user=user, ref=ref, sha=sha, name=name, stage=stage,
-              status=status, timeout=timeout, token_digest=digest(secret), created_at=now,
-              started_at=now if status == "running" else None,
-              finished_at=now if status in ("success", "failed", "canceled") else None)
-    db.session.add(job)
-    db.session.flush()
-    job.pipeline_id = job.id
-    return job, secret
-
-
-def set_job_status(now: datetime, job: Job, status: str) -> None:
-    """Move a job to `status`; leaving `running` kills its token at once."""
-    if status not in perm.JOB_STATUSES:
-        raise DomainError(f"unknown job status {status!r}; use one of {', '.join(perm.JOB_STATUSES)}")
-    if status == "running" and job.started_at is None:
-        job.started_at = now
-    if status in ("success", "failed", "canceled", "skipped"):
-        job.finished_at = now
-    job.status = status
-
-
-def job_variables(job: Job, token: str | None, base_url: str, registry: str = "") -> dict[str, str]:
-    """Return the CI_* variables GitLab gives the job (spec section 6)."""
-    project, user = job.project, job.user
-    url = urlsplit(base_url)
-    host = url.hostname or "localhost"
-    port = url.port or (443 if url.scheme == "https" else 80)
-    netloc = url.netloc
-    namespace = project.full_path.rsplit("/", 1)[0]
-    variables = {
-        "CI": "true",
-        "GITLAB_CI": "true",
-        "CI_JOB_ID": str(job.id),
-        "CI_JOB_NAME": job.name,
-        "CI_JOB_STAGE": job.stage,
-        "CI_JOB_STATUS": job.status,
-        "CI_JOB_URL": f"{base_url}/{project.full_path}/-/jobs/{job.id}",
-        "CI_PIPELINE_ID": str(job.pipeline_id),
-        "CI_PROJECT_ID": str(project.id),
-        "CI_PROJECT_PATH": project.full_path,
-        "CI_PROJECT_NAME": project.path,
-        "CI_PROJECT_NAMESPACE": namespace,
-        "CI_PROJECT_URL": f"{base_url}/{project.full_path}",
-        "CI_PROJECT_VISIBILITY": project.visibility,
-        "CI_DEFAULT_BRANCH": project.default_branch,
-        "CI_COMMIT_SHA": job.sha,
-        "CI_COMMIT_REF_NAME": job.ref,
-        "CI_COMMIT_BRANCH": job.ref,
-        "CI_SERVER_URL": base_url,
-        "CI_SERVER_HOST": host,
-        "CI_SERVER_PORT": str(port),
-        "CI_SERVER_PROTOCOL": url.scheme,
-        "CI_API_V4_URL": f"{base_url}/api/v4",
-        "GITLAB_USER_LOGIN": user.username,
-        "GITLAB_USER_ID": str(user.id),
-        "GITLAB_USER_EMAIL": user.email,
-        "GITLAB_USER_NAME": user.name,
-    }
-    if token is not None:
-        variables["CI_JOB_TOKEN"] = token
-        variables["CI_REPOSITORY_URL"] = (
-            f"{url.scheme}://gitlab-ci-token:{token}@{netloc}/{project.full_path}.git")
-    if registry:
-        variables["CI_REGISTRY"] = registry
-        variables["CI_REGISTRY_IMAGE"] = f"{registry}/{project.full_path.lower()}"
-        variables["CI_REGISTRY_USER"] = "gitlab-ci-token"
-        if token is not None:
-            variables["CI_REGISTRY_PASSWORD"] = token
-    return variables
-
-
 # -- the whole forge -------------------------------------------------------------------
 
 def ensure_root(now: datetime, root_token: str, root_password: str = "",
@@ -868,7 +748,7 @@ def ensure_root(now: datetime, root_token: str, root_password: str = "",
 
 def reset(backend: RepositoryBackend, lfs: BlobStore | None = None) -> None:
     """Empty the forge, keeping the root user and its tokens."""
-    for model in (Event, Job, LfsLock, LfsObject, PackageFile, Release, ScopeLink,
+    for model in (Event, Job, Pipeline, LfsLock, LfsObject, PackageFile, Release, ScopeLink,
                   ProtectedBranch, Membership, Project, Group):
         db.session.execute(db.delete(model))
     root = db.session.scalar(select(User).where(User.username == "root"))

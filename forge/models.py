@@ -210,6 +210,20 @@ class Release(db.Model):  # type: ignore[name-defined,misc]
     author: Mapped[User | None] = relationship()
 
 
+class Pipeline(db.Model):  # type: ignore[name-defined,misc]
+    """A pipeline: the commit its jobs run for, pinned by `refs/pipelines/<id>`."""
+
+    __tablename__ = "pipelines"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    iid: Mapped[int]  # numbered per project, as CI_PIPELINE_IID
+    ref: Mapped[str] = mapped_column(String(1024))
+    sha: Mapped[str] = mapped_column(String(64), default="")
+    source: Mapped[str] = mapped_column(String(40), default="push")
+    created_at: Mapped[datetime]
+    project: Mapped[Project] = relationship()
+
+
 class Job(db.Model):  # type: ignore[name-defined,misc]
     """A CI job; its token works only while it runs."""
 
@@ -222,7 +236,7 @@ class Job(db.Model):  # type: ignore[name-defined,misc]
     name: Mapped[str] = mapped_column(String(255), default="build")
     stage: Mapped[str] = mapped_column(String(255), default="test")
     status: Mapped[str] = mapped_column(String(20), default="running")
-    pipeline_id: Mapped[int] = mapped_column(default=0)
+    pipeline_id: Mapped[int] = mapped_column(ForeignKey("pipelines.id", ondelete="CASCADE"))
     timeout: Mapped[int] = mapped_column(default=3600)
     token_digest: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime]
@@ -230,6 +244,7 @@ class Job(db.Model):  # type: ignore[name-defined,misc]
     finished_at: Mapped[datetime | None]
     project: Mapped[Project] = relationship()
     user: Mapped[User] = relationship()
+    pipeline: Mapped[Pipeline | None] = relationship()
 
 
 class Event(db.Model):  # type: ignore[name-defined,misc]

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from forge import domain
+from forge import domain, jobs
 from forge.models import db
 from forge.state import ForgeState
 from forge.templates import TemplateError, read_template
@@ -32,7 +32,7 @@ SCOPE_KEYS = {"inbound_enabled", "outbound_enabled", "push_repository_allowed",
               "ci_push_repository_for_job_token_allowed", "allowlist", "outbound"}
 ALLOWLIST_KEYS = {"projects", "groups"}
 ENTRY_KEYS = {"path", "default_permissions", "job_token_policies"}
-JOB_KEYS = {"project", "user", "status", "ref", "name", "stage", "timeout", "token"}
+JOB_KEYS = {"project", "user", "status", "ref", "name", "stage", "timeout", "token", "pipeline"}
 MAX_JOB_TIMEOUT = 30 * 24 * 3600  # GitLab refuses job timeouts above a month
 NO_TEMPLATES_DIR = ("this forge has no templates directory: start it with `forge serve "
                     "--templates-dir DIR` (or --seed FILE, whose directory is used), or send the "
@@ -303,6 +303,7 @@ def _apply(state: ForgeState, scenario: Mapping[str, Any], templates_dir: Path |
     for where, project, entry in projects:
         _scope(state, project, entry.get("job_token_scope"), f"{where}.job_token_scope", named)
 
+    pipelines: dict[tuple[int, str], Any] = {}  # jobs with one `pipeline:` label share one
     for i, entry in enumerate(_list(scenario, "jobs", "")):
         where = f"jobs[{i}]"
         entry = _check_keys(entry, JOB_KEYS, where)
@@ -312,14 +313,18 @@ def _apply(state: ForgeState, scenario: Mapping[str, Any], templates_dir: Path |
             timeout = job_timeout(entry.get("timeout", 3600))
         except ValueError as exc:
             raise SeedError(f"{where}.timeout: {exc}") from None
-        job, token = named(where, domain.create_job, now, state.backend, project, user,
+        label = _opt_text(entry, "pipeline", where)
+        shared = pipelines.get((project.id, label)) if label else None
+        job, token = named(where, jobs.create_job, now, state.backend, project, user,
                            ref=_opt_text(entry, "ref", where),
                            name=_opt_text(entry, "name", where, "build"),
                            stage=_opt_text(entry, "stage", where, "test"), timeout=timeout,
                            status=_opt_text(entry, "status", where, "running"),
-                           token=_opt_text(entry, "token", where))
+                           token=_opt_text(entry, "token", where), pipeline=shared)
+        if label:
+            pipelines[(project.id, label)] = job.pipeline
         result["jobs"].append({"id": job.id, "project": project.full_path, "user": user.username,
-                               "status": job.status, "token": token})
+                               "status": job.status, "token": token, "pipeline": job.pipeline_id})
     db.session.flush()
     return result
 

@@ -12,7 +12,7 @@ from urllib.parse import quote, urlsplit
 
 from sqlalchemy import select
 
-from forge import domain, events, seed
+from forge import domain, events, jobs, seed
 from forge.models import Group, Project, db
 from forge.repos import FileContent
 from forge.server import ForgeServer
@@ -51,6 +51,7 @@ class JobHandle:
     project: str
     user: str
     variables: dict[str, str] = field(default_factory=dict)
+    pipeline: int = 0  # its pipeline's id: pass it to start_job to add jobs to the pipeline
 
 
 UserRef = UserHandle | str
@@ -266,20 +267,31 @@ class Forge:
     # -- jobs --------------------------------------------------------------------------
 
     def start_job(self, project: ProjectRef, user: UserRef, *, ref: str | None = None,
-                  name: str = "build", timeout: int = 3600, status: str = "running") -> JobHandle:
-        """Start a job triggered by `user`; refused unless the user may run jobs there."""
+                  name: str = "build", timeout: int = 3600, status: str = "running",
+                  pipeline: JobHandle | int | None = None) -> JobHandle:
+        """Start a job triggered by `user`; refused unless the user may run jobs there.
+
+        Each job gets a new pipeline at `ref` (writing `refs/pipelines/<id>`), unless
+        `pipeline` names one (an id, or a job whose pipeline to join).
+        """
         with self._session():
-            job, token = domain.create_job(
+            joined = None
+            if pipeline is not None:
+                joined = jobs.get_pipeline(
+                    pipeline.pipeline if isinstance(pipeline, JobHandle) else pipeline)
+            job, token = jobs.create_job(
                 self.now(), self.state.backend, domain.get_project(_path(project)),
-                domain.get_user(_name(user)), ref=ref, name=name, timeout=timeout, status=status)
-            variables = domain.job_variables(job, token, self.url, self.state.config.registry_url)
-            return JobHandle(job.id, token, job.project.full_path, job.user.username, variables)
+                domain.get_user(_name(user)), ref=ref, name=name, timeout=timeout, status=status,
+                pipeline=joined)
+            variables = jobs.job_variables(job, token, self.url, self.state.config.registry_url)
+            return JobHandle(job.id, token, job.project.full_path, job.user.username, variables,
+                             job.pipeline_id)
 
     def set_job_status(self, job: JobHandle | int, status: str) -> None:
         """Move a job to any GitLab status."""
         with self._session():
             job_id = job.id if isinstance(job, JobHandle) else job
-            domain.set_job_status(self.now(), domain.get_job(job_id), status)
+            jobs.set_job_status(self.now(), jobs.get_job(job_id), status)
 
     def finish_job(self, job: JobHandle | int, status: str = "success") -> None:
         """Finish a job; its token dies for the very next request."""
@@ -288,7 +300,7 @@ class Forge:
     def job_variables(self, job: JobHandle) -> dict[str, str]:
         """Return the CI_* variables of a job, as a runner would export them."""
         with self._session():
-            return domain.job_variables(domain.get_job(job.id), job.token, self.url,
+            return jobs.job_variables(jobs.get_job(job.id), job.token, self.url,
                                         self.state.config.registry_url)
 
     # -- URLs and the decision log -----------------------------------------------------
