@@ -16,7 +16,7 @@ from forge import domain, events
 from forge.config import ForgeConfig
 from forge.datadir import DataDirLock, protect_database
 from forge.housekeeping import Housekeeper, Limits, sweep_orphans
-from forge.models import db
+from forge.models import add_missing_columns, db
 from forge.packcache import PackCache
 from forge.repos import BlobStore, RepositoryBackend
 from forge.state import ForgeState, state_of, utcnow
@@ -72,6 +72,8 @@ def create_app(config: ForgeConfig | None = None, clock: Callable[[], datetime] 
     with app.app_context():
         event.listen(db.engine, "connect", _sqlite_pragmas)
         db.create_all()
+        for column in add_missing_columns(db.engine):
+            log.info("added column %s to the database of an older forge", column)
         domain.ensure_root(state.now(), config.root_token, config.root_password,
                            config.password_hash_method)
         db.session.commit()

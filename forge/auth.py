@@ -164,6 +164,7 @@ def record(
     project: Project | None = None,
     ref: str | None = None,
     attempted_username: str | None = None,
+    push_options: list[str] | None = None,
 ) -> Event:
     """Add one decision to the log. Secrets never reach it: only kinds, names and ids."""
     user = principal.user
@@ -175,7 +176,7 @@ def record(
         project=project.full_path if project else None,
         project_id=project.id if project else None,
         action=action, ref=ref, allowed=decision.allowed, reason=decision.reason,
-        status=decision.status, message=decision.message[:2048])
+        status=decision.status, message=decision.message[:2048], push_options=push_options)
     db.session.add(event)
     return event
 

@@ -385,12 +385,14 @@ class GitApplication:
         assert facts is not None
         path = environ.get("PATH_INFO", "")
 
-        def check(ref: str, old: str, new: str, fast_forward: bool) -> perm.Decision:
+        def check(ref: str, old: str, new: str, fast_forward: bool,
+                  options: list[str]) -> perm.Decision:
             decision = perm.authorize_ref_update(principal, facts, ref, old, new, fast_forward)
             shown = ref.encode(errors="surrogateescape").decode(errors="replace")
             with self.flask_app.app_context():
                 auth.record(self.state.now(), "POST", path, principal, "push_ref", decision,
-                            db.session.get(Project, project_id), ref=shown)
+                            db.session.get(Project, project_id), ref=shown,
+                            push_options=options or None)
                 db.session.commit()
             return decision
 

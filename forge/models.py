@@ -267,6 +267,7 @@ class Event(db.Model):  # type: ignore[name-defined,misc]
     reason: Mapped[str] = mapped_column(String(80))
     status: Mapped[int]
     message: Mapped[str] = mapped_column(String(2048), default="")
+    push_options: Mapped[list[str] | None] = mapped_column(JSON)  # `git push -o`, on push_ref
 
     def to_dict(self) -> dict[str, Any]:
         """Render the event as JSON-ready data."""
@@ -287,4 +288,25 @@ class Event(db.Model):  # type: ignore[name-defined,misc]
             "reason": self.reason,
             "status": self.status,
             "message": self.message,
+            "push_options": self.push_options,
         }
+
+
+def add_missing_columns(engine: Any) -> list[str]:
+    """Add the nullable columns a data directory from an older forge lacks (`create_all`
+    makes missing tables, never missing columns); return `table.column` for each."""
+    from sqlalchemy import inspect
+    added = []
+    existing = inspect(engine)
+    for table in db.metadata.sorted_tables:
+        if not existing.has_table(table.name):
+            continue
+        have = {column["name"] for column in existing.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in have and column.nullable and column.server_default is None:
+                kind = column.type.compile(dialect=engine.dialect)
+                with engine.begin() as connection:
+                    connection.execute(text(
+                        f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}'))
+                added.append(f"{table.name}.{column.name}")
+    return added

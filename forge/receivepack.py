@@ -32,7 +32,7 @@ from forge.repos import RepositoryBusy, current_ref, in_use, maintenance, ref_lo
 # Refs GitLab keeps for itself: hidden from pushers and refused with git's wording.
 HIDDEN_REFS = (b"refs/pipelines/", b"refs/keep-around/", b"refs/merge-requests/",
                b"refs/environments/")
-RefCheck = Callable[[str, str, str, bool], perm.Decision]
+RefCheck = Callable[[str, str, str, bool, list[str]], perm.Decision]
 
 
 class ForgeReceivePackHandler(ReceivePackHandler):
@@ -115,7 +115,8 @@ class ForgeReceivePackHandler(ReceivePackHandler):
         if self.check_ref is not None:
             fast_forward = old_sha == zero or new_sha == zero or self._is_ancestor(old_sha, new_sha)
             decision = self.check_ref(ref_name.decode(errors="surrogateescape"), old_sha.decode(),
-                                      new_sha.decode(), fast_forward)
+                                      new_sha.decode(), fast_forward,
+                                      getattr(self.proto, "push_options", None) or [])
             if not decision.allowed:
                 if self.has_capability(CAPABILITY_SIDE_BAND_64K):
                     self.proto.write_sideband(SIDE_BAND_CHANNEL_PROGRESS,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
@@ -124,3 +125,25 @@ def test_forge_events_still_returns_everything(forge: Forge) -> None:
     assert [e["id"] for e in forge.events()] == ids
     assert [e["id"] for e in forge.events(since=ids[-3])] == ids[-2:]
     assert forge.last_event(allowed=False)["id"] == ids[-2]
+
+
+def test_database_of_an_older_forge_gets_the_new_columns(tmp_path: Path) -> None:
+    import sqlite3
+
+    from forge.config import ForgeConfig
+    from forge.server import ForgeServer
+
+    config = ForgeConfig(data_dir=tmp_path, testing=True)
+    ForgeServer(config).start().stop()
+    with sqlite3.connect(tmp_path / "forge.db") as connection:  # as a forge before push options
+        connection.execute("ALTER TABLE events DROP COLUMN push_options")
+    server = ForgeServer(config).start()
+    try:
+        with sqlite3.connect(tmp_path / "forge.db") as connection:
+            columns = {row[1] for row in connection.execute("PRAGMA table_info(events)")}
+        assert "push_options" in columns
+        answer = requests.get(f"{server.url}/-/forge/events",
+                              headers={"PRIVATE-TOKEN": server.state.config.root_token})
+        assert answer.status_code == 200
+    finally:
+        server.stop()

@@ -227,12 +227,53 @@ def test_push_to_hidden_refs_is_refused_with_gits_wording(forge: Forge, history,
     assert "! [remote rejected] HEAD -> refs/keep-around/x (deny updating a hidden ref)" in result.stderr
 
 
-def test_push_options_are_accepted(forge: Forge, history, git, commit) -> None:
+def test_push_options_are_accepted_and_recorded(forge: Forge, history, git, commit) -> None:
     dev, work, _ = history
     git("checkout", "-q", "-b", "topic", cwd=work)
     sha = commit(work, {"new.txt": "1"})
-    git("push", "-q", "-o", "ci.skip", "-o", "ci.variable=A=1", "origin", "topic", cwd=work)
+    git("push", "-q", "-o", "ci.skip", "-o", "ci.variable=A=1", "-o", "merge_request.create",
+        "-o", "anything.else", "origin", "topic", cwd=work)
     assert f"{sha}\trefs/heads/topic" in git("ls-remote", "origin", cwd=work).stdout
+    event = forge.last_event(action="push_ref")
+    assert (event["ref"], event["allowed"]) == ("refs/heads/topic", True)
+    assert event["push_options"] == ["ci.skip", "ci.variable=A=1", "merge_request.create",
+                                     "anything.else"]
+    commit(work, {"newer.txt": "2"})
+    git("push", "-q", "origin", "topic", cwd=work)
+    assert forge.last_event(action="push_ref")["push_options"] is None
+
+
+def test_push_atomic_lands_all_or_nothing(forge: Forge, history, git, commit) -> None:
+    dev, work, _ = history
+    git("checkout", "-q", "-b", "a", cwd=work)
+    sha = commit(work, {"a.txt": "1"})
+    result = git("push", "--atomic", "origin", "a", "HEAD:main", "HEAD:refs/heads/b", cwd=work,
+                 check=False)
+    assert result.returncode == 0, result.stderr
+    refs = git("ls-remote", "origin", cwd=work).stdout
+    assert f"{sha}\trefs/heads/a" in refs and f"{sha}\trefs/heads/b" in refs
+    commit(work, {"c.txt": "1"})
+    refused = git("push", "--atomic", "origin", "HEAD:refs/heads/c", "HEAD:refs/pipelines/9",
+                  cwd=work, check=False)
+    assert refused.returncode != 0
+    assert "refs/heads/c" not in git("ls-remote", "origin", cwd=work).stdout  # nothing landed
+
+
+def test_push_force_with_lease(forge: Forge, history, git, commit, tmp_path: Path) -> None:
+    dev, work, shas = history
+    git("checkout", "-q", "-b", "lease", cwd=work)
+    git("push", "-q", "origin", "lease", cwd=work)
+    other = tmp_path / "other"
+    git("clone", "-q", "--branch", "lease", forge.clone_url("acme/app", user=dev), other)
+    commit(other, {"theirs.txt": "1"})
+    git("push", "-q", "origin", "lease", cwd=other)  # someone else moves the branch
+    git("reset", "-q", "--hard", shas[-2], cwd=work)
+    stale = git("push", "--force-with-lease=lease:" + shas[-1], "origin", "lease", cwd=work,
+                check=False)
+    assert stale.returncode != 0 and "stale info" in stale.stderr
+    git("fetch", "-q", "origin", cwd=work)
+    git("push", "-q", "--force-with-lease", "origin", "lease", cwd=work)
+    assert git("ls-remote", "origin", "lease", cwd=work).stdout.split()[0] == shas[-2]
 
 
 def test_pack_cache_serves_repeated_and_concurrent_identical_clones_once(
