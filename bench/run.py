@@ -18,18 +18,15 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-from werkzeug.serving import make_server
-from werkzeug.wsgi import get_input_stream
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from forge.config import ForgeConfig  # noqa: E402
+from forge.httpbackend import HttpBackend, configure  # noqa: E402
 from forge.server import ForgeServer  # noqa: E402
 from forge.testing import Forge  # noqa: E402
 
@@ -77,51 +74,6 @@ def generate_repo(path: Path, commits: int, files: int) -> None:
             lines.append(b"data %d\n%s\n" % (len(body), body))
     git("fast-import", "--quiet", cwd=path, input=b"".join(lines))
     git("gc", "-q", "--aggressive", cwd=path)
-
-
-class HttpBackend:
-    """`git http-backend` as a WSGI app (CGI per request), served by werkzeug like forge."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.server = make_server("127.0.0.1", 0, self.app, threaded=True)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def app(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-        body = get_input_stream(environ).read()
-        env = {**GIT_ENV, "GIT_PROJECT_ROOT": str(self.root), "GIT_HTTP_EXPORT_ALL": "1",
-               "REQUEST_METHOD": environ["REQUEST_METHOD"], "PATH_INFO": environ["PATH_INFO"],
-               "QUERY_STRING": environ.get("QUERY_STRING", ""), "REMOTE_USER": "bench",
-               "REMOTE_ADDR": "127.0.0.1", "CONTENT_TYPE": environ.get("CONTENT_TYPE", ""),
-               "CONTENT_LENGTH": str(len(body)), "GATEWAY_INTERFACE": "CGI/1.1",
-               "HTTP_CONTENT_ENCODING": environ.get("HTTP_CONTENT_ENCODING", ""),
-               "GIT_PROTOCOL": environ.get("HTTP_GIT_PROTOCOL", "")}
-        proc = subprocess.Popen(["git", "http-backend"], env=env, stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE)
-        assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write(body)
-        proc.stdin.close()
-        status, headers = "200 OK", []
-        while (line := proc.stdout.readline().rstrip(b"\r\n")):
-            key, _, value = line.decode().partition(":")
-            if key.lower() == "status":
-                status = value.strip()
-            else:
-                headers.append((key, value.strip()))
-        start_response(status, headers)
-
-        def stream() -> Iterable[bytes]:
-            assert proc.stdout is not None
-            while chunk := proc.stdout.read(65536):
-                yield chunk
-            proc.wait()
-
-        return stream()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 class ForgeProcess:
@@ -187,9 +139,7 @@ def bench_repo(label: str, source: Path, servers: dict[str, Any], work: Path, ru
         if isinstance(server, HttpBackend):
             repo = server.root / f"{name}.git"
             git("clone", "-q", "--bare", source, repo)
-            for setting in ("http.receivepack=true", "uploadpack.allowFilter=true",
-                            "uploadpack.allowAnySHA1InWant=true"):
-                git("config", *setting.split("="), cwd=repo)
+            configure(repo)
             urls[key] = push_urls[key] = f"{server.url}/{name}.git"
         else:
             urls[key] = server.add(name, source)
