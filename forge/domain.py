@@ -456,14 +456,19 @@ def set_member(user: User, target: Group | Project, role: int | str) -> Membersh
     member = db.session.scalar(
         select(Membership).where(Membership.user_id == user.id, column == target.id))
     if member is None:
-        member = Membership(user_id=user.id, access_level=level)
-        if isinstance(target, Group):
-            member.group_id = target.id
-        else:
-            member.project_id = target.id
-        db.session.add(member)
+        member = _new_membership(user, target, level)
     member.access_level = level
     db.session.flush()
+    return member
+
+
+def _new_membership(user: User, target: Group | Project, level: int) -> Membership:
+    member = Membership(user_id=user.id, access_level=level)
+    if isinstance(target, Group):
+        member.group_id = target.id
+    else:
+        member.project_id = target.id
+    db.session.add(member)
     return member
 
 
@@ -478,12 +483,7 @@ def add_member(user: User, target: Group | Project, role: int | str) -> Membersh
     if db.session.scalar(select(Membership.id).where(
             Membership.user_id == user.id, column == target.id)) is not None:
         raise Conflict("Member already exists")
-    member = Membership(user_id=user.id, access_level=level)
-    if isinstance(target, Group):
-        member.group_id = target.id
-    else:
-        member.project_id = target.id
-    db.session.add(member)
+    member = _new_membership(user, target, level)
     db.session.flush()
     return member
 

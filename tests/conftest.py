@@ -102,3 +102,35 @@ def engine(use_engine: Callable[[str], None], request: pytest.FixtureRequest) ->
     """Run the test once with each fetch engine."""
     use_engine(request.param)
     return str(request.param)
+
+
+@pytest.fixture
+def dated_history(git: Git) -> Callable[[Path], list[str]]:
+    """Make a repository of 30 commits, one a day from 2026-01-01, tagged v1 at the 10th."""
+
+    def make(work: Path) -> list[str]:
+        git("init", "-q", work)
+        shas = []
+        for day in range(30):
+            (work / f"f{day % 5}.txt").write_text(f"day {day}\n" * (day + 1))
+            git("add", "-A", cwd=work)
+            stamp = f"2026-01-{day + 1:02d}T12:00:00Z"
+            subprocess.run(["git", "commit", "-q", "-m", f"day {day}"], cwd=work, check=True,
+                           env={**os.environ, "GIT_AUTHOR_DATE": stamp, "GIT_COMMITTER_DATE": stamp,
+                                "GIT_AUTHOR_NAME": "a", "GIT_AUTHOR_EMAIL": "a@example.com",
+                                "GIT_COMMITTER_NAME": "a", "GIT_COMMITTER_EMAIL": "a@example.com"})
+            shas.append(git("rev-parse", "HEAD", cwd=work).stdout.strip())
+            if day == 9:
+                git("tag", "v1", cwd=work)
+        return shas
+
+    return make
+
+
+@pytest.fixture
+def api(forge: Any) -> Any:
+    """A requests session carrying the root token (an admin's `api` PAT)."""
+    import requests
+    session = requests.Session()
+    session.headers["PRIVATE-TOKEN"] = forge.root_token
+    return session

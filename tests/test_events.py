@@ -27,13 +27,6 @@ def _fill(forge: Forge, count: int, reason: str = "project_not_found") -> list[i
 
 
 @pytest.fixture
-def api(forge: Forge) -> requests.Session:
-    session = requests.Session()
-    session.headers["PRIVATE-TOKEN"] = forge.root_token
-    return session
-
-
-@pytest.fixture
 def retention(forge: Forge) -> Iterator[None]:
     config = forge.state.config
     yield

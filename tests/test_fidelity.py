@@ -7,9 +7,8 @@ engine must match every case; the dulwich engine the subset the README documents
 
 from __future__ import annotations
 
-import os
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,27 +28,9 @@ def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpBackend]:
     server.stop()
 
 
-def _history(git: Callable[..., subprocess.CompletedProcess[str]], work: Path) -> list[str]:
-    """30 dated commits, a tag at the 10th, an unreachable commit on no branch."""
-    git("init", "-q", work)
-    shas = []
-    for day in range(30):
-        (work / f"f{day % 5}.txt").write_text(f"day {day}\n" * (day + 1))
-        git("add", "-A", cwd=work)
-        stamp = f"2026-01-{day + 1:02d}T12:00:00Z"
-        subprocess.run(["git", "commit", "-q", "-m", f"day {day}"], cwd=work, check=True,
-                       env={**os.environ, "GIT_AUTHOR_DATE": stamp, "GIT_COMMITTER_DATE": stamp,
-                            "GIT_AUTHOR_NAME": "a", "GIT_AUTHOR_EMAIL": "a@example.com",
-                            "GIT_COMMITTER_NAME": "a", "GIT_COMMITTER_EMAIL": "a@example.com"})
-        shas.append(git("rev-parse", "HEAD", cwd=work).stdout.strip())
-        if day == 9:
-            git("tag", "v1", cwd=work)
-    return shas
-
-
 @pytest.fixture
-def pair(forge: Forge, backend: HttpBackend, git, tmp_path: Path, request: pytest.FixtureRequest
-         ) -> dict[str, object]:
+def pair(forge: Forge, backend: HttpBackend, git, dated_history, tmp_path: Path,
+         request: pytest.FixtureRequest) -> dict[str, object]:
     """The same history on forge (acme/app, public; dev maintains it) and on http-backend."""
     name = f"r{abs(hash(request.node.nodeid)) % 10**8}"
     forge.create_group("acme")
@@ -60,7 +41,7 @@ def pair(forge: Forge, backend: HttpBackend, git, tmp_path: Path, request: pytes
     git("init", "-q", "--bare", bare)
     configure(bare)
     work = tmp_path / "origin"
-    shas = _history(git, work)
+    shas = dated_history(work)
     git("checkout", "-q", "-b", "gone", cwd=work)
     (work / "gone.txt").write_text("gone\n")
     git("add", "-A", cwd=work)

@@ -23,26 +23,13 @@ def git_engine(use_engine) -> None:
 
 
 @pytest.fixture
-def history(forge: Forge, git, tmp_path: Path) -> tuple[UserHandle, Path, list[str]]:
+def history(forge: Forge, git, dated_history, tmp_path: Path) -> tuple[UserHandle, Path, list[str]]:
     """acme/app with 30 commits (one a day), pushed by a developer; returns the work tree."""
     forge.create_group("acme")
     dev = forge.create_user("dev")
     forge.create_project("acme/app", members={"dev": "maintainer"})
     work = tmp_path / "origin"
-    work.mkdir()
-    git("init", "-q", cwd=work)
-    shas = []
-    for day in range(30):
-        (work / f"f{day % 5}.txt").write_text(f"day {day}\n" * (day + 1))
-        git("add", "-A", cwd=work)
-        stamp = f"2026-01-{day + 1:02d}T12:00:00Z"
-        subprocess.run(["git", "commit", "-q", "-m", f"day {day}"], cwd=work, check=True,
-                       env={**os.environ, "GIT_AUTHOR_DATE": stamp, "GIT_COMMITTER_DATE": stamp,
-                            "GIT_AUTHOR_NAME": "a", "GIT_AUTHOR_EMAIL": "a@example.com",
-                            "GIT_COMMITTER_NAME": "a", "GIT_COMMITTER_EMAIL": "a@example.com"})
-        shas.append(git("rev-parse", "HEAD", cwd=work).stdout.strip())
-        if day == 9:
-            git("tag", "v1", cwd=work)
+    shas = dated_history(work)
     git("remote", "add", "origin", forge.clone_url("acme/app", user=dev), cwd=work)
     git("push", "-q", "origin", "main", "v1", cwd=work)
     return dev, work, shas

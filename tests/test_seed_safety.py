@@ -23,13 +23,6 @@ GROUP = {"users": [{"username": "bob"}], "groups": [{"path": "g", "members": {"b
 
 
 @pytest.fixture
-def api(forge: Forge) -> requests.Session:
-    session = requests.Session()
-    session.headers["PRIVATE-TOKEN"] = forge.root_token
-    return session
-
-
-@pytest.fixture
 def templates(forge: Forge, tmp_path: Path) -> Iterator[Path]:
     """The forge's templates directory, as `forge serve --templates-dir` sets it."""
     root = tmp_path / "templates"
