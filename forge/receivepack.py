@@ -8,7 +8,7 @@ at missing objects is refused; push options are read and kept.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from dulwich.graph import can_fast_forward
 from dulwich.objects import Commit, ObjectID, Tag, Tree
 from dulwich.protocol import (
     CAPABILITY_PUSH_OPTIONS,
+    CAPABILITY_REPORT_STATUS,
     CAPABILITY_SIDE_BAND_64K,
     SIDE_BAND_CHANNEL_PROGRESS,
     ReceivableProtocol,
@@ -32,6 +33,7 @@ from forge.repos import RepositoryBusy, current_ref, in_use, maintenance, ref_lo
 # Refs GitLab keeps for itself: hidden from pushers and refused with git's wording.
 HIDDEN_REFS = (b"refs/pipelines/", b"refs/keep-around/", b"refs/merge-requests/",
                b"refs/environments/")
+REPORT_STATUS_V2 = b"report-status-v2"
 RefCheck = Callable[[str, str, str, bool, list[str]], perm.Decision]
 
 
@@ -54,8 +56,17 @@ class ForgeReceivePackHandler(ReceivePackHandler):
         self._refused = False
 
     def capabilities(self) -> list[bytes]:
-        """dulwich's capabilities plus `push-options`, as GitLab (Gitaly) advertises them."""
-        return [*super().capabilities(), CAPABILITY_PUSH_OPTIONS]
+        """dulwich's capabilities plus `push-options` and `report-status-v2`, as Gitaly's."""
+        return [*super().capabilities(), CAPABILITY_PUSH_OPTIONS, REPORT_STATUS_V2]
+
+    def set_client_capabilities(self, caps: Iterable[bytes]) -> None:
+        """Accept `report-status-v2`: its `ok`/`ng` lines are report-status's, which forge
+        writes (v2 only adds `option` lines after an `ok`, for refs a hook rewrote, and
+        forge rewrites none)."""
+        caps = list(caps)
+        if REPORT_STATUS_V2 in caps and CAPABILITY_REPORT_STATUS not in caps:
+            caps.append(CAPABILITY_REPORT_STATUS)
+        super().set_client_capabilities(caps)
 
     def handle(self) -> None:
         """Receive the push; ref updates happen under the repository's ref lock."""

@@ -303,3 +303,19 @@ def test_pack_cache_can_be_switched_off(forge: Forge, git_engine: None, history,
         git("clone", "-q", "--bare", forge.clone_url("acme/app", user=dev), tmp_path / name)
     assert forge.state.pack_cache.hits == forge.state.pack_cache.misses == 0
     assert not (tmp_path / "cache").exists()
+
+
+def test_push_reports_status_v2_when_git_asks_for_it(forge: Forge, history, git, commit,
+                                                     tmp_path: Path) -> None:
+    dev, work, _ = history
+    git("checkout", "-q", "-b", "v2", cwd=work)
+    commit(work, {"v2.txt": "1"})
+    traced = subprocess.run(["git", "push", "origin", "v2", "HEAD:refs/pipelines/5"], cwd=work,
+                            env={**os.environ, "GIT_TRACE_PACKET": "1"}, capture_output=True,
+                            text=True)
+    first_command = next(line for line in traced.stderr.splitlines()
+                         if "git> " in line and "report-status" in line)
+    assert "report-status-v2" in first_command  # git asks for v2, as forge advertises it
+    assert "git< ok refs/heads/v2" in traced.stderr
+    assert "git< ng refs/pipelines/5 deny updating a hidden ref" in traced.stderr
+    assert "* [new branch]      v2 -> v2" in traced.stderr
