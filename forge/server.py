@@ -54,13 +54,16 @@ class ForgeServer:
         self.url = f"http://{host}:{self.port}"
         self.state.config = self.state.config.replace(base_url=self.url)
         self._thread: threading.Thread | None = None
+        self._serving = False
 
     def serve_forever(self) -> None:
         """Serve in the calling thread until interrupted."""
+        self._serving = True
         self.server.serve_forever()
 
     def start(self) -> ForgeServer:
         """Serve in a daemon thread."""
+        self._serving = True
         self._thread = threading.Thread(target=self.server.serve_forever, name="forge-server",
                                         daemon=True)
         self._thread.start()
@@ -69,7 +72,8 @@ class ForgeServer:
     def stop(self) -> None:
         """Stop serving, close the socket and let another forge take the data directory."""
         self.state.housekeeper.stop()
-        self.server.shutdown()
+        if self._serving:  # shutdown() waits for a serve_forever that never ran
+            self.server.shutdown()
         self.server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=10)

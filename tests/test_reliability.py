@@ -398,3 +398,12 @@ def test_kill_9_mid_push_loses_nothing_accepted_and_leaves_nothing_behind(
     finally:
         proc.terminate()
         proc.wait()
+
+
+def test_a_server_that_never_served_stops_at_once(tmp_path: Path) -> None:
+    server = ForgeServer(ForgeConfig(data_dir=tmp_path / "data", testing=True))
+    stopper = threading.Thread(target=server.stop)
+    stopper.start()
+    stopper.join(timeout=10)
+    assert not stopper.is_alive()
+    ForgeServer(ForgeConfig(data_dir=tmp_path / "data", testing=True)).start().stop()  # lock freed
