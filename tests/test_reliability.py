@@ -407,3 +407,15 @@ def test_a_server_that_never_served_stops_at_once(tmp_path: Path) -> None:
     stopper.join(timeout=10)
     assert not stopper.is_alive()
     ForgeServer(ForgeConfig(data_dir=tmp_path / "data", testing=True)).start().stop()  # lock freed
+
+
+def test_start_up_removes_repositories_no_project_owns(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    ForgeServer(ForgeConfig(data_dir=data, testing=True)).start().stop()
+    orphan = data / "repositories" / "77.git"  # what a seed killed half-way leaves
+    (orphan / "objects").mkdir(parents=True)
+    server = ForgeServer(ForgeConfig(data_dir=data, testing=True)).start()
+    try:
+        assert not orphan.exists()
+    finally:
+        server.stop()
