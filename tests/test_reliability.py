@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 import http.client
 import logging
@@ -367,17 +368,27 @@ def test_kill_9_mid_push_loses_nothing_accepted_and_leaves_nothing_behind(
         git("clone", "-q", remote, work)
         landed = commit(work, {"small.txt": "1"})
         git("push", "-q", "origin", "HEAD:main", cwd=work)
-        commit(work, {"big.bin": os.urandom(8 * 1024 * 1024).hex()})
-        pushing = subprocess.Popen(["git", "push", "-q", "origin", "HEAD:main"], cwd=work,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        new = commit(work, {"big.bin": os.urandom(2 * 1024 * 1024).hex()})
+        pack = subprocess.run(["git", "pack-objects", "--revs", "--stdout"], cwd=work,
+                              input=f"{new}\n^{landed}\n".encode(), capture_output=True,
+                              check=True).stdout
+        command = f"{landed} {new} refs/heads/main\0report-status\n".encode()
+        body = f"{len(command) + 4:04x}".encode() + command + b"0000" + pack
+        # Half the push is sent, then the client stalls: the server is mid-push for sure.
+        address = urlsplit(url)
+        pusher = socket.create_connection((address.hostname, address.port))
+        pusher.sendall(b"POST /acme/app.git/git-receive-pack HTTP/1.1\r\nHost: x\r\n"
+                       b"Authorization: Basic " + base64.b64encode(f"root:{token}".encode())
+                       + b"\r\nContent-Type: application/x-git-receive-pack-request\r\n"
+                       + f"Content-Length: {len(body)}\r\n\r\n".encode() + body[: len(body) // 2])
         repo = data / "repositories" / f"{project['id']}.git"
         deadline = time.monotonic() + 60
         while not list((repo / "objects").glob("tmp_pack_*")) and time.monotonic() < deadline:
             time.sleep(0.01)
-        proc.kill()  # mid-push: the temporary pack is half written
+        assert list((repo / "objects").glob("tmp_pack_*"))  # the half-written pack
+        proc.kill()  # kill -9 mid-push
         proc.wait()
-        pushing.wait(timeout=60)
-        assert list((repo / "objects").glob("tmp_pack_*"))
+        pusher.close()
     finally:
         proc.kill()
         proc.wait()
