@@ -271,15 +271,14 @@ class GitApplication:
                 return text_response(start_response, 413, "Request body too large.")
             body = BytesIO(request)
             key = packcache.request_key(repo_dir, protocol, request)
-            stored = cache.lookup(key)
-            if stored is not None:
+            answer = cache.lookup(key)
+            if answer is not None:  # stored, or being written by an identical request
                 start_response(status_line(200), [
                     ("Content-Type", "application/x-git-upload-pack-result"), *NO_CACHE])
-                chunks = packcache.stream_file(stored)
-                return _Streamed(next(chunks, b""), chunks, stored.close)
+                return _Streamed(next(answer, b""), answer, lambda: None)
         held = ExitStack()
         if key:
-            held.callback(cache.produced, key)
+            held.callback(cache.abandon, key)
         try:
             held.enter_context(in_use(repo_dir))
             run = gitproc.UploadPack(self.git, repo_dir, protocol, body.read)

@@ -3,9 +3,9 @@
 CI fleets clone the same commit many times at once. An upload-pack answer depends only
 on the request, the client's protocol and the repository's refs, so it is kept on disk
 under a key made of all three: a repeated request streams the stored bytes, and
-requests that arrive while the first is still being answered wait for it and stream the
-same bytes. Any ref change makes a new key. Only answers git gave in full (exit 0) are
-kept; the cache is bounded in bytes and age.
+requests that arrive while the first is still being answered follow it, streaming the
+same bytes as they are written. Any ref change makes a new key. Only answers git gave in
+full (exit 0) are kept; the cache is bounded in bytes and age.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
@@ -37,6 +38,18 @@ def request_key(repo_dir: Path, protocol: str, body: bytes) -> str:
     return digest.hexdigest()
 
 
+class _Production:
+    """An answer being written by the request that asked first, followed by the others."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.size = 0
+        self.done = False
+        self.complete = False  # every byte git wrote is in the file
+        self.followers = 0
+        self.changed = threading.Condition()
+
+
 class PackCache:
     """Upload-pack answers on disk, keyed by `request_key`."""
 
@@ -47,7 +60,7 @@ class PackCache:
         self.hits = 0
         self.misses = 0
         self._lock = threading.Lock()
-        self._producing: dict[str, threading.Event] = {}
+        self._producing: dict[str, _Production] = {}
 
     @property
     def enabled(self) -> bool:
@@ -63,58 +76,75 @@ class PackCache:
         except FileNotFoundError:
             return False
 
-    def lookup(self, key: str) -> BinaryIO | None:
-        """Open a stored answer, waiting for one being produced; None: produce it yourself.
-
-        The caller that gets None must call `produced(key, ...)` when done, whatever happens.
-        """
-        while True:
-            with self._lock:
-                path = self._path(key)
-                if self._fresh(path):
-                    try:
-                        handle = open(path, "rb")  # noqa: SIM115 - returned to the caller
-                    except FileNotFoundError:
-                        continue
+    def lookup(self, key: str) -> Iterator[bytes] | None:
+        """The answer to stream: stored, or being written by an identical request (followed
+        as it grows); None when the caller is to produce it with `record` (or `abandon`)."""
+        with self._lock:
+            path = self._path(key)
+            if self._fresh(path):
+                try:
+                    handle = open(path, "rb")  # noqa: SIM115 - closed by the stream
+                except FileNotFoundError:
+                    pass
+                else:
                     self.hits += 1
-                    return handle
-                event = self._producing.get(key)
-                if event is None:
-                    self._producing[key] = threading.Event()
-                    self.misses += 1
-                    return None
-            event.wait(timeout=600)
+                    return stream_file(handle)
+            production = self._producing.get(key)
+            if production is not None:
+                handle = open(production.tmp, "rb")  # noqa: SIM115 - closed by the stream
+                production.followers += 1
+                self.hits += 1
+                return _follow(production, handle)
+            self.root.joinpath(key[:2]).mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.root / key[:2], prefix="tmp-")
+            os.close(fd)
+            self._producing[key] = _Production(Path(tmp))
+            self.misses += 1
+            return None
 
     def record(self, key: str, chunks: Iterator[bytes], succeeded: Callable[[], bool]
                ) -> Iterator[bytes]:
-        """Yield `chunks` while writing them to the cache; keep them if `succeeded()` after."""
-        directory = self._path(key).parent
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix="tmp-")
-        size, keep = 0, True
+        """Yield `chunks` while writing them for followers and the cache; keep them if
+        `succeeded()` after. If the caller leaves early, the rest is still written for the
+        requests following it; with none, writing stops."""
+        production = self._producing[key]
         try:
-            with os.fdopen(fd, "wb") as out:
+            with open(production.tmp, "ab") as out:
                 for chunk in chunks:
-                    size += len(chunk)
-                    if keep and size <= self.max_bytes:
-                        out.write(chunk)
-                    else:
-                        keep = False
-                    yield chunk
-            if keep and succeeded():
-                os.replace(tmp, self._path(key))
+                    self._write(production, out, chunk)
+                    try:
+                        yield chunk
+                    except GeneratorExit:
+                        with self._lock:
+                            if production.followers == 0:  # and from now on nobody follows
+                                self._producing.pop(key, None)
+                                return
+                        for rest in chunks:  # finish the answer for those following it
+                            self._write(production, out, rest)
+                        break
+            production.complete = True
+            if succeeded() and production.size <= self.max_bytes:
+                os.replace(production.tmp, self._path(key))  # followers keep reading it
                 self._evict()
         finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            self.produced(key)
+            with self._lock:
+                self._producing.pop(key, None)
+            _end(production)
 
-    def produced(self, key: str) -> None:
-        """Wake the requests waiting for `key` (stored or not)."""
+    @staticmethod
+    def _write(production: _Production, out: BinaryIO, chunk: bytes) -> None:
+        out.write(chunk)
+        out.flush()
+        with production.changed:
+            production.size += len(chunk)
+            production.changed.notify_all()
+
+    def abandon(self, key: str) -> None:
+        """Give up producing `key` (idempotent): followers stop at what was written."""
         with self._lock:
-            event = self._producing.pop(key, None)
-        if event is not None:
-            event.set()
+            production = self._producing.pop(key, None)
+        if production is not None:
+            _end(production)
 
     def _evict(self) -> None:
         """Drop stale answers, then the oldest ones, until the cache fits its size."""
@@ -135,6 +165,37 @@ class PackCache:
                 break
             path.unlink(missing_ok=True)
             total -= size
+
+
+def _end(production: _Production) -> None:
+    """Mark a production finished, wake its followers, and drop its file unless stored."""
+    with production.changed:
+        production.done = True
+        production.changed.notify_all()
+    production.tmp.unlink(missing_ok=True)  # followers keep their open handles
+
+
+def _grown(production: _Production, offset: int) -> bool:
+    return production.size > offset or production.done
+
+
+def _follow(production: _Production, handle: BinaryIO) -> Iterator[bytes]:
+    """Stream an answer as its producer writes it; fail if it ends short of git's answer."""
+    with handle:
+        offset = 0
+        while True:
+            chunk = handle.read(CHUNK)
+            if chunk:
+                offset += len(chunk)
+                yield chunk
+                continue
+            with production.changed:
+                production.changed.wait_for(partial(_grown, production, offset), timeout=600)
+                if production.size > offset:
+                    continue
+                if production.complete:
+                    return
+            raise OSError("the answer this request followed ended early")
 
 
 def stream_file(handle: BinaryIO) -> Iterator[bytes]:
