@@ -271,11 +271,14 @@ class GitApplication:
                 return text_response(start_response, 413, "Request body too large.")
             body = BytesIO(request)
             key = packcache.request_key(repo_dir, protocol, request)
-            answer = cache.lookup(key)
-            if answer is not None:  # stored, or being written by an identical request
+            while (answer := cache.lookup(key)) is not None:  # stored, or being written
+                try:
+                    first_chunk = next(answer, b"")
+                except OSError:  # the request it followed failed before a byte: try again
+                    continue
                 start_response(status_line(200), [
                     ("Content-Type", "application/x-git-upload-pack-result"), *NO_CACHE])
-                return _Streamed(next(answer, b""), answer, lambda: None)
+                return _Streamed(first_chunk, answer, lambda: None)
         held = ExitStack()
         if key:
             held.callback(cache.abandon, key)

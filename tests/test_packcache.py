@@ -76,3 +76,15 @@ def test_answers_larger_than_the_cache_are_followed_but_not_kept(tmp_path: Path)
     list(producer)
     assert b"".join(follower) == b"".join(chunks(10))
     assert cache.lookup(KEY) is None
+
+
+def test_follower_of_a_request_that_failed_before_a_byte_is_told_so(tmp_path: Path) -> None:
+    import pytest
+    cache = PackCache(tmp_path, max_bytes=1 << 20, max_age=300)
+    assert cache.lookup(KEY) is None
+    follower = cache.lookup(KEY)
+    assert follower is not None
+    cache.abandon(KEY)  # git answered nothing (the first request got a 400)
+    with pytest.raises(OSError, match="ended early"):
+        next(follower)
+    assert cache.lookup(KEY) is None  # whoever asks next asks git again
