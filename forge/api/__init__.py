@@ -226,14 +226,22 @@ def boolean(value: Any) -> bool:
     return value is True or str(value).lower() in ("true", "1", "yes", "on")
 
 
+def _page_number(values: Any, name: str, default: int) -> int:
+    """`page` or `per_page`: Grape's 400 when given but not an integer, as GitLab declares them."""
+    raw = values.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        invalid(name)
+
+
 def paginate(items: Sequence[Any], render: Callable[[Any], dict[str, Any]]) -> Response:
     """A list page with GitLab's pagination headers."""
     values = request.args
-    try:
-        page = max(int(values.get("page", 1)), 1)
-        per_page = min(max(int(values.get("per_page", 20)), 1), 100)
-    except ValueError:
-        page, per_page = 1, 20
+    page = max(_page_number(values, "page", 1), 1)
+    per_page = min(max(_page_number(values, "per_page", 20), 1), 100)
     total = len(items)
     pages = max(math.ceil(total / per_page), 1)
     chunk = items[(page - 1) * per_page: page * per_page]
@@ -320,9 +328,11 @@ def conflict(exc: IntegrityError) -> Response:
 def http_error(exc: HTTPException) -> Response:
     """Unknown routes and methods, too large bodies: GitLab's JSON envelope."""
     code = exc.code or 500
-    text = {404: "404 Not Found", 405: "405 Method Not Allowed",
-            413: "413 Request Entity Too Large"}.get(code, f"{code} {exc.name}")
-    response = jsonify(message=text if code != 404 else "404 Not Found")
+    if code in (404, 405):  # Grape's catch-all route and its MethodNotAllowed
+        response = jsonify(error={404: "404 Not Found", 405: "405 Not Allowed"}[code])
+    else:
+        text = {413: "413 Request Entity Too Large"}.get(code, f"{code} {exc.name}")
+        response = jsonify(message=text)
     response.status_code = code
     return response
 
