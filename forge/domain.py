@@ -58,10 +58,6 @@ MAX_ID = 2**63 - 1  # the largest id an integer column holds
 # prefixes GitLab keeps for qualified names.
 REF_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f ~^:?*\[\\]|\.\.|//|@\{")
 REF_PREFIXES = ("refs/heads/", "refs/remotes/")
-# bytes: each part of a ref name is a file name on disk, and git writes `<part>.lock` first;
-# the whole name is a path below the repository, which must stay well inside PATH_MAX
-MAX_REF_PART = 250
-MAX_REF_NAME = 1024
 Row = TypeVar("Row")
 
 
@@ -121,20 +117,15 @@ def check_path(full_path: str, what: str = "path") -> list[str]:
 def valid_ref_name(name: str) -> bool:
     """Whether GitLab accepts `name` for a new branch or tag (`Gitlab::GitRefValidator.validate`).
 
-    Besides git's rules, each part must fit a file name with `.lock` added (250 bytes)
-    and the whole a path (1,024 bytes): GitLab's validator lets longer names through and
-    Gitaly then fails to write them.
+    Besides git's rules, the name must be one forge can store (`perm.storable_ref_name`,
+    the limits pushes get too): GitLab's validator lets longer names through and Gitaly
+    then fails to write them.
     """
     if not name or name == "HEAD" or name.startswith(REF_PREFIXES) or name.startswith("-"):
         return False
-    if name.endswith(("/", ".")) or REF_FORBIDDEN.search(name):
+    if name.endswith(("/", ".")) or REF_FORBIDDEN.search(name) or not perm.storable_ref_name(name):
         return False
-    try:
-        parts = name.encode("utf-8").split(b"/")
-    except UnicodeEncodeError:
-        return False
-    if sum(len(p) + 1 for p in parts) > MAX_REF_NAME or any(
-            p.startswith(b".") or p.endswith(b".lock") or len(p) > MAX_REF_PART for p in parts):
+    if any(p.startswith(".") or p.endswith(".lock") for p in name.split("/")):
         return False
     return check_ref_format(Ref(f"heads/{name}".encode()))
 

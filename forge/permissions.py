@@ -340,13 +340,13 @@ def _repository(project: Project) -> Decision | None:
 HEX_BRANCH = re.compile(r"\A[0-9a-fA-F]{40}(-/|/|\Z)")
 HEX_BRANCH_NAME = "You cannot create a branch with a 40-character hexadecimal branch name."
 # forge's own refusal: GitLab stores ref names as UTF-8 and breaks on others, and a name
-# longer than a file (with `.lock` added) or a path can hold cannot be written.
+# longer than a file (git writes `<part>.lock` first) or a path can hold cannot be written.
 INVALID_REF_NAME = "You cannot push a ref whose name is not valid UTF-8 or is too long to store."
 MAX_REF_PART_BYTES = 250
 MAX_REF_BYTES = 1024
 
 
-def _valid_ref_name(ref: str) -> bool:
+def storable_ref_name(ref: str) -> bool:
     """A ref name forge can keep: valid UTF-8 (no escaped bytes), storable as a file."""
     try:
         raw = ref.encode("utf-8")
@@ -370,7 +370,7 @@ def authorize_ref_update(
     and deletions, where the question does not arise).
     """
     deleting = new_sha == ZERO_SHA
-    if not deleting and not _valid_ref_name(ref):
+    if not deleting and not storable_ref_name(ref):
         return _deny("invalid_ref_name", 403, INVALID_REF_NAME)
     if not ref.startswith("refs/heads/"):
         return _allow("not_a_branch")
