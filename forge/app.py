@@ -116,8 +116,7 @@ def _sweep_on_start(state: ForgeState) -> None:
 
     from forge.models import Project
     ids = list(db.session.scalars(select(Project.id)))
-    # The data directory's lock is held: no other forge can be creating a repository now.
-    for name in sweep_orphans(state.backend, ids, min_age=0):
+    for name in sweep_orphans(state.backend, ids):  # the data directory's lock is held
         log.warning("removed repository directory %s: no project owns it", name)
     for key in ids:
         state.housekeeper.after_push(key)

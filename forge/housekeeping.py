@@ -27,7 +27,6 @@ from forge.repos import RepositoryBackend, maintenance, open_repo
 log = logging.getLogger(__name__)
 
 REFUSED_PACKS = "forge-refused-packs"
-ORPHAN_AGE = 600  # a repository directory without a project, older than this, was left by a crash
 
 
 @dataclass(frozen=True)
@@ -79,17 +78,16 @@ def sweep(repo_dir: Path) -> list[str]:
     return [str(p.relative_to(repo_dir)) for p in removed]
 
 
-def sweep_orphans(backend: RepositoryBackend, project_ids: Iterable[int],
-                  min_age: float = ORPHAN_AGE) -> list[str]:
+def sweep_orphans(backend: RepositoryBackend, project_ids: Iterable[int]) -> list[str]:
     """Remove repository directories no project owns (a seed killed half-way leaves them).
 
-    Only directories older than `min_age` go: another process may be creating one now.
+    Only while holding the data directory's lock: then no seed can be creating one now.
     """
     keep = {f"{key}.git" for key in project_ids}
     removed = []
     if backend.root.is_dir():
         for child in backend.root.iterdir():
-            if child.name not in keep and time.time() - child.stat().st_mtime >= min_age:
+            if child.name not in keep:
                 shutil.rmtree(child, ignore_errors=True)
                 removed.append(child.name)
     return removed

@@ -15,6 +15,7 @@ from typing import Any
 
 from dulwich.graph import can_fast_forward
 from dulwich.objects import Commit, ObjectID, Tag, Tree
+from dulwich.pack import Pack
 from dulwich.protocol import (
     CAPABILITY_PUSH_OPTIONS,
     CAPABILITY_REPORT_STATUS,
@@ -73,21 +74,27 @@ class ForgeReceivePackHandler(ReceivePackHandler):
         if self.advertise_refs or self.repo_dir is None:
             super().handle()
             return
-        pack_dir = self.repo_dir / "objects" / "pack"
         with in_use(self.repo_dir), ExitStack() as self._held:
-            files_before = {p.stem for p in pack_dir.glob("*.idx")}
-            self._packs_before = {pack.name().decode() for pack in self.repo.object_store.packs}
+            self._packs_before = self._pack_names()
             super().handle()
             if self._refused or not self._accepted:
                 # What this push brought may be referenced by nothing: housekeeping checks
                 # and drops such packs.
-                record_refused_packs(self.repo_dir, sorted(
-                    {p.stem for p in pack_dir.glob("*.idx")} - files_before))
+                record_refused_packs(self.repo_dir, sorted(self._new_packs()))
         # A pack that failed to unpack leaves a temporary file. When nobody else is using
         # the repository, sweep it now; otherwise housekeeping does, after this push.
-        with maintenance(self.repo_dir) as alone:
-            if alone:
-                sweep(self.repo_dir)
+        if any((self.repo_dir / "objects").glob("tmp_pack_*")):
+            with maintenance(self.repo_dir) as alone:
+                if alone:
+                    sweep(self.repo_dir)
+
+    def _pack_names(self) -> set[str]:
+        assert self.repo_dir is not None
+        return {p.stem for p in (self.repo_dir / "objects" / "pack").glob("*.idx")}
+
+    def _new_packs(self) -> set[str]:
+        """The packs (file names without suffix) this push added."""
+        return self._pack_names() - self._packs_before
 
     def _on_update(self, ref_name: bytes, old_sha: bytes, new_sha: bytes) -> bytes | None:
         """Refuse a ref update that would point at missing objects or that the rules deny."""
@@ -147,15 +154,21 @@ class ForgeReceivePackHandler(ReceivePackHandler):
         if ObjectID(new_sha) not in store:
             return False
         if self._connected is None:
-            self._connected = True
-            for pack in store.packs:
-                if pack.name().decode() in self._packs_before:
-                    continue
-                for sha in pack:
-                    if not all(ref in store for ref in _references(pack[sha])):  # type: ignore[operator]
-                        self._connected = False
-                        return False
+            assert self.repo_dir is not None
+            self._connected = all(
+                self._pack_connected(self.repo_dir / "objects" / "pack" / name)
+                for name in self._new_packs())
         return self._connected
+
+    def _pack_connected(self, basename: Path) -> bool:
+        """Whether every object of one new pack has what it points at in the store."""
+        store = self.repo.object_store
+        pack = Pack(str(basename), object_format=self.repo.object_format)
+        try:
+            return all(all(ref in store for ref in _references(pack[sha]))  # type: ignore[operator]
+                       for sha in pack)
+        finally:
+            pack.close()
 
 
 class _HidingRefs:
