@@ -63,6 +63,7 @@ CLIENT_ERRORS = (
     AssertionError, IndexError, struct.error,
     TypeError,  # dulwich's pack reader, on a pack that ends before the objects its header counts
 )
+RESULT_HEADERS = [("Content-Type", "application/x-git-upload-pack-result"), *NO_CACHE]
 BUSY = "The repository is temporarily unavailable. Please try again later."
 
 
@@ -276,8 +277,7 @@ class GitApplication:
                     first_chunk = next(answer, b"")
                 except OSError:  # the request it followed failed before a byte: try again
                     continue
-                start_response(status_line(200), [
-                    ("Content-Type", "application/x-git-upload-pack-result"), *NO_CACHE])
+                start_response(status_line(200), RESULT_HEADERS)
                 return _Streamed(first_chunk, answer, lambda: None)
         held = ExitStack()
         if key:
@@ -299,8 +299,7 @@ class GitApplication:
                 return text_response(start_response, 413, "Request body too large.")
             reason = run.stderr.strip().splitlines()[-1:] or ["git upload-pack failed"]
             return text_response(start_response, 400, f"Bad request: {reason[0]}")
-        start_response(status_line(200), [
-            ("Content-Type", "application/x-git-upload-pack-result"), *NO_CACHE])
+        start_response(status_line(200), RESULT_HEADERS)
         if not key:
             return _Streamed(first, run.rest(), held.close)
         recorded = cache.record(key, itertools.chain([first], run.rest()),

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from dulwich.pack import load_pack_index
 
@@ -161,14 +162,11 @@ class Housekeeper:
         self._idle = threading.Condition(self._lock)
         self._busy = 0
         self._thread: threading.Thread | None = None
-        self._tasks: list[tuple[float, Callable[[], object]]] = []
-        self._last: list[float] = []
-        self.errors: list[str] = []
+        self._tasks: list[list[Any]] = []  # [every seconds, task, last run]
 
     def every(self, seconds: float, task: Callable[[], object]) -> None:
         """Also run `task` on the worker thread every `seconds`."""
-        self._tasks.append((seconds, task))
-        self._last.append(time.monotonic())
+        self._tasks.append([seconds, task, time.monotonic()])
 
     def start(self) -> Housekeeper:
         """Start the worker thread (once)."""
@@ -233,9 +231,8 @@ class Housekeeper:
                         threading.Timer(1.0, self.after_push, (key,)).start()
                     elif any(report.values()):
                         log.info("housekeeping of repository %s: %s", key, report)
-                except Exception as exc:  # keep serving; a later push tries again
+                except Exception:  # keep serving; a later push tries again
                     log.exception("housekeeping of repository %s failed", key)
-                    self.errors.append(f"{key}: {type(exc).__name__}: {exc}")
                 finally:
                     with self._idle:
                         self._busy -= 1
@@ -244,9 +241,10 @@ class Housekeeper:
 
     def _periodic(self) -> None:
         now = time.monotonic()
-        for i, (seconds, task) in enumerate(self._tasks):
-            if now - self._last[i] >= seconds:
-                self._last[i] = now
+        for entry in self._tasks:
+            seconds, task, last = entry
+            if now - last >= seconds:
+                entry[2] = now
                 try:
                     task()
                 except Exception:

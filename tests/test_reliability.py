@@ -42,7 +42,7 @@ def repo_dir(forge: Forge, path: str = "acme/app") -> Path:
         return forge.state.backend.path_for(domain.get_project(path).id)
 
 
-def api(forge: Forge, user: UserHandle) -> requests.Session:
+def user_session(user: UserHandle) -> requests.Session:
     session = requests.Session()
     session.headers["PRIVATE-TOKEN"] = user.token or ""
     return session
@@ -60,7 +60,7 @@ def test_push_racing_a_rest_write_is_not_lost(forge: Forge, dev: UserHandle, git
     git("clone", "-q", forge.clone_url("acme/app", user=dev), work)
     git("push", "-q", "origin", "HEAD:feature", cwd=work)
     pushed = commit(work, {"pushed.txt": "1"})
-    session = api(forge, dev)
+    session = user_session(dev)
     rest: list[requests.Response] = []
     original = gitserve.GitApplication._ref_checker
 
@@ -94,7 +94,7 @@ def test_push_racing_a_rest_write_is_not_lost(forge: Forge, dev: UserHandle, git
 
 def test_parallel_rest_writes_to_one_branch_all_land(forge: Forge, dev: UserHandle, git,
                                                      tmp_path: Path) -> None:
-    session = api(forge, dev)
+    session = user_session(dev)
     assert session.post(f"{forge.url}/api/v4/projects/acme%2Fapp/repository/branches",
                         json={"branch": "feature", "ref": "main"}, timeout=60).status_code == 201
     names = [f"f{i}.txt" for i in range(24)]
@@ -238,7 +238,7 @@ def test_branch_with_non_utf8_name_is_refused_and_listing_works(
     assert ("remote: GitLab: You cannot push a ref whose name is not valid UTF-8 "
             "or is too long to store.") in stderr
     assert "(pre-receive hook declined)" in stderr
-    answer = api(forge, dev).get(f"{forge.url}/api/v4/projects/acme%2Fapp/repository/branches",
+    answer = user_session(dev).get(f"{forge.url}/api/v4/projects/acme%2Fapp/repository/branches",
                                  timeout=30)
     assert answer.status_code == 200
     assert sorted(b["name"] for b in answer.json()) == ["caf\xe9-latin1", "main"]
