@@ -275,17 +275,6 @@ def commit_files(
     return commit.id.decode()
 
 
-def read_directory(path: Path) -> dict[str, bytes]:
-    """Read every file below `path` into a name -> content mapping."""
-    if not path.is_dir():
-        raise ValueError(f"repository template {str(path)!r} is not a directory")
-    return {
-        str(f.relative_to(path)).replace("\\", "/"): f.read_bytes()
-        for f in sorted(path.rglob("*"))
-        if f.is_file() and ".git" not in f.relative_to(path).parts
-    }
-
-
 class BlobStore:
     """Files on disk, content-addressed by their SHA-256 (LFS objects, package files)."""
 
