@@ -105,7 +105,7 @@ def job_json(job: Job, token: str | None = None) -> dict[str, Any]:
         "started_at": job.started_at.isoformat() + "Z" if job.started_at else None,
         "finished_at": job.finished_at.isoformat() + "Z" if job.finished_at else None,
         "variables": jobs.job_variables(job, token, _state().config.base_url,
-                                          _state().config.registry_url),
+                                        _state().config.registry_url, _state().backend),
     }
     if token is not None:
         data["token"] = token

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import JSON, ForeignKey, Index, String, UniqueConstraint, text
+from sqlalchemy import JSON, ForeignKey, Index, LargeBinary, String, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -221,6 +221,7 @@ class Pipeline(db.Model):  # type: ignore[name-defined,misc]
     sha: Mapped[str] = mapped_column(String(64), default="")
     source: Mapped[str] = mapped_column(String(40), default="push")
     created_at: Mapped[datetime]
+    tag: Mapped[bool | None]  # `ref` is a tag (CI_COMMIT_TAG), not a branch; None: a branch
     project: Mapped[Project] = relationship()
 
 
@@ -242,9 +243,62 @@ class Job(db.Model):  # type: ignore[name-defined,misc]
     created_at: Mapped[datetime]
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # A job for runners: its definition (script, image, variables, tags, needs, artifacts),
+    # None for jobs that tests run themselves.
+    spec: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The token, encrypted with the forge's secret key, for the runner that takes the job
+    # (a database dump alone does not reveal it); None once taken, and for other jobs.
+    sealed_token: Mapped[str | None] = mapped_column(String(512))
+    runner_id: Mapped[int | None]
+    failure_reason: Mapped[str | None] = mapped_column(String(80))
+    exit_code: Mapped[int | None]
     project: Mapped[Project] = relationship()
     user: Mapped[User] = relationship()
     pipeline: Mapped[Pipeline | None] = relationship()
+
+
+class Runner(db.Model):  # type: ignore[name-defined,misc]
+    """A registered runner; it authenticates with a token kept as a digest."""
+
+    __tablename__ = "runners"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_digest: Mapped[str] = mapped_column(String(64), unique=True)
+    runner_type: Mapped[str] = mapped_column(String(20), default="instance_type")
+    group_id: Mapped[int | None] = mapped_column(ForeignKey("groups.id", ondelete="CASCADE"))
+    project_id: Mapped[int | None] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    description: Mapped[str] = mapped_column(String(1024), default="")
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    run_untagged: Mapped[bool] = mapped_column(default=True)
+    paused: Mapped[bool] = mapped_column(default=False)
+    locked: Mapped[bool] = mapped_column(default=False)
+    access_level: Mapped[str] = mapped_column(String(20), default="not_protected")
+    maximum_timeout: Mapped[int | None]
+    creator_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    info: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # what it said about itself
+    created_at: Mapped[datetime]
+    contacted_at: Mapped[datetime | None]
+
+
+class JobLog(db.Model):  # type: ignore[name-defined,misc]
+    """The log (trace) a runner sent for a job, appended chunk by chunk."""
+
+    __tablename__ = "job_logs"
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    content: Mapped[bytes] = mapped_column(LargeBinary, default=b"")
+
+
+class JobArtifact(db.Model):  # type: ignore[name-defined,misc]
+    """An artifacts file a runner uploaded for a job, stored by content hash."""
+
+    __tablename__ = "job_artifacts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    file_type: Mapped[str] = mapped_column(String(40), default="archive")
+    file_format: Mapped[str] = mapped_column(String(20), default="zip")
+    filename: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int]
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
 
 
 class Event(db.Model):  # type: ignore[name-defined,misc]

@@ -268,12 +268,37 @@ class Forge:
 
     def start_job(self, project: ProjectRef, user: UserRef, *, ref: str | None = None,
                   name: str = "build", timeout: int = 3600, status: str = "running",
-                  pipeline: JobHandle | int | None = None) -> JobHandle:
+                  pipeline: JobHandle | int | None = None,
+                  variables: Mapping[str, Any] | None = None) -> JobHandle:
         """Start a job triggered by `user`; refused unless the user may run jobs there.
 
         Each job gets a new pipeline at `ref` (writing `refs/pipelines/<id>`), unless
-        `pipeline` names one (an id, or a job whose pipeline to join).
+        `pipeline` names one (an id, or a job whose pipeline to join). `variables` are
+        the job's own (`{"NAME": "value"}` or `{"NAME": {"value": ..., "masked": True}}`).
         """
+        spec = jobs.job_spec(variables=variables) if variables else None
+        return self._create_job(project, user, ref=ref, name=name, timeout=timeout,
+                                status=status, pipeline=pipeline, spec=spec)
+
+    def queue_job(self, project: ProjectRef, user: UserRef, script: str | list[str], *,
+                  ref: str | None = None, name: str = "build", stage: str = "test",
+                  timeout: int = 3600, image: str | None = None,
+                  variables: Mapping[str, Any] | None = None, tags: tuple[str, ...] = (),
+                  needs: tuple[str, ...] = (), artifacts: Mapping[str, Any] | None = None,
+                  pipeline: JobHandle | int | None = None) -> JobHandle:
+        """Queue a job for a runner: pending (its token refused) until a runner takes it.
+
+        `needs` names jobs of the same pipeline that must succeed first (their artifacts
+        are the job's dependencies); `tags` pick runners as GitLab does.
+        """
+        spec = jobs.job_spec(script=script, image=image, variables=variables, tags=tags,
+                             needs=needs, artifacts=artifacts)
+        return self._create_job(project, user, ref=ref, name=name, stage=stage, timeout=timeout,
+                                status=None, pipeline=pipeline, spec=spec)
+
+    def _create_job(self, project: ProjectRef, user: UserRef, *, ref: str | None, name: str,
+                    timeout: int, status: str | None, pipeline: JobHandle | int | None,
+                    spec: dict[str, Any] | None, stage: str = "test") -> JobHandle:
         with self._session():
             joined = None
             if pipeline is not None:
@@ -281,9 +306,10 @@ class Forge:
                     pipeline.pipeline if isinstance(pipeline, JobHandle) else pipeline)
             job, token = jobs.create_job(
                 self.now(), self.state.backend, domain.get_project(_path(project)),
-                domain.get_user(_name(user)), ref=ref, name=name, timeout=timeout, status=status,
-                pipeline=joined)
-            variables = jobs.job_variables(job, token, self.url, self.state.config.registry_url)
+                domain.get_user(_name(user)), ref=ref, name=name, stage=stage, timeout=timeout,
+                status=status, pipeline=joined, spec=spec, seal=self.state.seal)
+            variables = jobs.job_variables(job, token, self.url, self.state.config.registry_url,
+                                           self.state.backend)
             return JobHandle(job.id, token, job.project.full_path, job.user.username, variables,
                              job.pipeline_id)
 
@@ -301,7 +327,7 @@ class Forge:
         """Return the CI_* variables of a job, as a runner would export them."""
         with self._session():
             return jobs.job_variables(jobs.get_job(job.id), job.token, self.url,
-                                        self.state.config.registry_url)
+                                      self.state.config.registry_url, self.state.backend)
 
     # -- URLs and the decision log -----------------------------------------------------
 
