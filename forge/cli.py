@@ -19,19 +19,24 @@ if TYPE_CHECKING:
     import requests
 
 ROOT_TOKEN_FILE = "root-token"
+REGISTRATION_TOKEN_FILE = "runner-registration-token"
 
 
 def _root_token(data_dir: Path, given: str | None) -> str:
     """Use the given root token, or the one this data directory was started with before."""
     from forge.domain import new_personal_token
 
-    path = data_dir / ROOT_TOKEN_FILE
+    return _kept_secret(data_dir / ROOT_TOKEN_FILE, given, new_personal_token)
+
+
+def _kept_secret(path: Path, given: str | None, make: Any) -> str:
+    """The given secret, or the one kept in `path` (mode 0600), made once."""
     if given:
         return given
     if path.exists():
         return path.read_text().strip()
-    token = new_personal_token()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    token: str = make()
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.touch(mode=0o600)
     path.write_text(token + "\n")
     return token
@@ -64,11 +69,13 @@ def main() -> None:
 @click.option("--git-engine", default=None, envvar="FORGE_GIT_ENGINE",
               type=click.Choice(["auto", "git", "dulwich"]),
               help="who answers fetches: git upload-pack, dulwich, or auto (git when installed)")
+@click.option("--runner-registration-token", default=None, envvar="FORGE_RUNNER_REGISTRATION_TOKEN",
+              help="for `POST /api/v4/runners` (default: generated once per data directory)")
 @click.option("--quiet", is_flag=True, help="do not log requests")
 def serve(host: str, port: int, data_dir: Path, seed_file: Path | None,
           templates_dir: Path | None, fresh: bool, root_token: str | None,
           database_url: str | None, registry: str | None, git_engine: str | None,
-          quiet: bool) -> None:
+          runner_registration_token: str | None, quiet: bool) -> None:
     """Serve a forge; print its URL, the root token and clone commands."""
     import logging
 
@@ -83,8 +90,12 @@ def serve(host: str, port: int, data_dir: Path, seed_file: Path | None,
         lock.empty()
     if templates_dir is None and seed_file is not None:
         templates_dir = seed_file.parent
+    from forge.runners import new_registration_token
+    registration = _kept_secret(data_dir / REGISTRATION_TOKEN_FILE, runner_registration_token,
+                                new_registration_token)
     config = ForgeConfig.from_env(data_dir=data_dir, database_url=database_url,
                                   root_token=_root_token(data_dir, root_token),
+                                  runner_registration_token=registration,
                                   registry_url=registry, git_engine=git_engine,
                                   templates_dir=str(templates_dir.resolve()) if templates_dir else None)
     from forge.gitproc import EngineError
@@ -99,6 +110,8 @@ def serve(host: str, port: int, data_dir: Path, seed_file: Path | None,
     sys.stdout.flush()
     server.state.signing_key()  # created on first start, so a registry can be pointed at it
     click.echo(f"root token: {config.root_token}   (admin `root`; header PRIVATE-TOKEN)")
+    click.echo(f"runner registration token: {config.runner_registration_token}   "
+               "(gitlab-runner register --registration-token)")
     if seed_file is not None:
         _seed_on_start(server, seed_file)
     sys.stdout.flush()

@@ -27,6 +27,8 @@ from forge.models import (
     Event,
     Group,
     Job,
+    JobArtifact,
+    JobLog,
     LfsLock,
     LfsObject,
     Membership,
@@ -36,6 +38,7 @@ from forge.models import (
     Project,
     ProtectedBranch,
     Release,
+    Runner,
     ScopeLink,
     User,
     db,
@@ -739,8 +742,8 @@ def ensure_root(now: datetime, root_token: str, root_password: str = "",
 
 def reset(backend: RepositoryBackend, lfs: BlobStore | None = None) -> None:
     """Empty the forge, keeping the root user and its tokens."""
-    for model in (Event, Job, Pipeline, LfsLock, LfsObject, PackageFile, Release, ScopeLink,
-                  ProtectedBranch, Membership, Project, Group):
+    for model in (Event, JobLog, JobArtifact, Job, Pipeline, Runner, LfsLock, LfsObject,
+                  PackageFile, Release, ScopeLink, ProtectedBranch, Membership, Project, Group):
         db.session.execute(db.delete(model))
     root = db.session.scalar(select(User).where(User.username == "root"))
     keep = root.id if root is not None else -1

@@ -75,6 +75,7 @@ class Forge:
         self.state = server.state
         self.url = server.url
         self.root_token = self.state.config.root_token
+        self.runner_registration_token = self.state.config.runner_registration_token
         self._offset = timedelta()
 
     # -- plumbing ----------------------------------------------------------------------
@@ -322,6 +323,37 @@ class Forge:
     def finish_job(self, job: JobHandle | int, status: str = "success") -> None:
         """Finish a job; its token dies for the very next request."""
         self.set_job_status(job, status)
+
+    def job(self, job: JobHandle | int) -> dict[str, Any]:
+        """Return a job as the control API shows it: status, failure_reason, exit_code, runner..."""
+        from forge.control import job_json
+        with self._session():
+            return job_json(jobs.get_job(job.id if isinstance(job, JobHandle) else job),
+                            state=self.state)
+
+    def job_log(self, job: JobHandle | int) -> str:
+        """Return the log a runner sent for the job (what `GET .../jobs/:id/trace` answers)."""
+        from forge import runners
+        with self._session():
+            runners.fail_timed_out(self.now())
+            found = jobs.get_job(job.id if isinstance(job, JobHandle) else job)
+            return runners.job_log(found).decode("utf-8", "replace")
+
+    def create_runner(self, *, tags: tuple[str, ...] = (), run_untagged: bool = True,
+                      description: str = "test runner", paused: bool = False,
+                      project: ProjectRef | None = None, group: str | None = None,
+                      access_level: str = "not_protected") -> tuple[int, str]:
+        """Create a runner directly (instance, or `project=` / `group=` scoped); return its
+        id and authentication token (`glrt-...`), as `POST /api/v4/user/runners` would."""
+        from forge import runners
+        with self._session():
+            kind = "project_type" if project is not None else "group_type" if group else "instance_type"
+            runner, token = runners.create_runner(
+                self.now(), runner_type=kind, description=description, tags=tags,
+                run_untagged=run_untagged, paused=paused, access_level=access_level,
+                project=domain.get_project(_path(project)) if project is not None else None,
+                group=domain.get_group(group) if group else None)
+            return runner.id, token
 
     def job_variables(self, job: JobHandle) -> dict[str, str]:
         """Return the CI_* variables of a job, as a runner would export them."""
