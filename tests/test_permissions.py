@@ -326,3 +326,81 @@ def test_authorize_catalog() -> None:
     assert perm.authorize_catalog(perm.Principal(Kind.PASSWORD, user=ADMIN), NOW, BASE).allowed
     assert not perm.authorize_catalog(DEV, NOW, BASE).allowed
     assert not perm.authorize_catalog(job_principal(ADMIN), NOW, BASE).allowed
+
+
+# -- runners ------------------------------------------------------------------------------
+
+GROUP, PARENT = 7, 3
+
+
+def queued(tags: tuple[str, ...] = (), protected: bool = True, status: str = "pending") -> perm.QueuedJob:
+    return perm.QueuedJob(id=1, project_id=20, project_group_ids=frozenset({GROUP, PARENT}),
+                          status=status, tags=frozenset(tags), protected_ref=protected)
+
+
+def runner(kind: str = "instance_type", **kw: object) -> perm.Runner:
+    return perm.Runner(id=1, runner_type=kind, **kw)  # type: ignore[arg-type]
+
+
+RUNNER_CASES = [
+    ("instance-untagged", runner(), queued(), True, "runner_matches"),
+    ("instance-tagged-job", runner(), queued(("docker",)), False, "runner_missing_tags"),
+    ("all-tags", runner(tags=frozenset({"docker", "linux"})), queued(("docker", "linux")), True, "runner_matches"),
+    ("some-tags", runner(tags=frozenset({"docker"})), queued(("docker", "gpu")), False, "runner_missing_tags"),
+    ("no-untagged", runner(tags=frozenset({"docker"}), run_untagged=False), queued(), False, "runner_no_untagged"),
+    ("paused", runner(paused=True), queued(), False, "runner_paused"),
+    ("taken", runner(), queued(status="running"), False, "job_not_pending"),
+    ("group-ancestor", runner("group_type", group_id=PARENT), queued(), True, "runner_matches"),
+    ("group-other", runner("group_type", group_id=99), queued(), False, "runner_not_in_scope"),
+    ("project-own", runner("project_type", project_id=20), queued(), True, "runner_matches"),
+    ("project-other", runner("project_type", project_id=21), queued(), False, "runner_not_in_scope"),
+    ("protected-only", runner(ref_protected_only=True), queued(protected=False), False, "runner_ref_protected"),
+    ("protected-ok", runner(ref_protected_only=True), queued(protected=True), True, "runner_matches"),
+]
+
+
+@pytest.mark.parametrize("runner_facts,job,allowed,reason",
+                         [pytest.param(*case[1:], id=case[0]) for case in RUNNER_CASES])
+def test_runner_may_take_matrix(runner_facts: perm.Runner, job: perm.QueuedJob, allowed: bool,
+                                reason: str) -> None:
+    decision = perm.runner_may_take(runner_facts, job)
+    assert (decision.allowed, decision.reason) == (allowed, reason)
+
+
+CREATE_RUNNER_CASES = [
+    ("admin-instance", perm.Principal(Kind.PAT, user=ADMIN, scopes=frozenset({"api"})), "instance_type", 0, True),
+    ("user-instance", perm.Principal(**PAT), "instance_type", perm.OWNER, False),
+    ("owner-group", perm.Principal(**PAT), "group_type", perm.OWNER, True),
+    ("maintainer-group", perm.Principal(**PAT), "group_type", M, False),
+    ("maintainer-project", perm.Principal(**PAT), "project_type", M, True),
+    ("developer-project", perm.Principal(**PAT), "project_type", D, False),
+    ("create-runner-scope", perm.Principal(**{**PAT, "scopes": frozenset({"create_runner"})}), "project_type", M, True),
+    ("read-api-scope", perm.Principal(**{**PAT, "scopes": frozenset({"read_api"})}), "project_type", M, False),
+    ("anonymous", perm.ANONYMOUS, "project_type", M, False),
+    ("job-token", job_principal(), "project_type", M, False),
+]
+
+
+@pytest.mark.parametrize("principal,runner_type,role,allowed",
+                         [pytest.param(*case[1:], id=case[0]) for case in CREATE_RUNNER_CASES])
+def test_authorize_create_runner_matrix(principal: perm.Principal, runner_type: str, role: int,
+                                        allowed: bool) -> None:
+    decision = perm.authorize_create_runner(principal, runner_type, role, NOW, BASE)
+    assert decision.allowed is allowed
+    if not allowed and decision.reason == "insufficient_role":
+        assert decision.message == "403 Forbidden - Insufficient permissions"
+
+
+def test_authorize_job_update_follows_the_job_token_rules() -> None:
+    running = job_principal().job
+    assert running is not None
+    assert perm.authorize_job_update(running, True, NOW).allowed
+    assert perm.authorize_job_update(running, False, NOW).message == "403 Forbidden"
+    assert perm.authorize_job_update(None, False, NOW).reason == "unknown_job_token"
+    for status in ("pending", "success", "failed", "canceled"):
+        decision = perm.authorize_job_update(replace(running, status=status), True, NOW)
+        assert (decision.status, decision.message) == (403, "403 Forbidden - Job is not running")
+    late = NOW + timedelta(seconds=running.timeout + 1)
+    assert perm.authorize_job_update(running, True, late).reason == "job_timed_out"
+    assert perm.authorize_registration(False).status == 403
+    assert perm.authorize_runner(False).message == "403 Forbidden"

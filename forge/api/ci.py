@@ -41,7 +41,7 @@ def job_json(job: Job) -> dict[str, Any]:
     duration = ((job.finished_at or now()) - job.started_at).total_seconds() if job.started_at else None
     return {
         "id": job.id, "status": job.status, "stage": job.stage, "name": job.name, "ref": job.ref,
-        "tag": False, "coverage": None, "allow_failure": False,
+        "tag": bool(job.pipeline and job.pipeline.tag), "coverage": None, "allow_failure": False,
         "created_at": iso(job.created_at), "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at), "duration": duration,
         "user": user_json(job.user), "commit": {"id": job.sha, "short_id": job.sha[:8]},

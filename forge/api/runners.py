@@ -41,10 +41,6 @@ from forge.models import Job, Runner, db
 TRACE_UPDATE_INTERVAL = "3"  # seconds; GitLab's default while nobody watches the log
 
 
-def _values() -> dict[str, Any]:
-    return params()
-
-
 def _tags(values: dict[str, Any]) -> list[str]:
     """`tag_list` as Grape reads it: a list, repeated form fields, or comma-separated text."""
     if request.form:
@@ -98,7 +94,7 @@ def _authenticated_runner(values: dict[str, Any], action: str) -> Runner:
 @bp.post("/runners")
 def register_runner() -> tuple[Response, int]:
     """Register an instance runner with the registration token (`forge serve` prints it)."""
-    values = _values()
+    values = params()
     token = text(values, "token", required=True) or ""
     expected = state().config.runner_registration_token
     matches = bool(expected) and secrets.compare_digest(token.encode(), expected.encode())
@@ -113,7 +109,7 @@ def register_runner() -> tuple[Response, int]:
 @bp.delete("/runners")
 def unregister_runner() -> Response:
     """Delete the runner whose token is given."""
-    runner = _authenticated_runner(_values(), "runner_delete")
+    runner = _authenticated_runner(params(), "runner_delete")
     db.session.delete(runner)
     db.session.commit()
     return Response(status=204)
@@ -122,7 +118,7 @@ def unregister_runner() -> Response:
 @bp.post("/runners/verify")
 def verify_runner() -> Response:
     """Check a runner's token (what `gitlab-runner register --token glrt-...` calls)."""
-    values = _values()
+    values = params()
     runner = _authenticated_runner(values, "runner_verify")
     db.session.commit()
     return jsonify(_registration_details(runner, text(values, "token") or ""))
@@ -132,7 +128,7 @@ def verify_runner() -> Response:
 def create_user_runner() -> tuple[Response, int]:
     """Create a runner with a PAT (`create_runner` or `api` scope): the token-first flow."""
     who = principal()
-    values = _values()
+    values = params()
     runner_type = text(values, "runner_type", required=True) or ""
     if runner_type not in perm.RUNNER_TYPES:
         raise ApiError(400, {"error": "runner_type does not have a valid value"})
@@ -159,7 +155,7 @@ def create_user_runner() -> tuple[Response, int]:
 @bp.post("/jobs/request")
 def request_job() -> Response | tuple[Response, int]:
     """Hand the runner the oldest pending job it may run (201), or 204 when there is none."""
-    values = _values()
+    values = params()
     runner = _authenticated_runner(values, "runner_request_job")
     runners.fail_timed_out(now())
     last_update = secrets.token_hex(16)
@@ -227,14 +223,12 @@ def _refused(exc: _Refused) -> Response:
 @bp.put("/jobs/<int:job_id>")
 def update_job(job_id: int) -> Response:
     """The runner reports the job's state: `success` or `failed` end it (its token dies)."""
-    values = _values()
+    values = params()
     job = _authenticated_job(job_id, values, "runner_update_job")
-    output = values.get("output")
     runners.finish_job(now(), job, text(values, "state") or "",
                        exit_code=integer(values, "exit_code", required=False),
                        failure_reason=text(values, "failure_reason"))
     db.session.commit()
-    del output
     response = jsonify(200)
     response.headers["X-GitLab-Trace-Update-Interval"] = TRACE_UPDATE_INTERVAL
     response.headers["Job-Status"] = job.status
