@@ -169,3 +169,60 @@ def test_variables_defined_by_the_test_are_passed_on(forge: Forge, bob: UserHand
         forge.start_job(APP, bob, variables={"SHORT": {"value": "abc", "masked": True}})
     with pytest.raises(domain.DomainError, match="variables: invalid name 'BAD-NAME'"):
         forge.start_job(APP, bob, variables={"BAD-NAME": "x"})
+
+
+def test_variables_every_one_forge_sets_has_gitlabs_format(forge: Forge, bob: UserHandle) -> None:
+    """Each variable of a runner job against the format GitLab documents; a new variable
+    without a row here fails."""
+    import requests
+
+    host, port = forge.url.split("//")[1].split(":")
+    url, project = forge.url, f"{forge.url}/{APP}"
+    _, token = forge.create_runner(tags=("linux", "docker"), description="my runner")
+    job = forge.queue_job(APP, bob, "true", name="build:linux", variables={"OWN": "x"})
+    body = requests.post(f"{forge.url}/api/v4/jobs/request", json={"token": token}).json()
+    listed = {v["key"]: v["value"] for v in body["variables"]}
+    n = r"[1-9][0-9]*"
+    formats = {
+        "CI": "true", "GITLAB_CI": "true", "CI_SERVER": "yes", "CI_SERVER_NAME": "GitLab",
+        "CI_SERVER_VERSION": r"\d+\.\d+\.\d+", "CI_SERVER_VERSION_MAJOR": r"\d+",
+        "CI_SERVER_VERSION_MINOR": r"\d+", "CI_SERVER_VERSION_PATCH": r"\d+",
+        "CI_SERVER_REVISION": r"[0-9a-f]{8}", "CI_SERVER_URL": re.escape(url),
+        "CI_SERVER_HOST": re.escape(host), "CI_SERVER_PORT": port, "CI_SERVER_PROTOCOL": "http",
+        "CI_SERVER_FQDN": re.escape(f"{host}:{port}"), "CI_SERVER_SHELL_SSH_HOST": re.escape(host),
+        "CI_SERVER_SHELL_SSH_PORT": "22", "CI_API_V4_URL": re.escape(f"{url}/api/v4"),
+        "CI_API_GRAPHQL_URL": re.escape(f"{url}/api/graphql"), "GITLAB_FEATURES": "",
+        "CI_JOB_ID": str(job.id), "CI_JOB_NAME": "build:linux", "CI_JOB_NAME_SLUG": "build-linux",
+        "CI_JOB_STAGE": "test", "CI_JOB_STATUS": "running", "CI_JOB_TIMEOUT": "3600",
+        "CI_JOB_URL": re.escape(f"{project}/-/jobs/{job.id}"), "CI_JOB_STARTED_AT": ISO_UTC.pattern[1:-1],
+        "CI_JOB_TOKEN": re.escape(job.token), "CI_NODE_TOTAL": "1", "CI_CONFIG_PATH": r"\.gitlab-ci\.yml",
+        "CI_REPOSITORY_URL": re.escape(f"http://gitlab-ci-token:{job.token}@{host}:{port}/{APP}.git"),
+        "CI_PIPELINE_ID": n, "CI_PIPELINE_IID": n, "CI_PIPELINE_SOURCE": "push",
+        "CI_PIPELINE_URL": re.escape(f"{project}/-/pipelines/") + n,
+        "CI_PIPELINE_CREATED_AT": ISO_UTC.pattern[1:-1],
+        "CI_COMMIT_SHA": SHA.pattern[1:-1], "CI_COMMIT_SHORT_SHA": r"[0-9a-f]{8}",
+        "CI_COMMIT_BEFORE_SHA": "0{40}", "CI_COMMIT_REF_NAME": "main", "CI_COMMIT_REF_SLUG": "main",
+        "CI_COMMIT_BRANCH": "main", "CI_COMMIT_REF_PROTECTED": "true|false",
+        "CI_COMMIT_MESSAGE": "Initial commit\n", "CI_COMMIT_MESSAGE_IS_TRUNCATED": "false",
+        "CI_COMMIT_TITLE": "Initial commit", "CI_COMMIT_DESCRIPTION": "",
+        "CI_COMMIT_TIMESTAMP": ISO_UTC.pattern[1:-1], "CI_COMMIT_AUTHOR": r"[^<>]+ <[^<>@]+@[^<>]+>",
+        "CI_PROJECT_ID": n, "CI_PROJECT_NAME": "My_App", "CI_PROJECT_TITLE": "My_App",
+        "CI_PROJECT_DESCRIPTION": "", "CI_PROJECT_PATH": re.escape(APP),
+        "CI_PROJECT_PATH_SLUG": "acme-corp-platform-team-my-app",
+        "CI_PROJECT_NAMESPACE": re.escape("Acme-Corp/Platform.Team"),
+        "CI_PROJECT_NAMESPACE_SLUG": "acme-corp-platform-team", "CI_PROJECT_NAMESPACE_ID": n,
+        "CI_PROJECT_ROOT_NAMESPACE": "Acme-Corp", "CI_PROJECT_URL": re.escape(project),
+        "CI_PROJECT_VISIBILITY": "private|internal|public", "CI_DEFAULT_BRANCH": "main",
+        "CI_DEFAULT_BRANCH_SLUG": "main", "CI_RUNNER_ID": n, "CI_RUNNER_DESCRIPTION": "my runner",
+        "CI_RUNNER_TAGS": "docker, linux", "GITLAB_USER_ID": str(bob.id),
+        "GITLAB_USER_EMAIL": "bob@example.com", "GITLAB_USER_LOGIN": "bob", "GITLAB_USER_NAME": "Bob",
+        "OWN": "x",
+        # tag jobs (test_variables_tag_job_has_the_tag_and_no_branch), with --registry (test_registry_*)
+        "CI_COMMIT_TAG": None, "CI_COMMIT_TAG_MESSAGE": None, "CI_REGISTRY": None,
+        "CI_REGISTRY_IMAGE": None, "CI_REGISTRY_USER": None, "CI_REGISTRY_PASSWORD": None,
+    }
+    unformatted = sorted(set(listed) - set(formats))
+    assert unformatted == []
+    for key, value in listed.items():
+        pattern = formats[key]
+        assert pattern is not None and re.fullmatch(pattern, value), (key, value)
