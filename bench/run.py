@@ -141,7 +141,8 @@ def bench_repo(label: str, source: Path, servers: dict[str, Any], work: Path, ru
             repo = server.root / f"{name}.git"
             git("clone", "-q", "--bare", source, repo)
             configure(repo)
-            urls[key] = push_urls[key] = f"{server.url}/{name}.git"
+            urls[key] = f"{server.url}/{name}.git"
+            push_urls[key] = urls[key].replace("http://", "http://bench:bench@")
         else:
             urls[key] = server.add(name, source)
             push_urls[key] = server.push_url(urls[key])
@@ -291,7 +292,7 @@ def main() -> None:
         if not args.quick:
             generate_repo(repos / "large.git", 3000, 500)
             sources.append(("3,000 commits", repos / "large.git"))
-        backend = HttpBackend(tmp / "backend")
+        backend = HttpBackend(tmp / "backend", push_auth=True)
         backend.root.mkdir()
         servers: dict[str, Any] = {
             "forge-git": ForgeProcess(tmp / "forge-git", "git"),
