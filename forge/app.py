@@ -48,7 +48,7 @@ def create_app(config: ForgeConfig | None = None, clock: Callable[[], datetime] 
     if not config.root_token:
         config = config.replace(root_token=domain.new_personal_token())
     if not config.runner_registration_token:
-        from forge.runners import new_registration_token
+        from forge.tokens import new_registration_token
         config = config.replace(runner_registration_token=new_registration_token())
     config.repositories_dir.mkdir(parents=True, exist_ok=True)
     if not config.database_url:

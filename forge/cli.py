@@ -6,7 +6,9 @@ import json
 import os
 import posixpath
 import shlex
+import socket
 import sys
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
@@ -24,7 +26,7 @@ REGISTRATION_TOKEN_FILE = "runner-registration-token"
 
 def _root_token(data_dir: Path, given: str | None) -> str:
     """Use the given root token, or the one this data directory was started with before."""
-    from forge.domain import new_personal_token
+    from forge.tokens import new_personal_token
 
     return _kept_secret(data_dir / ROOT_TOKEN_FILE, given, new_personal_token)
 
@@ -80,7 +82,6 @@ def serve(host: str, port: int, data_dir: Path, seed_file: Path | None,
     import logging
 
     from forge.datadir import DataDirBusy, DataDirLock
-    from forge.server import ForgeServer
 
     try:  # before anything in the data directory is read, written or deleted
         lock = DataDirLock.acquire(data_dir)
@@ -90,7 +91,7 @@ def serve(host: str, port: int, data_dir: Path, seed_file: Path | None,
         lock.empty()
     if templates_dir is None and seed_file is not None:
         templates_dir = seed_file.parent
-    from forge.runners import new_registration_token
+    from forge.tokens import new_registration_token
     registration = _kept_secret(data_dir / REGISTRATION_TOKEN_FILE, runner_registration_token,
                                 new_registration_token)
     config = ForgeConfig.from_env(data_dir=data_dir, database_url=database_url,
@@ -98,17 +99,25 @@ def serve(host: str, port: int, data_dir: Path, seed_file: Path | None,
                                   runner_registration_token=registration,
                                   registry_url=registry, git_engine=git_engine,
                                   templates_dir=str(templates_dir.resolve()) if templates_dir else None)
-    from forge.gitproc import EngineError
+    from forge.gitproc import EngineError, find_git
     try:
-        server = ForgeServer(config, host, port, lock=lock)
+        find_git(config.git_engine)
+        sock = listen(host, port)
     except EngineError as exc:
         lock.release()
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
+        lock.release()
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    click.echo(f"forge listening on {server.url}", nl=True)  # bound: connections wait in line
+    # Bound before the app is built, as gunicorn does: a client that connects now waits in
+    # the socket's queue until the app answers, and scripts can go on at once.
+    click.echo(f"forge listening on http://{host}:{sock.getsockname()[1]}", nl=True)
     sys.stdout.flush()
-    server.state.signing_key()  # created on first start, so a registry can be pointed at it
+    from forge.server import ForgeServer
+    server = ForgeServer(config, host, port, lock=lock, sock=sock)
+    # The registry's signing key is created on first start (RSA: a quarter second), aside
+    # from the requests; /jwt/auth and the certificate route wait for it if they come first.
+    threading.Thread(target=server.state.signing_key, name="forge-signing-key", daemon=True).start()
     click.echo(f"root token: {config.root_token}   (admin `root`; header PRIVATE-TOKEN)")
     click.echo(f"runner registration token: {config.runner_registration_token}   "
                "(gitlab-runner register --registration-token)")
@@ -123,6 +132,12 @@ def serve(host: str, port: int, data_dir: Path, seed_file: Path | None,
         pass
     finally:
         lock.release()
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on host:port (0 picks a free port), ready for `ForgeServer`."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=128)
 
 
 def _seed_on_start(server: Any, seed_file: Path) -> None:

@@ -8,7 +8,6 @@ token works), ended by the runner's final update or, past its timeout, by the fo
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,25 +21,14 @@ from forge.domain import DomainError, ancestor_ids, digest, same_digest
 from forge.jobs import commit_facts, is_runner_job, protected_ref, set_job_status, variables
 from forge.models import Group, Job, JobArtifact, JobLog, Project, Runner, User, db
 from forge.repos import BlobStore, RepositoryBackend
+from forge.tokens import new_runner_token
 
-RUNNER_TOKEN_PREFIX = "glrt-"  # GitLab's runner authentication tokens
-REGISTRATION_TOKEN_PREFIX = "GR1348941"  # GitLab's runner registration tokens
 GIT_DEPTH = 20  # GitLab's default "Git shallow clone" project setting
 FAILURE_REASONS = ("unknown_failure", "script_failure", "api_failure", "stuck_or_timeout_failure",
                    "runner_system_failure", "missing_dependency_failure", "runner_unsupported",
                    "job_execution_timeout", "archived_failure", "unmet_prerequisites",
                    "scheduler_failure", "data_integrity_failure", "image_pull_failure")
 TIMEOUT_MESSAGE = "ERROR: Job failed: execution took longer than {limit} seconds (forge)\n"
-
-
-def new_registration_token() -> str:
-    """Mint an instance registration token in GitLab's format."""
-    return REGISTRATION_TOKEN_PREFIX + secrets.token_urlsafe(15)
-
-
-def new_runner_token() -> str:
-    """Mint a runner authentication token: `glrt-` and random characters."""
-    return RUNNER_TOKEN_PREFIX + secrets.token_urlsafe(20)
 
 
 def create_runner(now: datetime, *, runner_type: str = "instance_type", group: Group | None = None,
