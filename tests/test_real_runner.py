@@ -124,15 +124,15 @@ def test_real_runner_job_past_its_timeout_is_failed_and_its_token_dies(
     bob = world["bob"]
     assert isinstance(bob, UserHandle)
     job = forge.queue_job("acme/app", bob, [
-        "sleep 4",
+        "sleep 5",
         'git clone "http://gitlab-ci-token:${CI_JOB_TOKEN}@${CI_SERVER_HOST}:${CI_SERVER_PORT}'
-        '/acme/lib.git" lib'], tags=(TAG,), timeout=2)
+        '/acme/lib.git" lib'], tags=(TAG,), timeout=3)
     result, _ = run_once(runner, git_env)
     shown = forge.job(job)
     log = forge.job_log(job)
     assert (shown["status"], shown["failure_reason"]) == ("failed", "job_execution_timeout"), (
         log + result.stdout + result.stderr)
-    assert log.endswith("ERROR: Job failed: execution took longer than 2 seconds (forge)\n")
+    assert log.endswith("ERROR: Job failed: execution took longer than 3 seconds (forge)\n")
     late = [event for event in forge.events(project="acme/lib") if event["job_id"] == job.id]
     # refused as timed out, or as failed when the runner's log update reached forge first
     assert late and all(event["status"] == 401 and event["reason"] in ("job_timed_out", "job_not_running")
