@@ -28,6 +28,7 @@ FAILURE_REASONS = ("unknown_failure", "script_failure", "api_failure", "stuck_or
                    "runner_system_failure", "missing_dependency_failure", "runner_unsupported",
                    "job_execution_timeout", "archived_failure", "unmet_prerequisites",
                    "scheduler_failure", "data_integrity_failure", "image_pull_failure")
+MAX_INT = 2**31 - 1  # GitLab's integer columns
 TIMEOUT_MESSAGE = "ERROR: Job failed: execution took longer than {limit} seconds (forge)\n"
 
 
@@ -57,6 +58,11 @@ def create_runner(now: datetime, *, runner_type: str = "instance_type", group: G
         raise DomainError("tags list can not be empty when runner is not allowed to pick untagged jobs")
     if maximum_timeout is not None and maximum_timeout < 600:
         raise DomainError("maximum_timeout should be greater than or equal to 600 seconds")
+    if maximum_timeout is not None and maximum_timeout > MAX_INT:
+        raise DomainError("maximum_timeout is invalid")
+    if len(description) > 1024 or any(len(tag) > 255 for tag in tag_list):
+        raise DomainError("description is too long (maximum is 1024 characters), or a tag "
+                          "(maximum is 255)")
     token = new_runner_token()
     runner = Runner(token_digest=digest(token), runner_type=runner_type,
                     group_id=group.id if group else None, project_id=project.id if project else None,

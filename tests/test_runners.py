@@ -55,7 +55,12 @@ def test_runners_register_verify_and_delete(forge: Forge) -> None:
         "token": forge.runner_registration_token, "run_untagged": False})
     assert untagged_only.status_code == 400
     assert "tags list can not be empty" in untagged_only.json()["message"]
-    deleted = requests.delete(f"{forge.url}{API}/runners", json={"token": runner["token"]})
+    for bad in ({"maximum_timeout": 2**70}, {"maximum_timeout": 60}, {"description": "d" * 1025},
+                {"access_level": "everyone"}):
+        refused = requests.post(f"{forge.url}{API}/runners",
+                                json={"token": forge.runner_registration_token, **bad})
+        assert refused.status_code == 400, (bad, refused.text)
+    deleted = requests.delete(f"{forge.url}{API}/runners", data={"token": runner["token"]})
     assert deleted.status_code == 204
     gone = requests.post(f"{forge.url}{API}/runners/verify", json={"token": runner["token"]})
     assert (gone.status_code, gone.json()) == (403, {"message": "403 Forbidden"})
