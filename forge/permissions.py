@@ -819,3 +819,15 @@ def authorize_job_update(job: Job | None, token_matches: bool, now: datetime) ->
     if job.started_at is not None and now >= job.started_at + timedelta(seconds=job.timeout):
         return _deny("job_timed_out", 403, JOB_NOT_RUNNING)
     return _allow("job_token")
+
+
+def authorize_artifacts_download(own_token: bool, principal: Principal, project: Project | None,
+                                 now: datetime, base_url: str) -> Decision:
+    """Decide `GET /jobs/:id/artifacts`: the job's own token (running or not), or the token
+    of a running job that may read the job's project (a job that needs it); else 403."""
+    if own_token:
+        return _allow("own_job_token")
+    if principal.kind is not Kind.JOB or project is None:
+        return _deny(principal.failure or "unknown_job_token", 403, RUNNER_FORBIDDEN)
+    decision = authorize(principal, Action.READ, project, now, base_url)
+    return decision if decision.allowed else _deny(decision.reason, 403, RUNNER_FORBIDDEN)

@@ -178,6 +178,7 @@ class Taken:
 
     job: Job
     token: str
+    decision: perm.Decision  # why the runner could take it
 
 
 def take_job(now: datetime, runner: Runner, unseal: Callable[[str], str]) -> Taken | None:
@@ -196,7 +197,10 @@ def take_job(now: datetime, runner: Runner, unseal: Callable[[str], str]) -> Tak
         if state == "failed":
             set_job_status(now, job, "skipped")
             continue
-        if state == "waiting" or not perm.runner_may_take(facts, queued_facts(job)).allowed:
+        if state == "waiting":
+            continue
+        decision = perm.runner_may_take(facts, queued_facts(job))
+        if not decision.allowed:
             continue
         timeout = min(job.timeout, runner.maximum_timeout or job.timeout)
         sealed = job.sealed_token
@@ -206,7 +210,7 @@ def take_job(now: datetime, runner: Runner, unseal: Callable[[str], str]) -> Tak
             continue  # another runner took it
         token = unseal(sealed)
         db.session.refresh(job)
-        return Taken(job, token)
+        return Taken(job, token, decision)
     return None
 
 

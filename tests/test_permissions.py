@@ -404,3 +404,14 @@ def test_authorize_job_update_follows_the_job_token_rules() -> None:
     assert perm.authorize_job_update(running, True, late).reason == "job_timed_out"
     assert perm.authorize_registration(False).status == 403
     assert perm.authorize_runner(False).message == "403 Forbidden"
+
+
+def test_authorize_artifacts_download() -> None:
+    assert perm.authorize_artifacts_download(True, perm.ANONYMOUS, None, NOW, BASE).reason == "own_job_token"
+    refused = perm.authorize_artifacts_download(False, perm.ANONYMOUS, target(), NOW, BASE)
+    assert (refused.status, refused.message) == (403, "403 Forbidden")
+    assert perm.authorize_artifacts_download(False, job_principal(), own(), NOW, BASE).allowed
+    other = perm.authorize_artifacts_download(False, job_principal(), target(role=R), NOW, BASE)
+    assert (other.allowed, other.reason, other.status) == (False, "not_in_inbound_allowlist", 403)
+    dead = perm.authorize_artifacts_download(False, job_principal(status="success"), own(), NOW, BASE)
+    assert (dead.reason, dead.status) == ("job_not_running", 403)

@@ -167,7 +167,7 @@ def request_job() -> Response | tuple[Response, int]:
         db.session.commit()
         return Response(status=204, headers={"X-GitLab-Last-Update": last_update})
     job = taken.job
-    record(_job_principal(job), "runner_take_job", perm.Decision(True, "runner_matches"), job.project)
+    record(_job_principal(job), "runner_take_job", taken.decision, job.project)
     config = state().config
     body = runners.payload(job, taken.token, runner, base_url=config.base_url,
                            registry=config.registry_url, backend=state().backend,
@@ -284,18 +284,14 @@ def download_artifacts(job_id: int) -> Response:
     a running job that may read the job's project (a dependent job)."""
     token = request.args.get("token") or request.headers.get("Job-Token", "")
     job = by_id(Job, job_id)
-    if job is not None and token and domain.same_digest(job.token_digest, token):
+    own = job is not None and bool(token) and domain.same_digest(job.token_digest, token)
+    if own:
+        assert job is not None
         who = _job_principal(job)
-        decision = perm.Decision(True, "own_job_token")
     else:
         who = auth.principal_for(auth.Credentials(auth.JOB_TOKEN_USER, token) if token else None)
-        if who.kind is not perm.Kind.JOB or job is None:
-            decision = perm.Decision(False, who.failure or "unknown_job_token", 403, perm.RUNNER_FORBIDDEN)
-        else:
-            facts = domain.project_facts(job.project, auth.user_of(who), state().backend)
-            decision = perm.authorize(who, perm.Action.READ, facts, now(), state().config.base_url)
-            if not decision.allowed:
-                decision = perm.Decision(False, decision.reason, 403, perm.RUNNER_FORBIDDEN)
+    facts = domain.project_facts(job.project, auth.user_of(who), state().backend) if job else None
+    decision = perm.authorize_artifacts_download(own, who, facts, now(), state().config.base_url)
     check(who, "runner_download_artifacts", decision, job.project if job is not None else None)
     assert job is not None
     stored = runners.archive(job)
