@@ -296,3 +296,15 @@ def test_runners_jobs_queue_from_control_api_and_seed(forge: Forge, bob: UserHan
     _, token = forge.create_runner(tags=("t",))
     assert poll(forge, token).json()["id"] == queued.json()["id"]
     assert poll(forge, token).json()["job_info"]["name"] == "lint"
+
+
+def test_runners_racing_for_one_job_never_share_it(forge: Forge, bob: UserHandle) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    tokens = [forge.create_runner()[1] for _ in range(6)]
+    job = forge.queue_job("acme/app", bob, "true")
+    with ThreadPoolExecutor(len(tokens)) as pool:
+        answers = list(pool.map(lambda token: poll(forge, token), tokens))
+    assert sorted(answer.status_code for answer in answers) == [201] + [204] * 5
+    assert next(a for a in answers if a.status_code == 201).json()["id"] == job.id
+    assert len(forge.events(action="runner_take_job")) == 1
