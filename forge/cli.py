@@ -311,6 +311,59 @@ def job_finish(url: str, token: str, job_id: int, status: str) -> None:
     click.echo(f"job {data['id']} is {data['status']}")
 
 
+@job.command("queue")
+@url_option
+@token_option
+@click.option("--project", required=True, help="full path, e.g. acme/app")
+@click.option("--user", required=True, help="the triggering user")
+@click.option("--script", "script", multiple=True, required=True, help="a command (repeat for more)")
+@click.option("--ref", default=None)
+@click.option("--name", default="build")
+@click.option("--stage", default="test")
+@click.option("--timeout", default=3600, type=int)
+@click.option("--image", default=None)
+@click.option("--tag", "tags", multiple=True, help="a runner tag the job needs (repeatable)")
+@click.option("--needs", multiple=True, help="a job of the same pipeline to wait for (repeatable)")
+@click.option("--pipeline", default=None, type=int, help="join this pipeline (needed with --needs)")
+@click.option("--var", "variables", multiple=True, help="KEY=VALUE, a variable of the job (repeatable)")
+def job_queue(url: str, token: str, project: str, user: str, script: tuple[str, ...],
+              ref: str | None, name: str, stage: str, timeout: int, image: str | None,
+              tags: tuple[str, ...], needs: tuple[str, ...], pipeline: int | None,
+              variables: tuple[str, ...]) -> None:
+    """Queue a job for a runner (pending until one takes it); print its id."""
+    body: dict[str, Any] = {"project": project, "user": user, "name": name, "stage": stage,
+                            "timeout": timeout, "script": list(script), "tags": list(tags),
+                            "needs": list(needs)}
+    for key, value in (("ref", ref), ("image", image), ("pipeline", pipeline)):
+        if value is not None:
+            body[key] = value
+    if variables:
+        if not all("=" in item for item in variables):
+            raise click.BadParameter("use KEY=VALUE", param_hint="--var")
+        body["variables"] = dict(item.split("=", 1) for item in variables)
+    data = _check(_request(_client(url, token), "POST", f"{url.rstrip('/')}/-/forge/jobs",
+                           data=json.dumps(body)))
+    click.echo(data["id"])
+
+
+@job.command("log")
+@url_option
+@token_option
+@click.argument("job_id", type=int)
+def job_log(url: str, token: str, job_id: int) -> None:
+    """Print a job's log (what its runner sent), and its status on stderr."""
+    session = _client(url, token)
+    base = url.rstrip("/")
+    data = _check(_request(session, "GET", f"{base}/-/forge/jobs/{job_id}"))
+    response = _request(session, "GET", f"{base}/api/v4/projects/{data['project_id']}/jobs/"
+                                         f"{job_id}/trace")
+    if response.status_code != 200:
+        _check(response)
+    click.echo(response.text, nl=False)
+    data = _check(_request(session, "GET", f"{base}/-/forge/jobs/{job_id}"))
+    click.echo(f"job {job_id} is {data['status']}", err=True)
+
+
 @main.command("seed")
 @url_option
 @token_option
