@@ -128,6 +128,7 @@ def seed_scenario() -> tuple[Response, int]:
 @bp.post("/reset")
 def reset() -> tuple[Response, int]:
     """Empty the forge, keeping the root user and its token."""
+    _state().housekeeper.wait_idle(30)  # no sweep of a directory a new project will reuse
     domain.reset(_state().backend, _state().lfs)
     db.session.commit()
     return jsonify(status="reset"), 200

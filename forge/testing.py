@@ -105,6 +105,9 @@ class Forge:
         self._offset = timedelta()
         self.state.clock = utcnow
         self.state.take_errors()
+        # Housekeeping still at work on a repository of the last test would sweep the "stale"
+        # ref locks of a new repository that reuses its directory (ids restart after a reset).
+        self.state.housekeeper.wait_idle(30)
         with self._session():
             domain.reset(self.state.backend, self.state.lfs)
 
