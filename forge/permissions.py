@@ -566,6 +566,7 @@ class Ability:
     writes: bool = False
     policy: str | None = None
     public_read: bool = True  # readable by anyone who sees a public/internal project
+    login_first: bool = False  # the endpoint authenticates before it looks for the project
 
 
 ABILITIES = {a.name: a for a in (
@@ -579,8 +580,8 @@ ABILITIES = {a.name: a for a in (
     Ability("read_members", GUEST),
     Ability("admin_project", MAINTAINER, writes=True, public_read=False),
     Ability("admin_members", MAINTAINER, writes=True, public_read=False),
-    Ability("admin_job_token_scope", MAINTAINER, writes=True, public_read=False),
-    Ability("read_job_token_scope", MAINTAINER, public_read=False),
+    Ability("admin_job_token_scope", MAINTAINER, writes=True, public_read=False, login_first=True),
+    Ability("read_job_token_scope", MAINTAINER, public_read=False, login_first=True),
     Ability("delete_project", OWNER, writes=True, public_read=False),
 )}
 
@@ -622,6 +623,8 @@ def authorize_api(principal: Principal, ability: str, project: Project | None, n
     if not auth.allowed:
         return auth
     need = ABILITIES[ability]
+    if need.login_first and principal.kind is Kind.ANONYMOUS:
+        return _api_deny("login_required", 401, API_UNAUTHORIZED)
     if project is None:
         return _api_deny("project_not_found", 404, API_PROJECT_NOT_FOUND)
     if principal.kind is Kind.PAT:

@@ -89,6 +89,9 @@ GITLAB_EXCEPTIONS: dict[tuple[str, str, str], tuple[int, dict[str, str] | None]]
         (403, {"message": "403 Forbidden - Not authorized to access /api/v4/users"}),
     ("GET", "/users/{extra}", "anonymous"): (403, {"message": "403 Forbidden - Not authorized!"}),
     **{("DELETE", "/projects/{p}/delete-me-never", role): (404, NO_ROUTE) for role in ROLES},
+    # lib/api/project_job_token_scope.rb: `before { authenticate! }`, before the project lookup.
+    **{(method, path, "anonymous"): (401, UNAUTHORIZED) for method, path, *_ in ENDPOINTS
+       if "/job_token_scope" in path},
 }
 # The exceptions forge does not honour yet: each is a strict xfail below. The unknown route's body
 # is wrong alike for every role, so one role stands for all there and the walk checks its status.
@@ -305,6 +308,23 @@ MALFORMED = [
                  {"error": "target_project_id is invalid"}, marks=gitlab_differs(
                      "GitLab declares target_project_id `type: Integer` (400 'is invalid'); "
                      "forge answers 404 Project Not Found")),
+    pytest.param("GET", "/projects/99999999999999999999999999", None, 404, PROJECT_NOT_FOUND),
+    pytest.param("GET", "/users/99999999999999999999999999", None, 404, {"message": "404 User Not Found"}),
+    pytest.param("GET", "/groups/99999999999999999999999999", None, 404, {"message": "404 Group Not Found"}),
+    pytest.param("GET", "/projects/{p}/members/99999999999999999999999999", None, 404,
+                 {"message": "404 Member Not Found"}),
+    pytest.param("PATCH", "/projects/{p}/job_token_scope", {"enabled": "maybe"}, 400,
+                 {"error": "enabled is invalid"}),
+    pytest.param("GET", "/projects?membership=maybe", None, 400, {"error": "membership is invalid"}),
+    pytest.param("POST", "/projects/{p}/protected_branches", {"name": "x", "allow_force_push": "maybe"},
+                 400, {"error": "allow_force_push is invalid"}),
+    pytest.param("POST", "/projects/{p}/job_token_scope/allowlist",
+                 {"target_project_id": "{site}", "default_permissions": "maybe"}, 400,
+                 {"error": "default_permissions is invalid"}),
+    pytest.param("PUT", "/projects/{p}", {"lfs_enabled": "maybe"}, 400, {"error": "lfs_enabled is invalid"}),
+    pytest.param("POST", "/projects", {"name": "x", "initialize_with_readme": "maybe"}, 400,
+                 {"error": "initialize_with_readme is invalid"}),
+    pytest.param("PUT", "/users/{extra}", {"admin": "maybe"}, 400, {"error": "admin is invalid"}),
     pytest.param("GET", "/projects/{p}/nothing-here", None, 404, NO_ROUTE),
     pytest.param("PATCH", "/user", None, 405, {"error": "405 Not Allowed"}),
     pytest.param("GET", "/projects?page=abc&per_page=-4", None, 400, {"error": "page is invalid"}),

@@ -221,11 +221,6 @@ def by_id(model: type[Row], key: Any) -> Row | None:
     return domain.by_id(model, key)
 
 
-def boolean(value: Any) -> bool:
-    """Read a Grape-style boolean."""
-    return value is True or str(value).lower() in ("true", "1", "yes", "on")
-
-
 def _page_number(values: Any, name: str, default: int) -> int:
     """`page` or `per_page`: Grape's 400 when given but not an integer, as GitLab declares them."""
     raw = values.get(name)

@@ -12,7 +12,6 @@ from forge import domain
 from forge import permissions as perm
 from forge.api import (
     ApiError,
-    boolean,
     bp,
     by_id,
     created,
@@ -195,7 +194,7 @@ def list_projects() -> Response:
     if values.get("search"):
         query = query.where(Project.full_path.contains(str(values["search"])))
     projects = _visible_projects(query)
-    if boolean(values.get("membership")):
+    if flag(values, "membership"):
         user = current_user(principal())
         projects = [p for p in projects if user is not None and
                     domain.project_facts(p, user).role >= perm.GUEST]
@@ -396,7 +395,7 @@ def protect(project_id: str) -> tuple[Response, int]:
     level = integer(values, "push_access_level", required=False)
     try:
         rule = domain.protect_branch(project, name, perm.MAINTAINER if level is None else level,
-                                     boolean(values.get("allow_force_push")), replace=False)
+                                     flag(values, "allow_force_push"), replace=False)
     except domain.Conflict as exc:
         fail(409, str(exc))
     db.session.commit()
