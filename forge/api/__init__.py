@@ -353,7 +353,7 @@ class EncodedIds:
 
 def init_app(app: Flask) -> None:
     """Register the API."""
-    from forge.api import ci, projects, repository, scope, users  # noqa: F401 - registers routes
+    from forge.api import ci, commits, projects, repository, scope, users  # noqa: F401 - registers routes
 
     app.register_blueprint(bp)
     app.wsgi_app = EncodedIds(app.wsgi_app)  # type: ignore[method-assign]
