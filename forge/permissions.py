@@ -655,7 +655,8 @@ def authorize_api(principal: Principal, ability: str, project: Project | None, n
 def authorize_instance(principal: Principal, ability: str, now: datetime, base_url: str,
                        target_user_id: int | None = None) -> Decision:
     """Decide instance-level calls: `admin` (manage users and tokens), `read_user`
-    (see oneself), `create_group`, `revoke_token` (one's own, or any as admin)."""
+    (see oneself), `create_group`, `update_own_status`, `revoke_token` (one's own, or any
+    as admin)."""
     auth = authenticate_api(principal, now, base_url)
     if not auth.allowed:
         return auth
@@ -667,8 +668,8 @@ def authorize_instance(principal: Principal, ability: str, now: datetime, base_u
         return _api_deny("insufficient_scope", 403, API_INSUFFICIENT_SCOPE)
     if ability == "read_user":
         return _allow("authenticated")
-    if ability == "create_group":
-        return _allow("can_create_group")
+    if ability in ("create_group", "update_own_status"):
+        return _allow(f"can_{ability}")
     if ability == "revoke_token" and target_user_id == user.id:
         return _allow("own_token")
     if not user.admin:
@@ -679,7 +680,8 @@ def authorize_instance(principal: Principal, ability: str, now: datetime, base_u
 def authorize_group(principal: Principal, ability: str, visibility: str, role: int,
                     now: datetime, base_url: str) -> Decision:
     """Decide a group call: `read_group`; `create_subgroup`, `create_project` (maintainer);
-    `admin_members` (owner); `role` is the principal's role there, ancestors included."""
+    `admin_members`, `admin_group` (owner); `role` is the principal's role there, ancestors
+    included."""
     auth = authenticate_api(principal, now, base_url)
     if not auth.allowed:
         return auth
@@ -692,7 +694,7 @@ def authorize_group(principal: Principal, ability: str, visibility: str, role: i
         return _allow("can_read_group")
     if principal.kind is Kind.PAT and "api" not in principal.scopes:
         return _api_deny("insufficient_scope", 403, API_INSUFFICIENT_SCOPE)
-    needed = OWNER if ability == "admin_members" else MAINTAINER
+    needed = OWNER if ability in ("admin_members", "admin_group") else MAINTAINER
     if not admin and role < needed:
         return _api_deny("insufficient_role", 403, API_FORBIDDEN)
     return _allow(f"can_{ability}")
@@ -708,6 +710,25 @@ def authorize_current_job(principal: Principal, now: datetime, base_url: str) ->
     if principal.kind is not Kind.JOB:
         return _api_deny("not_a_job_token", 404, "404 Job Not Found")
     return _allow("job_token")
+
+
+def authorize_sudo(principal: Principal, now: datetime, base_url: str) -> Decision:
+    """Decide a `Sudo` header (act as another user): an admin's PAT with the `sudo` scope
+    (lib/api/helpers.rb `sudo!`)."""
+    auth = authenticate_api(principal, now, base_url)
+    if not auth.allowed:
+        return auth
+    user = principal.user
+    if principal.kind is Kind.ANONYMOUS or user is None:
+        return _api_deny("login_required", 401, API_UNAUTHORIZED)
+    if not user.admin or principal.kind is Kind.JOB:
+        return _api_deny("not_admin", 403, "403 Forbidden - Must be admin to use sudo")
+    if principal.kind is not Kind.PAT:
+        return _api_deny("sudo_needs_token", 403, "403 Forbidden - Must be authenticated using an "
+                         "OAuth or Personal Access Token to use sudo")
+    if "sudo" not in principal.scopes:
+        return _api_deny("insufficient_sudo_scope", 403, API_INSUFFICIENT_SCOPE)
+    return _allow("sudo")
 
 
 def acts_as_admin(principal: Principal) -> bool:
