@@ -214,6 +214,17 @@ def ancestor_ids(group: Group | None) -> list[int]:
     return ids
 
 
+def descendants(group: Group) -> list[Group]:
+    """The group and every group below it, parents before children."""
+    found, level = [group], [group.id]
+    while level:
+        children = list(db.session.scalars(select(Group).where(Group.parent_id.in_(level))
+                                           .order_by(Group.id)))
+        found += children
+        level = [child.id for child in children]
+    return found
+
+
 # -- users and tokens ------------------------------------------------------------------
 
 def create_user(

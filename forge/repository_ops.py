@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from dulwich.annotate import annotate_lines
 from dulwich.diff_tree import tree_changes
 from dulwich.object_store import commit_tree_changes
 from dulwich.objects import Blob, Commit, ObjectID, Tag, Tree
@@ -238,3 +239,15 @@ def archive(repo: Repo, commit: Commit, prefix: str, fmt: str, path: str | None 
             member.size, member.mode, member.mtime = len(data), mode & 0o777, commit.commit_time
             tar.addfile(member, io.BytesIO(data))
     return buffer.getvalue()
+
+
+def blame(repo: Repo, commit: Commit, path: str) -> list[tuple[Commit, list[str]]]:
+    """The file's lines grouped into runs last changed by one commit, top to bottom."""
+    runs: list[tuple[Commit, list[str]]] = []
+    for (origin, _), line in annotate_lines(repo.object_store, commit.id, path.encode()):
+        text = line.decode(errors="replace").rstrip("\n")
+        if runs and runs[-1][0].id == origin.id:
+            runs[-1][1].append(text)
+        else:
+            runs.append((origin, [text]))
+    return runs

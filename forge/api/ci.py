@@ -119,6 +119,36 @@ def download_package(project_id: str, name: str, version: str, file_name: str) -
                      download_name=file_name, as_attachment=True)
 
 
+def package_json(project: Project, first: PackageFile) -> dict[str, Any]:
+    """A generic package (name and version) as GitLab's Package entity."""
+    path = f"/{project.full_path}/-/packages/{first.id}"
+    return {"id": first.id, "name": first.name, "version": first.version, "package_type": "generic",
+            "status": "default", "_links": {"web_path": path, "delete_api_path":
+                                            f"{state().config.base_url}/api/v4/projects/"
+                                            f"{project.id}/packages/{first.id}"},
+            "created_at": iso(first.created_at), "last_downloaded_at": None, "conan_package_name": None,
+            "tags": [], "pipeline": None, "pipelines": [],
+            "project_id": project.id, "project_path": project.full_path}
+
+
+def packages_of(projects: list[Project]) -> list[tuple[Project, PackageFile]]:
+    """Each (name, version) package of the projects, by its first file, oldest first."""
+    found: dict[tuple[int, str, str], tuple[Project, PackageFile]] = {}
+    by_id = {p.id: p for p in projects}
+    rows = db.session.scalars(select(PackageFile).where(PackageFile.project_id.in_(list(by_id)))
+                              .order_by(PackageFile.id))
+    for row in rows:
+        found.setdefault((row.project_id, row.name, row.version), (by_id[row.project_id], row))
+    return list(found.values())
+
+
+@bp.get("/projects/<project_id>/packages")
+def list_packages(project_id: str) -> Response:
+    """A project's packages (forge has generic ones only)."""
+    project, _ = project_ability(project_id, "read_packages", job_token_endpoint=True)
+    return paginate(packages_of([project]), lambda item: package_json(*item))
+
+
 # -- releases ---------------------------------------------------------------------------
 
 def release_json(project: Project, release: Release) -> dict[str, Any]:

@@ -294,3 +294,49 @@ def snapshot(project_id: str) -> Response:
         tar.add(backend.path_for(project.id), arcname=".",
                 filter=lambda member: None if member.name.endswith(".lock") else member)
     return Response(buffer.getvalue(), mimetype="application/x-tar")
+
+
+@bp.get(f"{REPO}/files/<path:file_path>/blame")
+def blame(project_id: str, file_path: str) -> Response:
+    """Who last changed each line of a file at `ref`: runs of lines with their commit."""
+    project, _ = project_ability(project_id, "read_repository", job_token_endpoint=True)
+    path = "/".join(file_path_parts(file_path))
+    ref = text(params(), "ref", required=True)
+    assert ref is not None
+    with repository(project) as repo:
+        commit = resolve(repo, ref)
+        if commit is None:
+            fail(404, "404 Commit Not Found")
+        found = ops.lookup(repo, commit, path)
+        if found is None or found[0] != "file":
+            fail(404, "404 File Not Found")
+        runs = ops.blame(repo, commit, path)
+        return paginate(runs, lambda run: {"commit": commit_json(project, run[0]), "lines": run[1]})
+
+
+@bp.get("/projects/<project_id>/merge_requests")
+def merge_requests(project_id: str) -> Response:
+    """Merge requests: forge has none, so a project the caller sees lists none."""
+    project_ability(project_id, "read_project")
+    return paginate([], lambda item: item)
+
+
+@bp.get(f"{REPO}/merge_base")
+def merge_base(project_id: str) -> Response:
+    """The best common ancestor of two or more `refs[]` (lib/api/repositories.rb's answers)."""
+    from flask import request
+    project, _ = project_ability(project_id, "read_repository", job_token_endpoint=True)
+    refs = request.args.getlist("refs[]") or request.args.getlist("refs")
+    if len(refs) < 2:
+        fail(400, "Provide at least 2 refs")
+    with repository(project) as repo:
+        commits = {ref: resolve(repo, ref) for ref in refs}
+        unknown = [ref for ref, commit in commits.items() if commit is None]
+        if unknown:
+            fail(400, f"Could not find {'refs' if len(unknown) > 1 else 'ref'}: {', '.join(unknown)}")
+        walks = [ops.history(repo, [c.id]) for c in commits.values() if c is not None]
+        shared = set.intersection(*({c.id for c in walk} for walk in walks))
+        base = next((c for c in walks[0] if c.id in shared), None)
+        if base is None:
+            fail(404, "404 Merge Base Not Found")
+        return jsonify(commit_json(project, base))

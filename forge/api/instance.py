@@ -17,6 +17,8 @@ from forge.api import (
     fail,
     instance_ability,
     integer,
+    invalid,
+    missing,
     paginate,
     params,
     text,
@@ -170,3 +172,28 @@ def set_my_status() -> Response:
     db.session.commit()
     return jsonify(status_json(user))
 
+
+
+# -- feature flags ----------------------------------------------------------------------
+
+@bp.get("/features")
+def list_features() -> Response:
+    """GitLab's development feature flags (admin): forge has none."""
+    instance_ability("admin")
+    return jsonify([])
+
+
+@bp.post("/features/<name>")
+def set_feature(name: str) -> tuple[Response, int]:
+    """Set a feature flag (admin): accepted and answered as GitLab's Feature entity, but forge
+    has no feature flags, so it changes nothing (scripts that switch one on still run)."""
+    instance_ability("admin")
+    values = params()
+    raw = values.get("value")
+    if raw is None or raw == "":
+        missing("value")
+    on = str(raw).lower() in ("true", "1") or (str(raw).isdigit() and int(str(raw)) > 0)
+    if not on and str(raw).lower() not in ("false", "0"):
+        invalid("value")
+    return jsonify(name=name, state="on" if on else "off",
+                   gates=[{"key": "boolean", "value": on}], definition=None), 201

@@ -33,6 +33,7 @@ from forge.api import (
     text,
     web_url,
 )
+from forge.api.ci import package_json, packages_of
 from forge.api.users import user_json
 from forge.models import Group, Membership, Project, ProtectedBranch, User, db
 
@@ -506,3 +507,30 @@ def unprotect(project_id: str, name: str) -> Response:
     db.session.commit()
     return no_content()
 
+
+
+@bp.get("/groups/<group_id>/packages")
+def list_group_packages(group_id: str) -> Response:
+    """The packages of the projects below a group that the caller may read packages of."""
+    group = find_group(group_id)
+    who = group_ability(group, "read_group")
+    user = current_user(who)
+    ids = [g.id for g in domain.descendants(group)]
+    projects = [p for p in db.session.scalars(select(Project).where(Project.group_id.in_(ids))
+                                              .order_by(Project.id))
+                if perm.authorize_api(who, "read_packages", domain.project_facts(p, user), now(),
+                                      state().config.base_url).allowed]
+    return paginate(packages_of(projects), lambda item: package_json(*item))
+
+
+@bp.get("/projects/<project_id>/groups")
+def list_project_groups(project_id: str) -> Response:
+    """The project's group and its ancestors (the groups whose members reach the project)."""
+    project, _ = project_ability(project_id, "read_project")
+    groups = []
+    group = project.group
+    while group is not None:
+        groups.append(group)
+        group = group.parent
+    search = text(params(), "search")
+    return paginate([g for g in reversed(groups) if not search or search in g.full_path], group_json)
