@@ -145,7 +145,7 @@ def new_commit(repo: Repo, tree: ObjectID, parents: Sequence[bytes], author: str
     commit.author_time = commit.commit_time = int(when.replace(tzinfo=UTC).timestamp())
     commit.author_timezone = commit.commit_timezone = 0
     commit.encoding = b"UTF-8"
-    commit.message = message.encode() + (b"" if message.endswith("\n") else b"\n")
+    commit.message = message.encode()  # as given: Gitaly adds no newline either
     repo.object_store.add_object(commit)
     return commit
 
@@ -251,3 +251,32 @@ def blame(repo: Repo, commit: Commit, path: str) -> list[tuple[Commit, list[str]
         else:
             runs.append((origin, [text]))
     return runs
+
+
+def pick(repo: Repo, onto: Commit, commit: Commit, reverse: bool = False) -> ObjectID:
+    """The tree of `onto` with `commit`'s changes applied (cherry-pick) or undone (revert).
+
+    A file-level three-way merge: a path takes the new side when `onto` still has the old
+    one there. Raises ContentError("conflict") when `onto` changed such a path otherwise,
+    and ContentError("empty") when every change is already there.
+    """
+    parent = peel(repo, commit.parents[0]) if commit.parents else None
+    before = parent.tree if parent is not None else _empty_tree(repo)
+    old_tree, new_tree = (commit.tree, before) if reverse else (before, commit.tree)
+    changes: list[tuple[bytes, int | None, bytes | None]] = []
+    for change in tree_changes(repo.object_store, old_tree, new_tree):
+        path = (change.new.path if change.new is not None and change.new.path else
+                change.old.path if change.old is not None else None)
+        assert path is not None
+        found = _lookup_tree(repo, onto.tree, path.decode(errors="surrogateescape"))
+        current = (found[1], found[2]) if found is not None and found[0] == "file" else None
+        was = (change.old.mode, change.old.sha) if change.old is not None and change.old.sha else None
+        want = (change.new.mode, change.new.sha) if change.new is not None and change.new.sha else None
+        if current == want:
+            continue
+        if current != was:
+            raise ContentError("conflict")
+        changes.append((path, want[0], want[1]) if want else (path, None, None))
+    if not changes:
+        raise ContentError("empty")
+    return commit_tree_changes(repo.object_store, repo[onto.tree], changes)  # type: ignore[arg-type]

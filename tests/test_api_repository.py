@@ -170,3 +170,38 @@ def test_tree_blob_archive_compare(forge: Forge, api: Api, app: int) -> None:
     assert missing.status_code == 404
     snap = api("GET", f"/projects/{app}/snapshot")
     assert snap.status_code == 200 and tarfile.is_tarfile(io.BytesIO(snap.content))
+
+
+def test_cherry_pick_and_revert_as_gitlab(forge: Forge, api: Api, app: int) -> None:
+    made = api("POST", f"/projects/{app}/repository/commits", json={
+        "branch": "main", "commit_message": "add c",
+        "actions": [{"action": "create", "file_path": "c.txt", "content": "c\n"}]}).json()
+    api("POST", f"/projects/{app}/repository/branches", json={"branch": "old", "ref": made["parent_ids"][0]})
+    pick = f"/projects/{app}/repository/commits/{made['id']}/cherry_pick"
+    picked = api("POST", pick, json={"branch": "old"})
+    assert picked.status_code == 201, picked.text
+    assert picked.json()["message"] == f"add c\n\n(cherry picked from commit {made['id']})"
+    again = api("POST", pick, json={"branch": "old"})
+    assert (again.status_code, again.json()["error_code"]) == (400, "empty")
+    assert again.json()["message"].startswith("Sorry, we cannot cherry-pick this commit automatically.")
+    reverted = api("POST", f"/projects/{app}/repository/commits/{made['id']}/revert", json={"branch": "main"})
+    assert reverted.json()["message"] == f'Revert "add c"\n\nThis reverts commit {made["id"]}'
+    assert api("GET", f"/projects/{app}/repository/files/c.txt?ref=main").status_code == 404
+    twice = api("POST", f"/projects/{app}/repository/commits/{made['id']}/revert", json={"branch": "main"})
+    assert (twice.status_code, twice.json()["error_code"]) == (400, "empty")
+    base = api("GET", f"/projects/{app}/repository/merge_base",
+               params={"refs[]": ["main", "old"]}).json()
+    assert base["id"] == made["parent_ids"][0]
+    one = api("GET", f"/projects/{app}/repository/merge_base", params={"refs[]": ["main"]})
+    assert (one.status_code, one.json()) == (400, {"message": "Provide at least 2 refs"})
+    blame = api("GET", f"/projects/{app}/repository/files/README.md/blame?ref=main").json()
+    assert [(b["commit"]["title"], b["lines"]) for b in blame] == [("Initial commit", ["# app"])]
+
+
+def test_package_lists_and_project_groups(forge: Forge, api: Api, app: int) -> None:
+    assert api("PUT", f"/projects/{app}/packages/generic/tool/1.0/a.bin", data=b"a").status_code == 201
+    assert api("PUT", f"/projects/{app}/packages/generic/tool/1.0/b.bin", data=b"b").status_code == 201
+    packages = api("GET", f"/projects/{app}/packages").json()
+    assert [(p["name"], p["version"], p["package_type"]) for p in packages] == [("tool", "1.0", "generic")]
+    assert [p["name"] for p in api("GET", "/groups/acme/packages").json()] == ["tool"]
+    assert [g["full_path"] for g in api("GET", f"/projects/{app}/groups").json()] == ["acme"]

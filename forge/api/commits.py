@@ -23,6 +23,7 @@ from forge.api import (
     instance_ability,
     invalid,
     missing,
+    now,
     paginate,
     params,
     project_ability,
@@ -31,6 +32,7 @@ from forge.api import (
     web_url,
 )
 from forge.api.repository import (
+    _authorize_ref,
     _branches,
     _tags,
     author_of,
@@ -40,8 +42,10 @@ from forge.api.repository import (
     file_path_parts,
     repository,
     resolve,
+    writing,
 )
 from forge.models import Project
+from forge.repos import compare_and_swap
 
 REPO = "/projects/<project_id>/repository"
 
@@ -340,3 +344,47 @@ def merge_base(project_id: str) -> Response:
         if base is None:
             fail(404, "404 Merge Base Not Found")
         return jsonify(commit_json(project, base))
+
+
+PICK_REFUSED = {
+    "cherry_pick": "Sorry, we cannot cherry-pick this commit automatically. This commit may already "
+                   "have been cherry-picked, or a more recent commit may have updated some of its content.",
+    "revert": "Sorry, we cannot revert this commit automatically. This commit may already have been "
+              "reverted, or a more recent commit may have updated some of its content.",
+}
+
+
+@bp.post(f"{REPO}/commits/<sha>/<any(cherry_pick, revert):operation>")
+def pick_commit(project_id: str, sha: str, operation: str) -> tuple[Response, int]:
+    """Cherry-pick a commit onto `branch`, or revert it there, with GitLab's messages."""
+    project, who = project_ability(project_id, "push_code")
+    values = params()
+    branch = text(values, "branch", required=True)
+    assert branch is not None
+    dry_run = flag(values, "dry_run")
+    with writing(project) as repo:
+        commit = _commit_or_404(repo, sha)
+        head = resolve(repo, branch) if branch in _branches(repo) else None
+        if head is None:
+            fail(404, "404 Branch Not Found")
+        try:
+            tree_id = ops.pick(repo, head, commit, reverse=operation == "revert")
+        except ops.ContentError as exc:
+            raise ApiError(400, {"message": PICK_REFUSED[operation], "error_code": str(exc)}) from None
+        if dry_run:
+            return jsonify(dry_run="success"), 200
+        message = commit.message.decode(errors="replace")
+        if operation == "revert":
+            title = message.splitlines()[0].strip() if message else ""
+            message = f'Revert "{title}"\n\nThis reverts commit {commit.id.decode()}'
+        else:
+            ending = "\n" if message.endswith("\n") else "\n\n"
+            message = f"{message}{ending}(cherry picked from commit {commit.id.decode()})"
+        author = author_of(who, {}) if operation == "revert" else commit.author.decode(errors="replace")
+        new = ops.new_commit(repo, tree_id, [head.id], author, message, now(),
+                             committer=author_of(who, {}))
+        ref = f"refs/heads/{branch}"
+        _authorize_ref(project, who, ref, head.id.decode(), new.id.decode())
+        if not compare_and_swap(repo, ref.encode(), head.id, new.id):
+            fail(409, "409 Conflict - the reference changed meanwhile")
+    return created(commit_json(project, new))
