@@ -686,6 +686,8 @@ def authorize_group(principal: Principal, ability: str, visibility: str, role: i
     if not auth.allowed:
         return auth
     user = principal.user
+    if ability != "read_group" and principal.kind is Kind.ANONYMOUS:
+        return _api_deny("login_required", 401, API_UNAUTHORIZED)  # authenticate_non_get!
     admin = user is not None and user.admin and principal.kind is not Kind.JOB
     seen = visibility if not (visibility == INTERNAL and (user is None or user.external)) else PRIVATE
     if seen == PRIVATE and role < GUEST and not admin:

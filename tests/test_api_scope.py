@@ -118,7 +118,7 @@ def test_group_allowlist(forge: Forge, world: dict[str, Any]) -> None:
     assert api("POST", path, json={}).json() == {"error": "target_group_id is missing"}
     assert api("DELETE", f"{path}/{acme_id}").status_code == 204
     assert api("DELETE", f"{path}/{acme_id}").status_code == 404
-    assert api("DELETE", f"{path}/nope").status_code == 404
+    assert api("DELETE", f"{path}/nope").json() == {"error": "target_group_id is invalid"}
 
 
 def test_allowlist_limit_is_200_groups(forge: Forge, world: dict[str, Any]) -> None:

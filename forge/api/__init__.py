@@ -215,6 +215,19 @@ def text(values: dict[str, Any], name: str, required: bool = False) -> str | Non
     return str(value)
 
 
+def choice(values: dict[str, Any], name: str, options: Iterable[Any]) -> str | None:
+    """Read a String parameter declared with Grape `values:`; anything else gets Grape's 400."""
+    value = text(values, name)
+    if value is not None and value not in {str(o) for o in options}:
+        not_a_value(name)
+    return value
+
+
+def not_a_value(name: str) -> NoReturn:
+    """Raise Grape's refusal of a value outside a parameter's `values:`."""
+    raise ApiError(400, {"error": f"{name} does not have a valid value"})
+
+
 BOOLEAN_WORDS = {"true": True, "t": True, "1": True, "yes": True, "y": True, "on": True,
                  "false": False, "f": False, "0": False, "no": False, "n": False, "off": False}
 

@@ -14,6 +14,7 @@ from forge.api import (
     ApiError,
     bp,
     by_id,
+    choice,
     created,
     current_user,
     fail,
@@ -24,6 +25,7 @@ from forge.api import (
     integer,
     iso,
     no_content,
+    not_a_value,
     now,
     paginate,
     params,
@@ -180,6 +182,7 @@ def update_group(group_id: str) -> Response:
     group = find_group(group_id)
     group_ability(group, "admin_group")
     values = params()
+    choice(values, "visibility", perm.VISIBILITIES)
     changes = {key: text(values, key) for key in ("name", "description", "visibility")
                if values.get(key) is not None}
     domain.update_group(group, **changes)
@@ -201,7 +204,7 @@ def create_group() -> tuple[Response, int]:
     """Create a group, or a subgroup with `parent_id` (maintainer of the parent)."""
     values = params()
     name, path = text(values, "name", required=True), text(values, "path", required=True)
-    visibility = text(values, "visibility") or "private"
+    visibility = choice(values, "visibility", perm.VISIBILITIES) or "private"
     parent_id = integer(values, "parent_id", required=False)
     if parent_id is not None:
         parent = find_group(str(parent_id))
@@ -273,7 +276,8 @@ def create_project() -> tuple[Response, int]:
     """Create a project in a group (`namespace_id`) or in the caller's namespace."""
     values = params()
     name, given_path = text(values, "name"), text(values, "path")
-    visibility, default_branch = text(values, "visibility"), text(values, "default_branch")
+    visibility = choice(values, "visibility", perm.VISIBILITIES)
+    default_branch = text(values, "default_branch")
     readme = flag(values, "initialize_with_readme")
     if not name and not given_path:
         raise ApiError(400, {"error": "name, path are missing, at least one parameter must be provided"})
@@ -310,6 +314,7 @@ def update_project(project_id: str) -> Response:
     """Change settings (maintainer): visibility, ci_push_repository_for_job_token_allowed, ..."""
     project, _ = project_ability(project_id, "admin_project")
     values = params()
+    choice(values, "visibility", perm.VISIBILITIES)
     changes: dict[str, Any] = {}
     for key, attr in PROJECT_SETTINGS.items():
         if values.get(key) is not None:
@@ -363,6 +368,15 @@ def _member_user(values: dict[str, Any]) -> User:
     return user
 
 
+def _member_level(values: dict[str, Any]) -> int:
+    """`access_level`: an Integer among Gitlab::Access.all_values (minimal access too)."""
+    level = integer(values, "access_level")
+    if level not in (perm.MINIMAL, perm.GUEST, perm.REPORTER, perm.DEVELOPER, perm.MAINTAINER,
+                     perm.OWNER):
+        not_a_value("access_level")
+    return level
+
+
 @bp.get("/<any(projects, groups):kind>/<ref>/members")
 @bp.get("/<any(projects, groups):kind>/<ref>/members/all")
 def list_members(kind: str, ref: str) -> Response:
@@ -388,7 +402,7 @@ def add_member(kind: str, ref: str) -> tuple[Response, int]:
     target = _target(kind, ref, "admin_members")
     values = params()
     user = _member_user(values)
-    level = integer(values, "access_level")
+    level = _member_level(values)
     try:
         member = domain.add_member(user, target, int(level or 0))
     except domain.Conflict as exc:
@@ -401,7 +415,7 @@ def add_member(kind: str, ref: str) -> tuple[Response, int]:
 def update_member(kind: str, ref: str, user_id: int) -> Response:
     """Change a member's access level."""
     target = _target(kind, ref, "admin_members")
-    level = integer(params(), "access_level")
+    level = _member_level(params())
     if not any(m.user_id == user_id for m in _members(target, False)):
         fail(404, "404 Member Not Found")
     user = by_id(User, user_id)
@@ -474,7 +488,7 @@ def _check_levels(*levels: int | None) -> None:
     """Access levels a protection takes (Grape `values:` of lib/api/protected_branches.rb)."""
     for name, level in zip(("push_access_level", "merge_access_level"), levels, strict=False):
         if level is not None and level not in PROTECTION_LEVELS:
-            raise ApiError(400, {"error": f"{name} does not have a valid value"})
+            not_a_value(name)
 
 
 @bp.patch("/projects/<project_id>/protected_branches/<path:name>")

@@ -24,6 +24,7 @@ from forge.api import (
     fail,
     flag,
     integer,
+    invalid,
     missing,
     no_content,
     now,
@@ -131,6 +132,8 @@ def remove_entry(project_id: str, kind: str, entry_id: str) -> Response:
     """Remove a project (`allowlist`) or group (`groups_allowlist`) entry."""
     project, _ = project_ability(project_id, "admin_job_token_scope")
     source: Project | Group | None = None
+    if not entry_id.isdigit():  # declared `type: Integer`
+        invalid("target_project_id" if kind == "allowlist" else "target_group_id")
     if entry_id.isdigit():
         source = by_id(Project, entry_id) if kind == "allowlist" else by_id(Group, entry_id)
     if source is None:

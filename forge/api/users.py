@@ -71,6 +71,8 @@ def token_json(token: PersonalAccessToken, secret: str | None = None) -> dict[st
 
 
 def _user(user_id: str) -> User:
+    if not user_id.isdigit():  # the routes require a numeric id: Grape's catch-all answers
+        raise ApiError(404, {"error": "404 Not Found"})
     found = by_id(User, user_id)
     if found is None:
         fail(404, "404 User Not Found")
