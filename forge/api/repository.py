@@ -15,6 +15,7 @@ from urllib.parse import unquote
 from dulwich.objects import Blob, Commit, Tag
 from dulwich.repo import Repo
 from flask import Response, jsonify
+from sqlalchemy import select
 
 from forge import domain, repos
 from forge import permissions as perm
@@ -37,7 +38,7 @@ from forge.api import (
     text,
     web_url,
 )
-from forge.models import Project
+from forge.models import Project, Release, db
 from forge.repos import RepositoryBusy, compare_and_swap, current_ref, in_use, open_repo
 
 ZERO = perm.ZERO_SHA
@@ -182,9 +183,14 @@ def tag_json(project: Project, repo: Repo, name: str) -> dict[str, Any]:
     obj = repo[sha]
     message = obj.message.decode(errors="replace") if isinstance(obj, Tag) else ""
     commit = resolve(repo, name)
+    release = db.session.scalar(select(Release).where(Release.project_id == project.id,
+                                                      Release.tag_name == name))
     return {"name": name, "message": message or None, "target": sha.decode(),
-            "commit": commit_json(project, commit) if commit else None, "release": None,
-            "protected": False}
+            "commit": commit_json(project, commit) if commit else None,
+            "release": {"tag_name": release.tag_name, "description": release.description}
+            if release is not None else None,
+            "protected": False,
+            "created_at": _when(obj.tag_time) if isinstance(obj, Tag) else None}
 
 
 def _authorize_ref(project: Project, who: perm.Principal, ref: str, old: str, new: str) -> None:
