@@ -656,7 +656,7 @@ def authorize_instance(principal: Principal, ability: str, now: datetime, base_u
                        target_user_id: int | None = None) -> Decision:
     """Decide instance-level calls: `admin` (manage users and tokens), `read_user`
     (see oneself), `create_group`, `update_own_status`, `revoke_token` (one's own, or any
-    as admin)."""
+    as admin), `block_user` (admin, never oneself)."""
     auth = authenticate_api(principal, now, base_url)
     if not auth.allowed:
         return auth
@@ -672,6 +672,9 @@ def authorize_instance(principal: Principal, ability: str, now: datetime, base_u
         return _allow(f"can_{ability}")
     if ability == "revoke_token" and target_user_id == user.id:
         return _allow("own_token")
+    if ability == "block_user" and target_user_id == user.id and user.admin:
+        return _api_deny("block_self", 403,
+                         "403 Forbidden - The API you are trying to access is not allowed for you")
     if not user.admin:
         return _api_deny("not_admin", 403, API_FORBIDDEN)
     return _allow("admin")
@@ -679,7 +682,8 @@ def authorize_instance(principal: Principal, ability: str, now: datetime, base_u
 
 def authorize_group(principal: Principal, ability: str, visibility: str, role: int,
                     now: datetime, base_url: str) -> Decision:
-    """Decide a group call: `read_group`; `create_subgroup`, `create_project` (maintainer);
+    """Decide a group call: `read_group`, `read_namespace` (members and admins);
+    `create_subgroup`, `create_project` (maintainer);
     `admin_members`, `admin_group` (owner); `role` is the principal's role there, ancestors
     included."""
     auth = authenticate_api(principal, now, base_url)
@@ -692,6 +696,10 @@ def authorize_group(principal: Principal, ability: str, visibility: str, role: i
     seen = visibility if not (visibility == INTERNAL and (user is None or user.external)) else PRIVATE
     if seen == PRIVATE and role < GUEST and not admin:
         return _api_deny("group_not_visible", 404, "404 Group Not Found")
+    if ability == "read_namespace":  # /namespaces: members only, whatever the visibility
+        if role < GUEST and not admin:
+            return _api_deny("not_a_member", 404, "404 Namespace Not Found")
+        return _allow("can_read_namespace")
     if ability == "read_group":
         return _allow("can_read_group")
     if principal.kind is Kind.PAT and "api" not in principal.scopes:

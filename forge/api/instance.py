@@ -19,8 +19,10 @@ from forge.api import (
     integer,
     invalid,
     missing,
+    now,
     paginate,
     params,
+    state,
     text,
     web_url,
 )
@@ -71,13 +73,12 @@ def user_namespace_json(user: User) -> dict[str, Any]:
 def _visible_namespaces(who: perm.Principal) -> list[Group | User]:
     """The caller's own namespace and the groups it may see (admins: everything)."""
     user = current_user(who)
-    admin = perm.acts_as_admin(who)
     found: list[Group | User] = []
-    users = db.session.scalars(select(User).order_by(User.id)) if admin else [user] if user else []
+    users = db.session.scalars(select(User).order_by(User.id)) if perm.acts_as_admin(who) else [user]
     found.extend(u for u in users if u is not None)
     for group in db.session.scalars(select(Group).order_by(Group.id)):
-        role = domain.group_role(group, user)
-        if admin or role >= perm.GUEST:  # GitLab lists groups the user is a member of
+        if perm.authorize_group(who, "read_namespace", group.visibility, domain.group_role(group, user),
+                                now(), state().config.base_url).allowed:
             found.append(group)
     return found
 
