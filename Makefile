@@ -31,7 +31,7 @@ test: dev
 	$(BIN)/python -m pytest -n 2 -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check forge tests bench
+	$(BIN)/ruff check forge tests bench scripts
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -24,7 +24,6 @@ from collections.abc import Iterator
 import gitlab
 import pytest
 
-
 AVATARS = "avatar uploads (forge stores no uploads)"
 EVENTS = "events and activity feeds (forge records decisions, not events)"
 KEYS = "SSH and GPG keys, e-mail addresses (forge serves git over HTTP only)"
