@@ -126,7 +126,9 @@ def namespace_exists(ref: str) -> Response:
     instance_ability("read_user")
     path = unquote(ref)
     parent_id = integer(params(), "parent_id", required=False)
-    parent = Group.parent_id.is_(None) if parent_id is None else Group.parent_id == parent_id
+    parent_group = by_id(Group, parent_id) if parent_id is not None else None  # huge ids: none
+    parent = Group.parent_id.is_(None) if parent_id is None else Group.parent_id == (
+        parent_group.id if parent_group is not None else -1)
     taken = db.session.scalar(select(Group.id).where(Group.path == path, parent)) is not None
     if parent_id is None:
         taken = taken or db.session.scalar(select(User.id).where(User.username == path)) is not None
