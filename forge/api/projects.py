@@ -67,7 +67,8 @@ def project_json(project: Project) -> dict[str, Any]:
         "description_html": project.description, "tag_list": [], "topics": [],
         "readme_url": None, "forks_count": 0, "avatar_url": None, "star_count": 0,
         "last_activity_at": iso(project.created_at), "owner": owner,
-        "container_registry_image_prefix": f"{base.split('://', 1)[-1]}/{project.full_path.lower()}",
+        "container_registry_image_prefix": (f"{state().config.registry_url}/{project.full_path.lower()}"
+                                            if state().config.registry_url else None),
         "_links": {"self": f"{base}/api/v4/projects/{project.id}"},
         "issues_enabled": False, "merge_requests_enabled": False, "wiki_enabled": False,
         "jobs_enabled": True, "snippets_enabled": False, "packages_enabled": True,
@@ -163,12 +164,8 @@ def list_subgroups(group_id: str, kind: str) -> Response:
     """A group's direct subgroups, or all groups below it (`descendant_groups`) the caller sees."""
     group = find_group(group_id)
     who = group_ability(group, "read_group")
-    found, level = [], [group.id]
-    while level:
-        children = list(db.session.scalars(select(Group).where(Group.parent_id.in_(level))
-                                           .order_by(Group.id)))
-        found += children
-        level = [c.id for c in children] if kind == "descendant_groups" else []
+    found = domain.descendants(group)[1:] if kind == "descendant_groups" else list(
+        db.session.scalars(select(Group).where(Group.parent_id == group.id).order_by(Group.id)))
     user = current_user(who)
     visible = [g for g in found if perm.authorize_group(
         who, "read_group", g.visibility, domain.group_role(g, user), now(),
