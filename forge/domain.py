@@ -198,6 +198,17 @@ def ancestor_ids(group: Group | None) -> list[int]:
     return ids
 
 
+def descendants(group: Group) -> list[Group]:
+    """The group and every group below it, parents before children."""
+    found, level = [group], [group.id]
+    while level:
+        children = list(db.session.scalars(select(Group).where(Group.parent_id.in_(level))
+                                           .order_by(Group.id)))
+        found += children
+        level = [child.id for child in children]
+    return found
+
+
 # -- users and tokens ------------------------------------------------------------------
 
 def create_user(
@@ -289,6 +300,17 @@ def create_group(now: datetime, full_path: str, *, name: str | None = None,
     db.session.add(group)
     db.session.flush()
     return group
+
+
+def update_group(group: Group, **changes: Any) -> None:
+    """Change a group's name, description or visibility."""
+    unknown = sorted(set(changes) - {"name", "description", "visibility"})
+    if unknown:
+        raise DomainError(f"cannot change {', '.join(unknown)} of group {group.full_path!r}")
+    if "visibility" in changes and changes["visibility"] not in perm.VISIBILITIES:
+        raise DomainError(f"unknown visibility {changes['visibility']!r}")
+    for key, value in changes.items():
+        setattr(group, key, value)
 
 
 def create_project(
@@ -412,7 +434,8 @@ def delete_project(backend: RepositoryBackend, project: Project) -> None:
 def update_project(project: Project, **changes: Any) -> None:
     """Change a project's visibility, default branch or job token settings."""
     allowed = {"visibility", "default_branch", "inbound_enabled", "outbound_enabled",
-               "job_push_allowed", "lfs_enabled", "job_token_policies_enabled", "name"}
+               "job_push_allowed", "lfs_enabled", "job_token_policies_enabled", "name",
+               "description"}
     unknown = sorted(set(changes) - allowed)
     if unknown:
         raise DomainError(f"cannot change {', '.join(unknown)} of project {project.full_path!r}")
@@ -474,7 +497,8 @@ def remove_member(user: User, target: Group | Project) -> None:
 
 
 def protect_branch(project: Project, name: str, push_access_level: int | str = perm.MAINTAINER,
-                   allow_force_push: bool = False, replace: bool = True) -> ProtectedBranch:
+                   allow_force_push: bool = False, replace: bool = True,
+                   merge_access_level: int | str | None = None) -> ProtectedBranch:
     """Protect a branch name or wildcard of `project`.
 
     An existing rule is replaced, or with `replace` false refused with Conflict (so of
@@ -490,6 +514,7 @@ def protect_branch(project: Project, name: str, push_access_level: int | str = p
         db.session.add(rule)
     rule.push_access_level = level
     rule.allow_force_push = allow_force_push
+    rule.merge_access_level = None if merge_access_level is None else role_level(merge_access_level)
     db.session.flush()
     return rule
 

@@ -34,6 +34,8 @@ class User(db.Model):  # type: ignore[name-defined,misc]
     external: Mapped[bool] = mapped_column(default=False)
     state: Mapped[str] = mapped_column(String(20), default="active")
     created_at: Mapped[datetime]
+    # `/user/status`: {"message", "emoji", "availability", "clear_status_at"}; None when unset
+    status: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class PersonalAccessToken(db.Model):  # type: ignore[name-defined,misc]
@@ -62,6 +64,7 @@ class Group(db.Model):  # type: ignore[name-defined,misc]
     full_path: Mapped[str] = mapped_column(String(1024), unique=True)
     visibility: Mapped[str] = mapped_column(String(10), default="private")
     created_at: Mapped[datetime]
+    description: Mapped[str | None] = mapped_column(String(2000))
     parent: Mapped[Group | None] = relationship(remote_side=[id])
 
 
@@ -83,6 +86,7 @@ class Project(db.Model):  # type: ignore[name-defined,misc]
     lfs_enabled: Mapped[bool] = mapped_column(default=True)
     job_token_policies_enabled: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime]
+    description: Mapped[str | None] = mapped_column(String(2000))
     group: Mapped[Group | None] = relationship()
     owner: Mapped[User | None] = relationship()
 
@@ -120,6 +124,9 @@ class ProtectedBranch(db.Model):  # type: ignore[name-defined,misc]
     name: Mapped[str] = mapped_column(String(255))
     push_access_level: Mapped[int] = mapped_column(default=40)
     allow_force_push: Mapped[bool] = mapped_column(default=False)
+    # who may merge (GitLab's merge_access_level); forge has no merge requests, it is kept
+    # and shown so configuration tools see what they set. None: maintainers (GitLab's default).
+    merge_access_level: Mapped[int | None]
 
 
 class ScopeLink(db.Model):  # type: ignore[name-defined,misc]
@@ -207,6 +214,8 @@ class Release(db.Model):  # type: ignore[name-defined,misc]
     sha: Mapped[str] = mapped_column(String(64))
     author_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime]
+    # asset links: [{"id", "name", "url", "link_type", "direct_asset_path"}]; None when none
+    links: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     author: Mapped[User | None] = relationship()
 
 

@@ -567,6 +567,7 @@ class Ability:
     writes: bool = False
     policy: str | None = None
     public_read: bool = True  # readable by anyone who sees a public/internal project
+    login_first: bool = False  # the endpoint authenticates before it looks for the project
 
 
 ABILITIES = {a.name: a for a in (
@@ -581,8 +582,8 @@ ABILITIES = {a.name: a for a in (
     Ability("read_build", REPORTER, policy="read_jobs"),
     Ability("admin_project", MAINTAINER, writes=True, public_read=False),
     Ability("admin_members", MAINTAINER, writes=True, public_read=False),
-    Ability("admin_job_token_scope", MAINTAINER, writes=True, public_read=False),
-    Ability("read_job_token_scope", MAINTAINER, public_read=False),
+    Ability("admin_job_token_scope", MAINTAINER, writes=True, public_read=False, login_first=True),
+    Ability("read_job_token_scope", MAINTAINER, public_read=False, login_first=True),
     Ability("delete_project", OWNER, writes=True, public_read=False),
 )}
 
@@ -624,6 +625,8 @@ def authorize_api(principal: Principal, ability: str, project: Project | None, n
     if not auth.allowed:
         return auth
     need = ABILITIES[ability]
+    if need.login_first and principal.kind is Kind.ANONYMOUS:
+        return _api_deny("login_required", 401, API_UNAUTHORIZED)
     if project is None:
         return _api_deny("project_not_found", 404, API_PROJECT_NOT_FOUND)
     if principal.kind is Kind.PAT:
@@ -654,7 +657,8 @@ def authorize_api(principal: Principal, ability: str, project: Project | None, n
 def authorize_instance(principal: Principal, ability: str, now: datetime, base_url: str,
                        target_user_id: int | None = None) -> Decision:
     """Decide instance-level calls: `admin` (manage users and tokens), `read_user`
-    (see oneself), `create_group`, `revoke_token` (one's own, or any as admin)."""
+    (see oneself), `create_group`, `update_own_status`, `revoke_token` (one's own, or any
+    as admin), `block_user` (admin, never oneself)."""
     auth = authenticate_api(principal, now, base_url)
     if not auth.allowed:
         return auth
@@ -666,10 +670,13 @@ def authorize_instance(principal: Principal, ability: str, now: datetime, base_u
         return _api_deny("insufficient_scope", 403, API_INSUFFICIENT_SCOPE)
     if ability == "read_user":
         return _allow("authenticated")
-    if ability == "create_group":
-        return _allow("can_create_group")
+    if ability in ("create_group", "update_own_status"):
+        return _allow(f"can_{ability}")
     if ability == "revoke_token" and target_user_id == user.id:
         return _allow("own_token")
+    if ability == "block_user" and target_user_id == user.id and user.admin:
+        return _api_deny("block_self", 403,
+                         "403 Forbidden - The API you are trying to access is not allowed for you")
     if not user.admin:
         return _api_deny("not_admin", 403, API_FORBIDDEN)
     return _allow("admin")
@@ -677,21 +684,29 @@ def authorize_instance(principal: Principal, ability: str, now: datetime, base_u
 
 def authorize_group(principal: Principal, ability: str, visibility: str, role: int,
                     now: datetime, base_url: str) -> Decision:
-    """Decide a group call: `read_group`; `create_subgroup`, `create_project` (maintainer);
-    `admin_members` (owner); `role` is the principal's role there, ancestors included."""
+    """Decide a group call: `read_group`, `read_namespace` (members and admins);
+    `create_subgroup`, `create_project` (maintainer);
+    `admin_members`, `admin_group` (owner); `role` is the principal's role there, ancestors
+    included."""
     auth = authenticate_api(principal, now, base_url)
     if not auth.allowed:
         return auth
     user = principal.user
+    if ability != "read_group" and principal.kind is Kind.ANONYMOUS:
+        return _api_deny("login_required", 401, API_UNAUTHORIZED)  # authenticate_non_get!
     admin = user is not None and user.admin and principal.kind is not Kind.JOB
     seen = visibility if not (visibility == INTERNAL and (user is None or user.external)) else PRIVATE
     if seen == PRIVATE and role < GUEST and not admin:
         return _api_deny("group_not_visible", 404, "404 Group Not Found")
+    if ability == "read_namespace":  # /namespaces: members only, whatever the visibility
+        if role < GUEST and not admin:
+            return _api_deny("not_a_member", 404, "404 Namespace Not Found")
+        return _allow("can_read_namespace")
     if ability == "read_group":
         return _allow("can_read_group")
     if principal.kind is Kind.PAT and "api" not in principal.scopes:
         return _api_deny("insufficient_scope", 403, API_INSUFFICIENT_SCOPE)
-    needed = OWNER if ability == "admin_members" else MAINTAINER
+    needed = OWNER if ability in ("admin_members", "admin_group") else MAINTAINER
     if not admin and role < needed:
         return _api_deny("insufficient_role", 403, API_FORBIDDEN)
     return _allow(f"can_{ability}")
@@ -707,6 +722,25 @@ def authorize_current_job(principal: Principal, now: datetime, base_url: str) ->
     if principal.kind is not Kind.JOB:
         return _api_deny("not_a_job_token", 404, "404 Job Not Found")
     return _allow("job_token")
+
+
+def authorize_sudo(principal: Principal, now: datetime, base_url: str) -> Decision:
+    """Decide a `Sudo` header (act as another user): an admin's PAT with the `sudo` scope
+    (lib/api/helpers.rb `sudo!`)."""
+    auth = authenticate_api(principal, now, base_url)
+    if not auth.allowed:
+        return auth
+    user = principal.user
+    if principal.kind is Kind.ANONYMOUS or user is None:
+        return _api_deny("login_required", 401, API_UNAUTHORIZED)
+    if not user.admin or principal.kind is Kind.JOB:
+        return _api_deny("not_admin", 403, "403 Forbidden - Must be admin to use sudo")
+    if principal.kind is not Kind.PAT:
+        return _api_deny("sudo_needs_token", 403, "403 Forbidden - Must be authenticated using an "
+                         "OAuth or Personal Access Token to use sudo")
+    if "sudo" not in principal.scopes:
+        return _api_deny("insufficient_sudo_scope", 403, API_INSUFFICIENT_SCOPE)
+    return _allow("sudo")
 
 
 def acts_as_admin(principal: Principal) -> bool:

@@ -415,3 +415,49 @@ def test_authorize_artifacts_download() -> None:
     assert (other.allowed, other.reason, other.status) == (False, "not_in_inbound_allowlist", 403)
     dead = perm.authorize_artifacts_download(False, job_principal(status="success"), own(), NOW, BASE)
     assert (dead.reason, dead.status) == ("job_not_running", 403)
+
+
+# -- REST rules added for GitLab's clients (issue 10) -------------------------------------
+
+def test_sudo_needs_an_admin_pat_with_the_sudo_scope() -> None:
+    admin = perm.Principal(Kind.PAT, user=ADMIN, scopes=frozenset({"api", "sudo"}))
+    assert perm.authorize_sudo(admin, NOW, BASE).allowed
+    cases = [
+        (perm.ANONYMOUS, 401, "401 Unauthorized"),
+        (replace(admin, user=user()), 403, "403 Forbidden - Must be admin to use sudo"),
+        (replace(admin, kind=Kind.PASSWORD), 403, "403 Forbidden - Must be authenticated using an "
+         "OAuth or Personal Access Token to use sudo"),
+        (replace(admin, scopes=frozenset({"api"})), 403, perm.API_INSUFFICIENT_SCOPE),
+        (replace(admin, revoked=True), 401, "401 Unauthorized"),
+    ]
+    for principal, status, message in cases:
+        decision = perm.authorize_sudo(principal, NOW, BASE)
+        assert (decision.allowed, decision.status, decision.message) == (False, status, message)
+
+
+def test_job_token_scope_abilities_authenticate_before_the_project_lookup() -> None:
+    for ability in ("read_job_token_scope", "admin_job_token_scope"):
+        for project in (None, target(visibility="public")):
+            decision = perm.authorize_api(perm.ANONYMOUS, ability, project, NOW, BASE)
+            assert (decision.status, decision.message, decision.reason) == (
+                401, "401 Unauthorized", "login_required")
+    assert perm.authorize_api(perm.ANONYMOUS, "read_project", None, NOW, BASE).status == 404
+
+
+def test_group_writes_authenticate_first_and_namespaces_need_membership() -> None:
+    pat = perm.Principal(Kind.PAT, user=user(), scopes=frozenset({"api"}))
+    anonymous_write = perm.authorize_group(perm.ANONYMOUS, "admin_group", "private", 0, NOW, BASE)
+    assert (anonymous_write.status, anonymous_write.message) == (401, "401 Unauthorized")
+    assert perm.authorize_group(pat, "admin_group", "public", perm.MAINTAINER, NOW, BASE).status == 403
+    assert perm.authorize_group(pat, "admin_group", "public", perm.OWNER, NOW, BASE).allowed
+    outsider = perm.authorize_group(pat, "read_namespace", "public", 0, NOW, BASE)
+    assert (outsider.status, outsider.message) == (404, "404 Namespace Not Found")
+    assert perm.authorize_group(pat, "read_namespace", "private", perm.GUEST, NOW, BASE).allowed
+
+
+def test_an_admin_never_blocks_itself() -> None:
+    admin = perm.Principal(Kind.PAT, user=ADMIN, scopes=frozenset({"api"}))
+    itself = perm.authorize_instance(admin, "block_user", NOW, BASE, ADMIN.id)
+    assert (itself.status, itself.reason) == (403, "block_self")
+    assert perm.authorize_instance(admin, "block_user", NOW, BASE, ADMIN.id + 1).allowed
+    assert perm.authorize_instance(replace(admin, user=user()), "block_user", NOW, BASE, 99).status == 403
