@@ -654,6 +654,51 @@ def authorize_api(principal: Principal, ability: str, project: Project | None, n
     return _allow(f"can_{ability}")
 
 
+PUSH_INTO_BRANCH = "You are not allowed to push into this branch"
+
+
+def _can_push_to_branch(principal: Principal, project: Project, branch: str) -> bool:
+    """Gitlab::UserAccess#can_push_to_branch?: a protected branch needs its push level
+    (the merge level does not count), any other branch the developer role."""
+    role = effective_role(principal, project)
+    rules = [rule for rule in project.protected_branches if rule.matches(branch)]
+    if not rules:
+        return role >= DEVELOPER
+    return any(rule.push_access_level > NO_ACCESS and role >= rule.push_access_level for rule in rules)
+
+
+def authorize_branch_commit(principal: Principal, project: Project, branch: str) -> Decision:
+    """Decide a commit the REST API writes on `branch` (Commits::CreateService#validate_permissions!).
+
+    The files, commits, cherry-pick and revert services all start with this check; the
+    refusal is the service's error, which the files API renders as a bare 400.
+    """
+    if _can_push_to_branch(principal, project, branch):
+        return _allow("can_push_to_branch")
+    return _api_deny("branch_push_denied", 400, PUSH_INTO_BRANCH)
+
+
+def authorize_api_commit(principal: Principal, project: Project | None, branch: str, now: datetime,
+                         base_url: str) -> Decision:
+    """Decide `POST /repository/commits` and cherry-pick or revert onto `branch` (lib/api/commits.rb).
+
+    Reading the code comes first (404 or 403 as for any read), then `authenticate!` (401
+    for an anonymous caller of a public project), the token's scope, and then
+    `authorize_push_to_branch!`: `403 Forbidden - You are not allowed to push into this branch`.
+    """
+    read = authorize_api(principal, "read_repository", project, now, base_url)
+    if not read.allowed:
+        return read
+    if principal.kind is Kind.ANONYMOUS:
+        return _api_deny("login_required", 401, API_UNAUTHORIZED)
+    if principal.kind is Kind.PAT and "api" not in principal.scopes:
+        return _api_deny("insufficient_scope", 403, API_INSUFFICIENT_SCOPE)
+    assert project is not None
+    if not _can_push_to_branch(principal, project, branch):
+        return _api_deny("branch_push_denied", 403, f"{API_FORBIDDEN} - {PUSH_INTO_BRANCH}")
+    return _allow("can_push_to_branch")
+
+
 def authorize_instance(principal: Principal, ability: str, now: datetime, base_url: str,
                        target_user_id: int | None = None) -> Decision:
     """Decide instance-level calls: `admin` (manage users and tokens), `read_user`

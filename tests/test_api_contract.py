@@ -126,6 +126,7 @@ FORBIDDEN = {"message": "403 Forbidden"}
 PROJECT_NOT_FOUND = {"message": "404 Project Not Found"}
 # Grape's catch-all for a route GitLab does not have (lib/api/api.rb: error!('404 Not Found', 404)).
 NO_ROUTE = {"error": "404 Not Found"}
+PUSH_INTO_BRANCH = "You are not allowed to push into this branch"
 
 # Where GitLab's answer is not the general rule of `expected` (lib/api/users.rb: GET /users and
 # GET /users/:id need no token but refuse anonymous callers with a 403 and a reason).
@@ -137,6 +138,10 @@ GITLAB_EXCEPTIONS: dict[tuple[str, str, str], tuple[int, dict[str, str] | None]]
     # lib/api/project_job_token_scope.rb: `before { authenticate! }`, before the project lookup.
     **{(method, path, "anonymous"): (401, UNAUTHORIZED) for method, path, *_ in ENDPOINTS
        if "/job_token_scope" in path},
+    # lib/api/commits.rb: a reporter may read the code, then authorize_push_to_branch! refuses.
+    **{(method, path, "reporter"): (403, {"message": f"403 Forbidden - {PUSH_INTO_BRANCH}"})
+       for method, path, *_ in ENDPOINTS
+       if method == "POST" and path.startswith("/projects/{p}/repository/commits")},
 }
 # The exceptions forge does not honour yet: each is a strict xfail below. The unknown route's body
 # is wrong alike for every role, so one role stands for all there and the walk checks its status.

@@ -49,7 +49,7 @@ def test_empty_repository_first_file_creates_the_default_branch(forge: Forge, ap
     second = api("POST", f"/projects/{pid}/repository/files/b.txt",
                  json={"branch": "other", "content": "x", "commit_message": "m"})
     assert (second.status_code, second.json()) == (400, {
-        "message": "400 Bad request - You can only create or edit files when you are on a branch"})
+        "message": "You can only create or edit files when you are on a branch"})
 
 
 def test_empty_repository_first_commit_through_the_commits_api(forge: Forge, api: Api) -> None:
@@ -118,7 +118,7 @@ def test_commits_create_list_diff_refs(forge: Forge, api: Api, app: int) -> None
     exists = api("POST", f"/projects/{app}/repository/commits", json={
         "branch": "main", "commit_message": "m", "actions": [{"action": "create", "file_path": "README.md"}]})
     assert (exists.status_code, exists.json()) == (400, {
-        "message": "400 Bad request - A file with this name already exists"})
+        "message": "A file with this name already exists"})
     taken = api("POST", f"/projects/{app}/repository/commits", json={
         "branch": "feature", "start_branch": "main", "commit_message": "m",
         "actions": [{"action": "create", "file_path": "x"}]})
@@ -139,7 +139,7 @@ def test_file_delete_and_head(forge: Forge, api: Api, app: int) -> None:
     again = api("DELETE", f"/projects/{app}/repository/files/README.md",
                 json={"branch": "main", "commit_message": "rm"})
     assert (again.status_code, again.json()) == (400, {
-        "message": "400 Bad request - A file with this name doesn't exist"})
+        "message": "A file with this name doesn't exist"})
 
 
 def test_tree_blob_archive_compare(forge: Forge, api: Api, app: int) -> None:
@@ -205,3 +205,67 @@ def test_package_lists_and_project_groups(forge: Forge, api: Api, app: int) -> N
     assert [(p["name"], p["version"], p["package_type"]) for p in packages] == [("tool", "1.0", "generic")]
     assert [p["name"] for p in api("GET", "/groups/acme/packages").json()] == ["tool"]
     assert [g["full_path"] for g in api("GET", f"/projects/{app}/groups").json()] == ["acme"]
+
+
+def _member_api(forge: Forge, project: int | str, username: str, role: str) -> Api:
+    user = forge.create_user(username)
+    forge.add_member(username, role, project=project)
+    return Api(forge, user.token)
+
+
+def test_commit_refused_on_a_protected_branch_with_gitlabs_messages(forge: Forge, api: Api, app: int) -> None:
+    dev = _member_api(forge, "acme/app", "dev", "developer")
+    reporter = _member_api(forge, "acme/app", "rep", "reporter")
+    action = [{"action": "create", "file_path": "x.txt", "content": "x"}]
+    # lib/api/commits.rb authorize_push_to_branch!: a 403 with the reason
+    for who in (dev, reporter):
+        refused = who("POST", f"/projects/{app}/repository/commits",
+                      json={"branch": "main", "commit_message": "m", "actions": action})
+        assert (refused.status_code, refused.json()) == (
+            403, {"message": "403 Forbidden - You are not allowed to push into this branch"})
+    picked = dev("POST", f"/projects/{app}/repository/commits/main/revert", json={"branch": "main"})
+    assert (picked.status_code, picked.json()) == (
+        403, {"message": "403 Forbidden - You are not allowed to push into this branch"})
+    # lib/api/files.rb renders Commits::CreateService's error as a bare 400
+    written = dev("POST", f"/projects/{app}/repository/files/x.txt",
+                  json={"branch": "main", "content": "x", "commit_message": "m"})
+    assert (written.status_code, written.json()) == (
+        400, {"message": "You are not allowed to push into this branch"})
+    assert reporter("POST", f"/projects/{app}/repository/files/x.txt", json={
+        "branch": "main", "content": "x", "commit_message": "m"}).json() == {"message": "403 Forbidden"}
+    # an unprotected branch is the developer's
+    made = dev("POST", f"/projects/{app}/repository/commits",
+               json={"branch": "topic", "start_branch": "main", "commit_message": "m", "actions": action})
+    assert made.status_code == 201, made.text
+    again = dev("POST", f"/projects/{app}/repository/commits",
+                json={"branch": "topic", "start_branch": "main", "commit_message": "m", "actions": action})
+    assert (again.status_code, again.json()) == (400, {
+        "message": "A branch called 'topic' already exists. Switch to that branch in order to make changes"})
+
+
+def test_commit_anonymous_on_a_public_project_is_401(forge: Forge, api: Api) -> None:
+    forge.create_group("pub", visibility="public")
+    pid = forge.create_project("pub/site", visibility="public", files={"a": "a"}).id
+    refused = Api(forge, None)("POST", f"/projects/{pid}/repository/commits", json={
+        "branch": "main", "commit_message": "m",
+        "actions": [{"action": "create", "file_path": "x", "content": "x"}]})
+    assert (refused.status_code, refused.json()) == (401, {"message": "401 Unauthorized"})
+
+
+def test_commit_from_start_sha_as_gitlab(forge: Forge, api: Api, app: int) -> None:
+    base = api("GET", f"/projects/{app}/repository/commits/main").json()["id"]
+    action = [{"action": "create", "file_path": "s.txt", "content": "s"}]
+    made = api("POST", f"/projects/{app}/repository/commits", json={
+        "branch": "from-sha", "start_sha": base, "commit_message": "m", "actions": action})
+    assert made.status_code == 201, made.text
+    assert made.json()["parent_ids"] == [base]
+    for start_sha, message in (("deadbeef", "Invalid start_sha 'deadbeef'"),
+                               ("f" * 40, f"Cannot find start_sha '{'f' * 40}'")):
+        refused = api("POST", f"/projects/{app}/repository/commits", json={
+            "branch": "other", "start_sha": start_sha, "commit_message": "m", "actions": action})
+        assert (refused.status_code, refused.json()) == (400, {"message": message})
+    both = api("POST", f"/projects/{app}/repository/commits", json={
+        "branch": "other", "start_sha": base, "start_branch": "main", "commit_message": "m",
+        "actions": action})
+    assert (both.status_code, both.json()) == (
+        400, {"error": "start_branch, start_sha are mutually exclusive"})

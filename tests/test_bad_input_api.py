@@ -227,11 +227,11 @@ def test_file_path_under_a_file_or_onto_a_directory_is_refused(forge: Forge,
     body = {"branch": "main", "content": "x", "commit_message": "m"}
     under = requests.post(f"{url}/README.md%2Fx", json=body, headers=root(forge))
     assert (under.status_code, under.json()) == (
-        400, {"message": "400 Bad request - A file with this name already exists"})
+        400, {"message": "A file with this name already exists"})
     for method in ("POST", "PUT"):
         onto = requests.request(method, f"{url}/dir", json=body, headers=root(forge))
         assert (onto.status_code, onto.json()) == (
-            400, {"message": "400 Bad request - A directory with this name already exists"})
+            400, {"message": "A directory with this name already exists"})
     kept = requests.get(f"{url}/dir%2Fa.txt?ref=main", headers=root(forge))
     assert kept.status_code == 200
 
@@ -267,7 +267,7 @@ def test_long_branch_name_lookups_and_file_writes_answer_4xx(forge: Forge, world
     write = requests.post(f"{api}/repository/files/new.txt", headers=root(forge),
                           json={"branch": LONG, "content": "x", "commit_message": "m"})
     assert (write.status_code, write.json()) == (
-        400, {"message": "400 Bad request - You can only create or edit files when you are on a branch"})
+        400, {"message": "You can only create or edit files when you are on a branch"})
 
 
 def test_ref_names_that_collide_with_existing_refs_get_400(forge: Forge, world: dict[str, Any]) -> None:

@@ -237,6 +237,41 @@ def test_authorize_ref_update_matrix(principal: perm.Principal, project: perm.Pr
     assert decision.status == (200 if allowed else 403)
 
 
+INTO = "You are not allowed to push into this branch"
+PUBLIC_PROJECT = replace(PROJECT, visibility="public", role=perm.NO_ACCESS)
+# (id, principal, project, branch, status, message): POST /repository/commits, cherry-pick, revert
+API_COMMIT_CASES = [
+    ("developer-unprotected", DEV, PROJECT, "feature", 200, ""),
+    ("developer-protected", DEV, PROJECT, "main", 403, f"403 Forbidden - {INTO}"),
+    ("developer-wildcard-push-level", DEV, PROJECT, "release/1", 200, ""),
+    ("maintainer-protected", DEV, replace(PROJECT, role=M), "main", 200, ""),
+    ("owner-no-one-may-push", DEV, replace(PROJECT, role=perm.OWNER), "frozen", 403, f"403 Forbidden - {INTO}"),
+    ("reporter", DEV, replace(PROJECT, role=R), "feature", 403, f"403 Forbidden - {INTO}"),
+    ("guest-private", DEV, replace(PROJECT, role=G), "feature", 403, "403 Forbidden"),
+    ("non-member-private", DEV, replace(PROJECT, role=perm.NO_ACCESS), "feature", 404, "404 Project Not Found"),
+    ("anonymous-private", perm.ANONYMOUS, replace(PROJECT, role=perm.NO_ACCESS), "feature", 404, "404 Project Not Found"),
+    ("anonymous-public", perm.ANONYMOUS, PUBLIC_PROJECT, "feature", 401, "401 Unauthorized"),
+    ("non-member-public", DEV, PUBLIC_PROJECT, "feature", 403, f"403 Forbidden - {INTO}"),
+    ("read-api-pat", perm.Principal(Kind.PAT, user=user(), scopes=frozenset({"read_api"})), PROJECT,
+     "feature", 403, "insufficient_scope"),
+]
+
+
+@pytest.mark.parametrize("principal,project,branch,status,message",
+                         [pytest.param(*case[1:], id=case[0]) for case in API_COMMIT_CASES])
+def test_authorize_api_commit_matrix(principal: perm.Principal, project: perm.Project, branch: str,
+                                     status: int, message: str) -> None:
+    decision = perm.authorize_api_commit(principal, project, branch, NOW, BASE)
+    assert (decision.allowed, decision.status, decision.message) == (status == 200, status, message)
+
+
+def test_authorize_branch_commit_is_the_services_bare_400() -> None:
+    assert perm.authorize_branch_commit(DEV, PROJECT, "feature").allowed
+    refused = perm.authorize_branch_commit(DEV, PROJECT, "main")
+    assert (refused.allowed, refused.reason, refused.status, refused.message) == (
+        False, "branch_push_denied", 400, INTO)
+
+
 @pytest.mark.parametrize("role,allowed", [(G, False), (R, False), (D, True), (M, True), (perm.OWNER, True)])
 def test_may_run_job_needs_developer(role: int, allowed: bool) -> None:
     decision = perm.may_run_job(user(), own(role=role))

@@ -12,11 +12,15 @@ from dulwich.objects import Blob, Commit
 from dulwich.repo import Repo
 from flask import Response, jsonify
 
+from forge import domain
+from forge import permissions as perm
 from forge import repository_ops as ops
 from forge.api import (
     ApiError,
     bp,
+    check,
     created,
+    current_user,
     fail,
     find_project,
     flag,
@@ -129,17 +133,28 @@ def _actions(values: dict[str, Any]) -> list[ops.Action]:
     return actions
 
 
+def _may_push_to_branch(project: Project, who: perm.Principal, branch: str) -> None:
+    """lib/api/commits.rb's `authorize_push_to_branch!`, after reading the code was allowed."""
+    facts = domain.project_facts(project, current_user(who))
+    check(who, "api_push_to_branch", perm.authorize_api_commit(
+        who, facts, branch, now(), state().config.base_url), project)
+
+
 @bp.post(f"{REPO}/commits")
 def create_commit(project_id: str) -> tuple[Response, int]:
     """Commit `actions` on `branch` (from `start_branch`), as GitLab's Commits API does."""
-    project, who = project_ability(project_id, "push_code")
+    project, who = project_ability(project_id, "read_repository")
     values = params()
     branch = text(values, "branch", required=True)
     message = text(values, "commit_message", required=True)
     assert branch is not None and message is not None
     actions = _actions(values)
-    start = text(values, "start_branch") or text(values, "start_sha")
-    commit = commit_actions(project, who, branch, start, actions, message, author_of(who, values))
+    start_branch, start_sha = text(values, "start_branch"), text(values, "start_sha")
+    if start_branch is not None and start_sha is not None:
+        raise ApiError(400, {"error": "start_branch, start_sha are mutually exclusive"})
+    _may_push_to_branch(project, who, branch)
+    commit = commit_actions(project, who, branch, start_branch, actions, message,
+                            author_of(who, values), start_sha=start_sha)
     with repository(project) as repo:
         parent_tree = repo[commit.parents[0]].tree if commit.parents else None  # type: ignore[attr-defined]
         changes = ops.diffs(repo, parent_tree, commit.tree)
@@ -357,11 +372,12 @@ PICK_REFUSED = {
 @bp.post(f"{REPO}/commits/<sha>/<any(cherry_pick, revert):operation>")
 def pick_commit(project_id: str, sha: str, operation: str) -> tuple[Response, int]:
     """Cherry-pick a commit onto `branch`, or revert it there, with GitLab's messages."""
-    project, who = project_ability(project_id, "push_code")
+    project, who = project_ability(project_id, "read_repository")
     values = params()
     branch = text(values, "branch", required=True)
     assert branch is not None
     dry_run = flag(values, "dry_run")
+    _may_push_to_branch(project, who, branch)
     with writing(project) as repo:
         commit = _commit_or_404(repo, sha)
         head = resolve(repo, branch) if branch in _branches(repo) else None

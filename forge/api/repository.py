@@ -45,7 +45,8 @@ ZERO = perm.ZERO_SHA
 # Gitlab::PathTraversal: `..` as a whole part (either slash), or a newline.
 PATH_TRAVERSAL = re.compile(r"\A\.{1,2}\Z|\A\.\.[/\\]|[/\\]\.\.\Z|[/\\]\.\.[/\\]|\n")
 INVALID_FILE_PATH = "file_path should be a valid file path"
-ON_A_BRANCH = "400 Bad request - You can only create or edit files when you are on a branch"
+# Commits::CreateService refusals: lib/api/files.rb and commits.rb render them bare (render_api_error!).
+ON_A_BRANCH = "You can only create or edit files when you are on a branch"
 
 
 def ref_conflict(repo: Repo, ref: str) -> str | None:
@@ -347,29 +348,41 @@ def author_of(who: perm.Principal, values: dict[str, Any]) -> str:
 
 
 def commit_actions(project: Project, who: perm.Principal, branch: str, start_branch: str | None,
-                   actions: list[ops.Action], message: str, author: str) -> Commit:
-    """Commit `actions` on `branch` (from `start_branch` when it is new) as Commits::CreateService does.
+                   actions: list[ops.Action], message: str, author: str,
+                   start_sha: str | None = None) -> Commit:
+    """Commit `actions` on `branch` as Commits::CreateService does, in its order of checks.
 
-    An empty repository takes any branch: its first commit creates it. Otherwise the
-    start branch must exist, and a new branch must not. The ref moves under the
-    repository's ref lock after the per-ref push rules allowed it.
+    May the caller push to `branch`; does `start_sha` name a commit; does the start
+    branch exist (an empty repository takes any branch: its first commit creates it);
+    a new branch must not exist. Refusals are the service's bare messages, which the
+    files and commits APIs render as 400. The ref moves under the repository's ref lock
+    after the per-ref push rules allowed it.
     """
+    facts = domain.project_facts(project, current_user(who))
+    check(who, "api_commit_to_branch", perm.authorize_branch_commit(who, facts, branch), project)
+    if start_sha is not None and not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", start_sha):
+        fail(400, f"Invalid start_sha '{start_sha}'")
     if not domain.valid_ref_name(branch):  # no such branch can exist; dulwich would raise
         fail(400, ON_A_BRANCH)
     start = start_branch or branch
     with writing(project) as repo:
         heads = _branches(repo)
         empty = not heads
-        if not empty and start != branch and branch in heads:
-            fail(400, f"400 Bad request - A branch called '{branch}' already exists. "
-                      "Switch to that branch in order to make changes")
-        if not empty and start not in heads:
+        if start_sha is not None:
+            parent = resolve(repo, start_sha)
+            if parent is None:
+                fail(400, f"Cannot find start_sha '{start_sha}'")
+        elif not empty and start not in heads:
             fail(400, ON_A_BRANCH)
-        parent = resolve(repo, start) if not empty else None
+        else:
+            parent = resolve(repo, start) if not empty else None
+        if not empty and (start != branch or start_sha is not None) and branch in heads:
+            fail(400, f"A branch called '{branch}' already exists. "
+                      "Switch to that branch in order to make changes")
         try:
             tree = ops.apply_actions(repo, parent, actions)
         except ops.ContentError as exc:
-            fail(400, f"400 Bad request - {exc}")
+            fail(400, str(exc))
         commit = ops.new_commit(repo, tree, [parent.id] if parent else [], author, message, now())
         ref = f"refs/heads/{branch}"
         old = current_ref(repo, ref.encode()).decode()
