@@ -269,3 +269,33 @@ def test_commit_from_start_sha_as_gitlab(forge: Forge, api: Api, app: int) -> No
         "actions": action})
     assert (both.status_code, both.json()) == (
         400, {"error": "start_branch, start_sha are mutually exclusive"})
+
+
+# GitLab marks only some repository reads `job_token_allowed` (lib/api/files.rb: raw; lib/api/commits.rb:
+# one commit and its merge requests; branches and tags). Elsewhere a job token is no credential, so a
+# private project answers 404 even to a job its allowlist lets in.
+JOB_TOKEN_READS = ["/repository/files/README.md/raw", "/repository/commits/main",
+                   "/repository/commits/main/merge_requests", "/repository/branches", "/repository/tags"]
+NOT_JOB_TOKEN_READS = ["/repository/tree", "/repository/archive", "/repository/archive.zip",
+                       "/repository/compare?from=main&to=main", "/repository/commits",
+                       "/repository/commits/main/diff", "/repository/commits/main/refs",
+                       "/repository/merge_base?refs[]=main&refs[]=main",
+                       "/repository/files/README.md?ref=main", "/repository/files/README.md/blame?ref=main",
+                       "/repository/blobs/{blob}/raw"]
+
+
+def test_job_token_counts_only_on_gitlabs_job_token_reads(forge: Forge, api: Api, app: int) -> None:
+    forge.create_project("acme/ci", files={"a": "a"})
+    forge.create_user("bob")
+    for project in ("acme/app", "acme/ci"):
+        forge.add_member("bob", "developer", project=project)
+    forge.allow("acme/app", source_project="acme/ci")
+    job = forge.start_job("acme/ci", "bob")
+    blob = api("GET", f"/projects/{app}/repository/files/README.md?ref=main").json()["blob_id"]
+    headers = {"JOB-TOKEN": job.token}
+    for path in JOB_TOKEN_READS:
+        answer = requests.get(f"{forge.url}/api/v4/projects/{app}{path}", headers=headers)
+        assert answer.status_code == 200, (path, answer.text)
+    for path in NOT_JOB_TOKEN_READS:
+        answer = requests.get(f"{forge.url}/api/v4/projects/{app}{path.format(blob=blob)}", headers=headers)
+        assert (answer.status_code, answer.json()) == (404, {"message": "404 Project Not Found"}), path

@@ -76,7 +76,7 @@ def _commit_or_404(repo: Repo, ref: str) -> Commit:
 @bp.get(f"{REPO}/commits")
 def list_commits(project_id: str) -> Response:
     """History of `ref_name` (default branch) or of every branch (`all`), newest first."""
-    project, _ = project_ability(project_id, "read_repository", job_token_endpoint=True)
+    project, _ = project_ability(project_id, "read_repository")
     values = params()
     ref, path = text(values, "ref_name"), text(values, "path")
     since, until = _date(values, "since"), _date(values, "until")
@@ -168,7 +168,7 @@ def create_commit(project_id: str) -> tuple[Response, int]:
 @bp.get(f"{REPO}/commits/<sha>/diff")
 def commit_diff(project_id: str, sha: str) -> Response:
     """The changes a commit made to its first parent."""
-    project, _ = project_ability(project_id, "read_repository", job_token_endpoint=True)
+    project, _ = project_ability(project_id, "read_repository")
     with repository(project) as repo:
         commit = _commit_or_404(repo, sha)
         parent = repo[commit.parents[0]].tree if commit.parents else None  # type: ignore[attr-defined]
@@ -178,7 +178,7 @@ def commit_diff(project_id: str, sha: str) -> Response:
 @bp.get(f"{REPO}/commits/<sha>/refs")
 def commit_refs(project_id: str, sha: str) -> Response:
     """Branches and tags whose history holds the commit (`type`: branch, tag or all)."""
-    project, _ = project_ability(project_id, "read_repository", job_token_endpoint=True)
+    project, _ = project_ability(project_id, "read_repository")
     kind = text(params(), "type") or "all"
     if kind not in ("branch", "tag", "all"):
         raise ApiError(400, {"error": "type does not have a valid value"})
@@ -207,7 +207,7 @@ def commit_merge_requests(project_id: str, sha: str) -> Response:
 @bp.get(f"{REPO}/tree")
 def tree(project_id: str) -> Response:
     """Entries of a directory (`path`) at `ref`; `recursive` lists everything below it."""
-    project, _ = project_ability(project_id, "read_repository", job_token_endpoint=True)
+    project, _ = project_ability(project_id, "read_repository")
     values = params()
     ref, path = text(values, "ref") or project.default_branch, (text(values, "path") or "").strip("/")
     recursive = flag(values, "recursive")
@@ -244,7 +244,7 @@ def _blob(project: Project, sha: str) -> Blob:
 @bp.get(f"{REPO}/blobs/<sha>/raw")
 def raw_blob(project_id: str, sha: str) -> Response:
     """A blob's content by its id."""
-    project, _ = project_ability(project_id, "read_repository", job_token_endpoint=True)
+    project, _ = project_ability(project_id, "read_repository")
     return Response(_blob(project, sha).data, mimetype="text/plain")
 
 
@@ -252,7 +252,7 @@ def raw_blob(project_id: str, sha: str) -> Response:
 @bp.get(f"{REPO}/archive.<path:fmt>")
 def repository_archive(project_id: str, fmt: str = "tar.gz") -> Response:
     """The tree at `sha` (default branch) as tar.gz, tar.bz2, tar or zip, under `<project>-<ref>-<sha>/`."""
-    project, _ = project_ability(project_id, "read_repository", job_token_endpoint=True)
+    project, _ = project_ability(project_id, "read_repository")
     if fmt not in ops.ARCHIVE_FORMATS:
         fail(404, "404 File Not Found")
     values = params()
@@ -275,7 +275,7 @@ def repository_archive(project_id: str, fmt: str = "tar.gz") -> Response:
 @bp.get(f"{REPO}/compare")
 def compare(project_id: str) -> Response:
     """Commits and diffs from `from` to `to` (`straight`: diff the two trees directly)."""
-    project, _ = project_ability(project_id, "read_repository", job_token_endpoint=True)
+    project, _ = project_ability(project_id, "read_repository")
     values = params()
     start, end = text(values, "from", required=True), text(values, "to", required=True)
     assert start is not None and end is not None
@@ -318,7 +318,7 @@ def snapshot(project_id: str) -> Response:
 @bp.get(f"{REPO}/files/<path:file_path>/blame")
 def blame(project_id: str, file_path: str) -> Response:
     """Who last changed each line of a file at `ref`: runs of lines with their commit."""
-    project, _ = project_ability(project_id, "read_repository", job_token_endpoint=True)
+    project, _ = project_ability(project_id, "read_repository")
     path = "/".join(file_path_parts(file_path))
     ref = text(params(), "ref", required=True)
     assert ref is not None
@@ -344,7 +344,7 @@ def merge_requests(project_id: str) -> Response:
 def merge_base(project_id: str) -> Response:
     """The best common ancestor of two or more `refs[]` (lib/api/repositories.rb's answers)."""
     from flask import request
-    project, _ = project_ability(project_id, "read_repository", job_token_endpoint=True)
+    project, _ = project_ability(project_id, "read_repository")
     refs = request.args.getlist("refs[]") or request.args.getlist("refs")
     if len(refs) < 2:
         fail(400, "Provide at least 2 refs")

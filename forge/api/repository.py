@@ -456,7 +456,7 @@ def _file_headers(data: bytes, blob_id: bytes, commit: Commit, path: str, ref: s
 @bp.get("/projects/<project_id>/repository/files/<path:file_path>")
 def show_file(project_id: str, file_path: str) -> Response:
     """A file at `ref`, base64-encoded, with its metadata (HEAD: the headers alone)."""
-    project, _ = project_ability(project_id, "read_repository", job_token_endpoint=True)
+    project, _ = project_ability(project_id, "read_repository")
     data, blob_id, commit, path, ref = _file(project, file_path)
     response = jsonify(file_name=path.rsplit("/", 1)[-1], file_path=path, size=len(data),
                        encoding="base64", content=base64.b64encode(data).decode(),
