@@ -132,6 +132,27 @@ def role_level(role: int | str) -> int:
 
 # -- lookups ---------------------------------------------------------------------------
 
+# GitLab numbers groups and personal namespaces in one sequence; forge keeps groups and users
+# in separate tables, so a user's personal namespace takes this base plus the user's id and no
+# namespace id names both a group and a user.
+USER_NAMESPACE_BASE = 1_000_000
+
+
+def user_namespace_id(user: User) -> int:
+    """The namespace id of `user`'s personal namespace."""
+    return USER_NAMESPACE_BASE + user.id
+
+
+def namespace_by_id(key: object) -> Group | User | None:
+    """The group or user (personal namespace) a namespace id names, or None."""
+    found = by_id(Group, key)
+    if found is None and isinstance(key, (int, str)) and str(key).isascii() and str(key).isdigit():
+        number = int(key)
+        if number > USER_NAMESPACE_BASE:
+            return by_id(User, number - USER_NAMESPACE_BASE)
+    return found
+
+
 def by_id(model: type[Row], key: object) -> Row | None:
     """Find a row by a numeric id from outside; None when `key` is no id the table can hold.
 

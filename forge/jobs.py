@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 
 from forge import permissions as perm
 from forge.domain import (
+    USER_NAMESPACE_BASE,
     Conflict,
     DomainError,
     Forbidden,
@@ -397,7 +398,7 @@ def variables(job: Job, token: str | None, base_url: str, registry: str,
         "CI_PROJECT_NAMESPACE": namespace,
         "CI_PROJECT_NAMESPACE_SLUG": slugify(namespace),
         "CI_PROJECT_NAMESPACE_ID": str(project.group_id if project.group_id is not None
-                                       else project.owner_id),
+                                       else USER_NAMESPACE_BASE + (project.owner_id or 0)),
         "CI_PROJECT_ROOT_NAMESPACE": namespace.split("/", 1)[0],
         "CI_PROJECT_URL": project_url,
         "CI_PROJECT_VISIBILITY": project.visibility,

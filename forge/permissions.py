@@ -703,7 +703,8 @@ def authorize_instance(principal: Principal, ability: str, now: datetime, base_u
                        target_user_id: int | None = None) -> Decision:
     """Decide instance-level calls: `admin` (manage users and tokens), `read_user`
     (see oneself), `create_group`, `update_own_status`, `revoke_token` (one's own, or any
-    as admin), `block_user` (admin, never oneself)."""
+    as admin), `block_user` (admin, never oneself), `create_user_project` (in one's own
+    namespace, or any user's as admin)."""
     auth = authenticate_api(principal, now, base_url)
     if not auth.allowed:
         return auth
@@ -719,6 +720,8 @@ def authorize_instance(principal: Principal, ability: str, now: datetime, base_u
         return _allow(f"can_{ability}")
     if ability == "revoke_token" and target_user_id == user.id:
         return _allow("own_token")
+    if ability == "create_user_project" and target_user_id == user.id:
+        return _allow("own_namespace")
     if ability == "block_user" and target_user_id == user.id and user.admin:
         return _api_deny("block_self", 403,
                          "403 Forbidden - The API you are trying to access is not allowed for you")

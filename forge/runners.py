@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import select, update
 
 from forge import permissions as perm
-from forge.domain import DomainError, ancestor_ids, digest, same_digest
+from forge.domain import USER_NAMESPACE_BASE, DomainError, ancestor_ids, digest, same_digest
 from forge.jobs import commit_facts, is_runner_job, protected_ref, set_job_status, variables
 from forge.models import Group, Job, JobArtifact, JobLog, Project, Runner, User, db
 from forge.repos import BlobStore, RepositoryBackend
@@ -265,6 +265,7 @@ def payload(job: Job, token: str, runner: Runner, *, base_url: str, registry: st
                     else f"+refs/heads/{job.ref}:refs/remotes/origin/{job.ref}")
     root = project.full_path.split("/", 1)[0]
     root_group = db.session.scalar(select(Group.id).where(Group.full_path == root))
+    personal = USER_NAMESPACE_BASE + (project.owner_id or 0)  # as GET /namespaces numbers it
     steps = [{"name": "script", "script": spec.get("script") or [], "timeout": job.timeout,
               "when": "on_success", "allow_failure": False}]
     if spec.get("after_script"):
@@ -300,8 +301,8 @@ def payload(job: Job, token: str, runner: Runner, *, base_url: str, registry: st
             "id": job.id, "name": job.name, "stage": job.stage, "pipeline_id": job.pipeline_id,
             "project_id": project.id, "project_name": project.name,
             "project_full_path": project.full_path,
-            "namespace_id": project.group_id if project.group_id is not None else project.owner_id,
-            "root_namespace_id": root_group if root_group is not None else project.owner_id,
+            "namespace_id": project.group_id if project.group_id is not None else personal,
+            "root_namespace_id": root_group if root_group is not None else personal,
             "organization_id": 1, "user_id": job.user_id, "scoped_user_id": None,
             "time_in_queue_seconds": queued, "project_jobs_running_on_instance_runners_count": "+Inf",
             "queue_size": 0, "queue_depth": 0,

@@ -53,6 +53,27 @@ def test_namespaces_by_id_or_path_for_members_only(forge: Forge, api: Api) -> No
     assert mine("GET", "/namespaces/alice/exists").json()["exists"] is True
 
 
+def test_a_personal_namespace_id_never_names_a_group(forge: Forge, api: Api) -> None:
+    """Users and groups share GitLab's namespace ids: a project created with the id of a user's
+    namespace lands there, not in a group that happens to have the user's id."""
+    forge.create_group("acme")
+    alice, bob = forge.create_user("alice"), forge.create_user("bob")
+    group_id = api("GET", "/namespaces/acme").json()["id"]
+    mine = Api(forge, alice.token)
+    own = mine("GET", "/namespaces/alice").json()
+    assert own["id"] != group_id and own["kind"] == "user"
+    assert mine("GET", f"/namespaces/{own['id']}").json()["full_path"] == "alice"
+    assert api("GET", f"/namespaces/{group_id}").json()["full_path"] == "acme"
+    made = mine("POST", "/projects", json={"name": "tool", "namespace_id": own["id"]})
+    assert made.status_code == 201, made.text
+    assert (made.json()["path_with_namespace"], made.json()["namespace"]["id"]) == ("alice/tool", own["id"])
+    assert api("GET", f"/users/{alice.id}").json()["namespace_id"] == own["id"]
+    by_admin = api("POST", "/projects", json={"name": "given", "namespace_id": own["id"]})
+    assert by_admin.json()["path_with_namespace"] == "alice/given"
+    theirs = Api(forge, bob.token)("POST", "/projects", json={"name": "x", "namespace_id": own["id"]})
+    assert (theirs.status_code, theirs.json()) == (403, {"message": "403 Forbidden"})
+
+
 def test_sudo_acts_as_the_named_user_for_an_admin_sudo_token(forge: Forge, api: Api) -> None:
     alice = forge.create_user("alice")
     as_alice = Api(forge, forge.root_token, Sudo="alice")

@@ -496,3 +496,14 @@ def test_an_admin_never_blocks_itself() -> None:
     assert (itself.status, itself.reason) == (403, "block_self")
     assert perm.authorize_instance(admin, "block_user", NOW, BASE, ADMIN.id + 1).allowed
     assert perm.authorize_instance(replace(admin, user=user()), "block_user", NOW, BASE, 99).status == 403
+
+
+def test_projects_go_into_ones_own_namespace_or_any_as_admin() -> None:
+    me = user()
+    mine = perm.Principal(Kind.PAT, user=me, scopes=frozenset({"api"}))
+    assert perm.authorize_instance(mine, "create_user_project", NOW, BASE, me.id).reason == "own_namespace"
+    other = perm.authorize_instance(mine, "create_user_project", NOW, BASE, me.id + 1)
+    assert (other.allowed, other.status, other.reason) == (False, 403, "not_admin")
+    admin = perm.Principal(Kind.PAT, user=ADMIN, scopes=frozenset({"api"}))
+    assert perm.authorize_instance(admin, "create_user_project", NOW, BASE, ADMIN.id + 1).allowed
+    assert perm.authorize_instance(perm.ANONYMOUS, "create_user_project", NOW, BASE, me.id).status == 401

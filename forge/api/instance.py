@@ -63,7 +63,7 @@ def group_namespace_json(group: Group) -> dict[str, Any]:
 
 def user_namespace_json(user: User) -> dict[str, Any]:
     """A user's personal namespace as GitLab's Namespace entity (forge gives it the user's id)."""
-    return {"id": user.id, "name": user.name, "path": user.username, "kind": "user",
+    return {"id": domain.user_namespace_id(user), "name": user.name, "path": user.username, "kind": "user",
             "full_path": user.username, "parent_id": None, "avatar_url": None,
             "web_url": web_url(user.username), "billable_members_count": None,
             "projects_count": db.session.scalar(select(db.func.count(Project.id)).where(
@@ -107,7 +107,7 @@ def show_namespace(ref: str) -> Response:
     ref = unquote(ref)
     found: Group | User | None = None
     if ref.isdigit():
-        found = by_id(Group, ref) or by_id(User, ref)
+        found = domain.namespace_by_id(ref)
     else:
         found = db.session.scalar(select(Group).where(Group.full_path == ref)) or db.session.scalar(
             select(User).where(User.username == ref))

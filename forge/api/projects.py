@@ -52,7 +52,7 @@ def namespace_json(project: Project) -> dict[str, Any]:
                 "web_url": web_url(f"groups/{group.full_path}")}
     owner = project.owner
     assert owner is not None
-    return {"id": owner.id, "name": owner.name, "path": owner.username, "kind": "user",
+    return {"id": domain.user_namespace_id(owner), "name": owner.name, "path": owner.username, "kind": "user",
             "full_path": owner.username, "parent_id": None, "web_url": web_url(owner.username)}
 
 
@@ -280,7 +280,11 @@ def create_project() -> tuple[Response, int]:
         raise ApiError(400, {"error": "name, path are missing, at least one parameter must be provided"})
     path = str(given_path or name).strip().replace(" ", "-").lower()
     namespace_id = integer(values, "namespace_id", required=False)
-    if namespace_id is not None:
+    owner = domain.namespace_by_id(namespace_id) if namespace_id is not None else None
+    if isinstance(owner, User):  # a personal namespace: one's own, or anyone's for an admin
+        who = instance_ability("create_user_project", target_user_id=owner.id)
+        namespace = owner.username
+    elif namespace_id is not None:
         group = find_group(str(namespace_id))
         who = group_ability(group, "create_project")
         namespace = group.full_path

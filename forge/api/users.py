@@ -51,7 +51,7 @@ def user_json(user: User, full: bool = False) -> dict[str, Any]:
             last_activity_on=None, theme_id=1, color_scheme_id=1, projects_limit=100000,
             current_sign_in_at=None, identities=[], can_create_group=True,
             can_create_project=True, two_factor_enabled=False, private_profile=False,
-            commit_email=user.email, note=None, namespace_id=None, created_by=None,
+            commit_email=user.email, note=None, namespace_id=domain.user_namespace_id(user), created_by=None,
             is_auditor=False, using_license_seat=False, highest_role=0, current_sign_in_ip=None,
             last_sign_in_ip=None, sign_in_count=0)
     return data
