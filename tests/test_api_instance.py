@@ -159,3 +159,39 @@ def test_entities_have_gitlabs_keys(forge: Forge, api: Api) -> None:
         assert keys <= api("GET", path).json().keys(), (path, keys - api("GET", path).json().keys())
     assert api("GET", f"/projects/{pid}/repository/tags/v1").json()["release"] == {
         "tag_name": "v1", "description": ""}
+
+
+def test_release_links_are_validated_as_gitlabs_model(forge: Forge, api: Api) -> None:
+    """Releases::Links::CreateService/UpdateService answer the model's full messages, as a list."""
+    forge.create_group("acme")
+    pid = forge.create_project("acme/app", files={"a": "a"}).id
+    api("POST", f"/projects/{pid}/releases", json={"tag_name": "v1", "ref": "main"}).raise_for_status()
+    links = f"/projects/{pid}/releases/v1/assets/links"
+    BLOCKED = "Url is blocked: Only allowed schemes are http, https, ftp"  # noqa: N806
+    first = api("POST", links, json={"name": "bin", "url": "https://example.org/bin",
+                                     "direct_asset_path": "/bin/tool"})
+    assert first.status_code == 201, first.text
+    cases = [
+        ({"name": "bin", "url": "https://example.org/bin", "direct_asset_path": "/bin/tool"},
+         ["Url has already been taken", "Name has already been taken", "Filepath has already been taken"]),
+        ({"name": "other", "url": "not a url"}, [BLOCKED]),
+        ({"name": "ssh", "url": "ssh://example.org/x"}, [BLOCKED]),
+        ({"name": "odd", "url": "https://example.org/odd", "direct_asset_path": "no-slash"},
+         ["Filepath is invalid"]),
+    ]
+    for body, messages in cases:
+        refused = api("POST", links, json=body)
+        assert (refused.status_code, refused.json()) == (400, {"message": messages}), body
+    second = api("POST", links, json={"name": "two", "url": "ftp://example.org/two"})
+    assert second.status_code == 201, second.text
+    clash = api("PUT", f"{links}/{second.json()['id']}", json={"name": "bin"})
+    assert (clash.status_code, clash.json()) == (400, {"message": ["Name has already been taken"]})
+    empty = api("PUT", f"{links}/{second.json()['id']}", json={"link_type": "image"})
+    assert (empty.status_code, empty.json()) == (
+        400, {"error": "name, url are missing, at least one parameter must be provided"})
+    renamed = api("PUT", f"{links}/{second.json()['id']}", json={"name": "2"})
+    assert (renamed.status_code, renamed.json()["name"]) == (200, "2")
+    # Releases::Link.sorted: newest first, in the list and in the release's assets
+    assert [link["name"] for link in api("GET", links).json()] == ["2", "bin"]
+    assets = api("GET", f"/projects/{pid}/releases/v1").json()["assets"]["links"]
+    assert [link["name"] for link in assets] == ["2", "bin"]

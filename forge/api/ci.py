@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 from flask import Response, jsonify, send_file
 from sqlalchemy import select
@@ -159,7 +159,7 @@ def release_json(project: Project, release: Release) -> dict[str, Any]:
     archive = f"{project.full_path}/-/archive/{release.tag_name}/{project.path}-{release.tag_name}"
     sources = [{"format": fmt, "url": web_url(f"{archive}.{fmt}")}
                for fmt in ("zip", "tar.gz", "tar.bz2", "tar")]
-    links = [link_json(project, release, link) for link in release.links or []]
+    links = [link_json(project, release, link) for link in sorted_links(release)]
     return {
         "tag_name": release.tag_name, "name": release.name, "description": release.description,
         "created_at": iso(release.created_at), "released_at": iso(release.created_at),
@@ -180,6 +180,11 @@ def link_json(project: Project, release: Release, link: dict[str, Any]) -> dict[
         else link["url"]
     return {"id": link["id"], "name": link["name"], "url": link["url"], "direct_asset_url": direct,
             "link_type": link.get("link_type") or "other"}
+
+
+def sorted_links(release: Release) -> list[dict[str, Any]]:
+    """A release's links newest first (Releases::Link.sorted: created_at descending)."""
+    return sorted(release.links or [], key=lambda link: -int(link["id"]))
 
 
 def _releases(project: Project) -> list[Release]:
@@ -269,7 +274,7 @@ def list_links(project_id: str, tag_name: str) -> Response:
     """A release's asset links."""
     project, _ = project_ability(project_id, "read_release", job_token_endpoint=True)
     release = _release(project, tag_name)
-    return paginate(release.links or [], lambda link: link_json(project, release, link))
+    return paginate(sorted_links(release), lambda link: link_json(project, release, link))
 
 
 @bp.get(f"{LINKS}/<int:link_id>")
@@ -296,6 +301,48 @@ def _link_fields(values: dict[str, Any], link: dict[str, Any]) -> dict[str, Any]
     return link
 
 
+# app/models/releases/link.rb: FILEPATH_REGEX, and the URL schemes of its addressable_url validation
+LINK_FILEPATH = re.compile(r"\A/(?:[\-.\w]+/?)*[\da-zA-Z]+\Z")
+LINK_SCHEMES = ("http", "https", "ftp")
+
+
+def _link_errors(link: dict[str, Any], others: list[dict[str, Any]]) -> list[str]:
+    """Release::Link's validation errors as full messages, in its order (url, name, filepath)."""
+    errors = []
+    url, name, path = link.get("url") or "", link.get("name") or "", link.get("direct_asset_path")
+    if not url:
+        errors.append("Url can't be blank")
+    elif urlsplit(url).scheme.lower() not in LINK_SCHEMES:
+        errors.append(f"Url is blocked: Only allowed schemes are {', '.join(LINK_SCHEMES)}")
+    elif any(other["url"] == url for other in others):
+        errors.append("Url has already been taken")
+    if not name:
+        errors.append("Name can't be blank")
+    elif any(other["name"] == name for other in others):
+        errors.append("Name has already been taken")
+    if path:
+        if any(other.get("direct_asset_path") == path for other in others):
+            errors.append("Filepath has already been taken")
+        if not LINK_FILEPATH.match(path):
+            errors.append("Filepath is invalid")
+        if len(path) > 128:
+            errors.append("Filepath is too long (maximum is 128 characters)")
+    return errors
+
+
+def _save_link(release: Release, link: dict[str, Any]) -> None:
+    """Store a new or changed link, or answer GitLab's 400 with the model's full messages."""
+    others = [x for x in release.links or [] if x["id"] != link["id"]]
+    errors = _link_errors(link, others)
+    if errors:  # Releases::Links::CreateService/UpdateService: render_api_error!(full_messages, 400)
+        raise ApiError(400, {"message": errors})
+    # a new list, so the JSON column is written; an update keeps the link's place
+    ids = [x["id"] for x in release.links or []]
+    release.links = [link if x["id"] == link["id"] else x for x in release.links or []] \
+        if link["id"] in ids else [*(release.links or []), link]
+    db.session.commit()
+
+
 @bp.post(LINKS)
 def create_link(project_id: str, tag_name: str) -> tuple[Response, int]:
     """Add an asset link (`name`, `url`, optional `direct_asset_path`, `link_type`)."""
@@ -304,12 +351,8 @@ def create_link(project_id: str, tag_name: str) -> tuple[Response, int]:
     text(values, "name", required=True)
     text(values, "url", required=True)
     links = list(release.links or [])
-    for key in ("url", "name"):
-        if any(link[key] == text(values, key) for link in links):
-            fail(400, f"400 Bad request - {key.title()} has already been taken")
     link = _link_fields(values, {"id": max((x["id"] for x in links), default=0) + 1})
-    release.links = [*links, link]  # a new list, so the JSON column is written
-    db.session.commit()
+    _save_link(release, link)
     return created(link_json(project, release, link))
 
 
@@ -318,9 +361,10 @@ def update_link(project_id: str, tag_name: str, link_id: int) -> Response:
     """Change an asset link."""
     project, _ = project_ability(project_id, "create_release", job_token_endpoint=True)
     release, values = _release(project, tag_name), params()
+    if values.get("name") is None and values.get("url") is None:
+        raise ApiError(400, {"error": "name, url are missing, at least one parameter must be provided"})
     link = _link_fields(values, dict(_link(release, link_id)))
-    release.links = [link if x["id"] == link_id else x for x in release.links or []]
-    db.session.commit()
+    _save_link(release, link)
     return jsonify(link_json(project, release, link))
 
 
