@@ -48,6 +48,11 @@ class Action:
     execute_filemode: bool | None = None
 
 
+def set_head(repo: Repo, branch: str) -> None:
+    """Point HEAD at `branch` (Project#change_head), so clones check it out."""
+    repo.refs.set_symbolic_ref(b"HEAD", f"refs/heads/{branch}".encode())  # type: ignore[arg-type]
+
+
 def peel(repo: Repo, sha: bytes) -> Commit | None:
     """The commit an object id names, through annotated tags; None for anything else."""
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import subprocess
 import tarfile
 import zipfile
 from typing import Any
@@ -299,3 +300,26 @@ def test_job_token_counts_only_on_gitlabs_job_token_reads(forge: Forge, api: Api
     for path in NOT_JOB_TOKEN_READS:
         answer = requests.get(f"{forge.url}/api/v4/projects/{app}{path.format(blob=blob)}", headers=headers)
         assert (answer.status_code, answer.json()) == (404, {"message": "404 Project Not Found"}), path
+
+
+def test_default_branch_change_moves_head_and_needs_the_branch(forge: Forge, api: Api, app: int) -> None:
+    refused = api("PUT", f"/projects/{app}", json={"default_branch": "nope"})
+    assert (refused.status_code, refused.json()) == (
+        400, {"message": {"base": ["Could not change HEAD: branch 'nope' does not exist"]}})
+    assert api("GET", f"/projects/{app}").json()["default_branch"] == "main"
+    api("POST", f"/projects/{app}/repository/commits", json={
+        "branch": "develop", "start_branch": "main", "commit_message": "dev",
+        "actions": [{"action": "update", "file_path": "README.md", "content": "develop\n"}]}).raise_for_status()
+    moved = api("PUT", f"/projects/{app}", json={"default_branch": "develop"})
+    assert (moved.status_code, moved.json()["default_branch"]) == (200, "develop")
+    assert api("GET", f"/projects/{app}/repository/files/README.md/raw?ref=HEAD").text == "develop\n"
+    assert api("GET", f"/projects/{app}/repository/files/README.md/raw").text == "develop\n"
+    heads = subprocess.run(["git", "ls-remote", "--symref", forge.clone_url("acme/app", token=forge.root_token), "HEAD"],
+                           capture_output=True, text=True, check=True).stdout
+    assert heads.startswith("ref: refs/heads/develop\tHEAD"), heads
+    # an empty repository takes any name: its first commit creates that branch
+    empty = _empty_project(api, "blank")["id"]
+    assert api("PUT", f"/projects/{empty}", json={"default_branch": "trunk"}).status_code == 200
+    api("POST", f"/projects/{empty}/repository/files/a.txt",
+        json={"branch": "trunk", "content": "a", "commit_message": "m"}).raise_for_status()
+    assert api("GET", f"/projects/{empty}/repository/files/a.txt/raw?ref=HEAD").text == "a"

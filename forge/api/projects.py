@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from forge import domain
 from forge import permissions as perm
+from forge import repository_ops as ops
 from forge.api import (
     ApiError,
     bp,
@@ -36,6 +37,7 @@ from forge.api import (
     web_url,
 )
 from forge.api.ci import package_json, packages_of
+from forge.api.repository import _branches, writing
 from forge.api.users import user_json
 from forge.models import Group, Membership, Project, ProtectedBranch, User, db
 
@@ -321,9 +323,25 @@ def update_project(project_id: str) -> Response:
         if values.get(key) is not None:
             changes[attr] = (flag(values, key) if isinstance(getattr(project, attr), bool)
                              else text(values, key))
+    previous = project.default_branch
     domain.update_project(project, **changes)
+    if changes.get("default_branch") not in (None, previous):
+        _change_head(project, changes["default_branch"])
     db.session.commit()
     return jsonify(project_json(project))
+
+
+def _change_head(project: Project, branch: str) -> None:
+    """Project#change_head: HEAD moves to an existing branch; an unknown one is the model's 400.
+
+    An empty repository has no branches yet: its first commit creates the new default.
+    """
+    with writing(project) as repo:
+        heads = _branches(repo)
+        if heads and branch not in heads:
+            refusal = f"Could not change HEAD: branch '{branch}' does not exist"
+            raise ApiError(400, {"message": {"base": [refusal]}})
+        ops.set_head(repo, branch)
 
 
 @bp.delete("/projects/<project_id>")
