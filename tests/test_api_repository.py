@@ -309,12 +309,14 @@ def test_default_branch_change_moves_head_and_needs_the_branch(forge: Forge, api
     assert api("GET", f"/projects/{app}").json()["default_branch"] == "main"
     api("POST", f"/projects/{app}/repository/commits", json={
         "branch": "develop", "start_branch": "main", "commit_message": "dev",
-        "actions": [{"action": "update", "file_path": "README.md", "content": "develop\n"}]}).raise_for_status()
+        "actions": [{"action": "update", "file_path": "README.md", "content": "develop\n"}],
+    }).raise_for_status()
     moved = api("PUT", f"/projects/{app}", json={"default_branch": "develop"})
     assert (moved.status_code, moved.json()["default_branch"]) == (200, "develop")
     assert api("GET", f"/projects/{app}/repository/files/README.md/raw?ref=HEAD").text == "develop\n"
     assert api("GET", f"/projects/{app}/repository/files/README.md/raw").text == "develop\n"
-    heads = subprocess.run(["git", "ls-remote", "--symref", forge.clone_url("acme/app", token=forge.root_token), "HEAD"],
+    url = forge.clone_url("acme/app", token=forge.root_token)
+    heads = subprocess.run(["git", "ls-remote", "--symref", url, "HEAD"],
                            capture_output=True, text=True, check=True).stdout
     assert heads.startswith("ref: refs/heads/develop\tHEAD"), heads
     # an empty repository takes any name: its first commit creates that branch
