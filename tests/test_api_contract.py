@@ -378,6 +378,13 @@ MALFORMED = [
     pytest.param("GET", "/projects/{p}/repository/commits?all=maybe", None, 400, {"error": "all is invalid"}),
     pytest.param("GET", "/projects/{p}/repository/tree?recursive=maybe", None, 400,
                  {"error": "recursive is invalid"}),
+    # dry-types' params.bool: lower, Capitalised or UPPER case only, nothing around it
+    pytest.param("GET", "/projects/{p}/repository/tree?recursive=tRuE", None, 400,
+                 {"error": "recursive is invalid"}),
+    pytest.param("GET", "/projects/{p}/repository/tree?recursive=%20true", None, 400,
+                 {"error": "recursive is invalid"}),
+    pytest.param("PATCH", "/projects/{p}/job_token_scope", {"enabled": "Off "}, 400,
+                 {"error": "enabled is invalid"}),
     pytest.param("GET", "/projects/{p}/repository/compare?from=main", None, 400, {"error": "to is missing"}),
     pytest.param("GET", "/projects/{p}/repository/compare?from=main&to=main&straight=maybe", None, 400,
                  {"error": "straight is invalid"}),
@@ -426,3 +433,11 @@ def test_api_malformed_input_gets_gitlabs_answer(forge: Forge, world: dict[str, 
     else:
         assert (response.status_code, response.json()) == (status, answer), response.text
         assert response.headers["Content-Type"] == "application/json"
+
+
+def test_api_boolean_spellings_grape_accepts(forge: Forge, world: dict[str, Any]) -> None:
+    url = f"{forge.url}/api/v4/projects/{world['ids']['p']}/repository/tree"
+    for word in ("1", "on", "On", "ON", "t", "true", "True", "TRUE", "T", "y", "yes", "Yes", "YES", "Y",
+                 "0", "off", "Off", "OFF", "f", "false", "False", "FALSE", "F", "n", "no", "No", "NO", "N"):
+        answer = requests.get(url, params={"recursive": word}, headers={"PRIVATE-TOKEN": forge.root_token})
+        assert answer.status_code == 200, (word, answer.text)

@@ -228,8 +228,14 @@ def not_a_value(name: str) -> NoReturn:
     raise ApiError(400, {"error": f"{name} does not have a valid value"})
 
 
-BOOLEAN_WORDS = {"true": True, "t": True, "1": True, "yes": True, "y": True, "on": True,
-                 "false": False, "f": False, "0": False, "no": False, "n": False, "off": False}
+# Grape coerces Boolean parameters with dry-types' `params.bool`: exactly these spellings
+# (lower, Capitalised or UPPER case; `tRuE` or ` true` is invalid).
+BOOLEAN_WORDS = {
+    **{word: True for word in ("1", "on", "On", "ON", "t", "true", "True", "TRUE", "T",
+                               "y", "yes", "Yes", "YES", "Y")},
+    **{word: False for word in ("0", "off", "Off", "OFF", "f", "false", "False", "FALSE", "F",
+                                "n", "no", "No", "NO", "N")},
+}
 
 
 def flag(values: dict[str, Any], name: str, default: bool = False) -> bool:
@@ -239,7 +245,7 @@ def flag(values: dict[str, Any], name: str, default: bool = False) -> bool:
         return default
     if isinstance(value, bool):
         return value
-    word = str(value).strip().lower() if isinstance(value, (str, int)) else None
+    word = str(value) if isinstance(value, (str, int)) else None
     if word not in BOOLEAN_WORDS:
         invalid(name)
     return BOOLEAN_WORDS[word]
