@@ -195,3 +195,40 @@ def test_release_links_are_validated_as_gitlabs_model(forge: Forge, api: Api) ->
     assert [link["name"] for link in api("GET", links).json()] == ["2", "bin"]
     assets = api("GET", f"/projects/{pid}/releases/v1").json()["assets"]["links"]
     assert [link["name"] for link in assets] == ["2", "bin"]
+
+
+def test_project_and_group_lists_filter_and_order_as_gitlab(forge: Forge, api: Api) -> None:
+    """lib/api/projects.rb and groups.rb: newest projects first, groups by name; declared filters
+    checked (a typo is 400, never a filter silently dropped) and applied."""
+    forge.create_group("zeta", visibility="public")
+    forge.create_group("alpha")
+    forge.create_group("alpha/beta")
+    alice = forge.create_user("alice")
+    forge.create_project("zeta/old", visibility="public")
+    forge.create_project("alpha/mid")
+    forge.create_project("alpha/new", visibility="internal")
+    forge.add_member(alice, "developer", project="alpha/mid")
+    forge.add_member(alice, "owner", group="alpha/beta")
+    names = lambda answer: [item["path_with_namespace"] for item in answer.json()]  # noqa: E731
+    assert names(api("GET", "/projects")) == ["alpha/new", "alpha/mid", "zeta/old"]
+    assert names(api("GET", "/projects?order_by=path&sort=asc")) == ["alpha/mid", "alpha/new", "zeta/old"]
+    assert names(api("GET", "/projects?visibility=public")) == ["zeta/old"]
+    assert names(api("GET", "/projects?archived=true")) == []
+    mine = Api(forge, alice.token)
+    assert names(mine("GET", "/projects?min_access_level=30")) == ["alpha/mid"]
+    assert names(api("GET", f"/users/{alice.id}/projects?visibility=public")) == []
+    for path, error in (("/projects?visibility=secret", "visibility does not have a valid value"),
+                        ("/projects?order_by=stars", "order_by does not have a valid value"),
+                        ("/projects?sort=up", "sort does not have a valid value"),
+                        ("/projects?min_access_level=33", "min_access_level does not have a valid value"),
+                        (f"/users/{alice.id}/projects?owned=maybe", "owned is invalid"),
+                        ("/groups?all_available=maybe", "all_available is invalid"),
+                        ("/namespaces?owned_only=maybe", "owned_only is invalid")):
+        refused = api("GET", path)
+        assert (refused.status_code, refused.json()) == (400, {"error": error}), path
+    full = lambda answer: [item["full_path"] for item in answer.json()]  # noqa: E731
+    assert full(api("GET", "/groups")) == ["alpha", "alpha/beta", "zeta"]
+    assert full(api("GET", "/groups?top_level_only=true&sort=desc")) == ["zeta", "alpha"]
+    assert full(mine("GET", "/groups?owned=true")) == ["alpha/beta"]
+    assert full(mine("GET", "/namespaces?owned_only=true")) == ["alice", "alpha/beta"]
+    assert full(api("GET", "/namespaces?top_level_only=true&search=alpha")) == ["alpha"]

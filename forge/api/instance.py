@@ -15,6 +15,7 @@ from forge.api import (
     by_id,
     current_user,
     fail,
+    flag,
     instance_ability,
     integer,
     invalid,
@@ -90,13 +91,21 @@ def namespace_json(item: Group | User) -> dict[str, Any]:
 
 @bp.get("/namespaces")
 def list_namespaces() -> Response:
-    """Namespaces of the caller (`search` filters by path, `owned_only` keeps owned ones)."""
+    """Namespaces of the caller (`search` by path, `owned_only`, `top_level_only`)."""
     who = instance_ability("read_user")
     values = params()
     search = text(values, "search")
+    owned_only, top_level_only = flag(values, "owned_only"), flag(values, "top_level_only")
+    flag(values, "full_path_search")
+    user = current_user(who)
     items = _visible_namespaces(who)
     if search:
         items = [i for i in items if search.lower() in namespace_json(i)["full_path"].lower()]
+    if owned_only:  # one's own namespace and the groups one owns
+        items = [i for i in items if (i is user if isinstance(i, User)
+                                      else domain.group_role(i, user) >= perm.OWNER)]
+    if top_level_only:
+        items = [i for i in items if isinstance(i, User) or i.parent_id is None]
     return paginate(items, namespace_json)
 
 

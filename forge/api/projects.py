@@ -25,6 +25,7 @@ from forge.api import (
     instance_ability,
     integer,
     iso,
+    listing,
     no_content,
     not_a_value,
     now,
@@ -140,17 +141,15 @@ def _visible_projects(query: Any) -> list[Project]:
 
 @bp.get("/groups")
 def list_groups() -> Response:
-    """Groups the caller can see (`search` filters by path)."""
+    """Groups the caller can see, filtered and ordered as GitLab's (see forge.api.listing)."""
     who = principal()
-    values = params()
     groups = []
     for group in db.session.scalars(select(Group).order_by(Group.id)):
         role = domain.group_role(group, current_user(who))
         if perm.authorize_group(who, "read_group", group.visibility, role, now(),
                                 state().config.base_url).allowed:
-            if not values.get("search") or str(values["search"]) in group.full_path:
-                groups.append(group)
-    return paginate(groups, group_json)
+            groups.append(group)
+    return paginate(listing.groups(groups, params(), current_user(who)), group_json)
 
 
 @bp.get("/groups/<group_id>")
@@ -172,7 +171,7 @@ def list_subgroups(group_id: str, kind: str) -> Response:
     visible = [g for g in found if perm.authorize_group(
         who, "read_group", g.visibility, domain.group_role(g, user), now(),
         state().config.base_url).allowed]
-    return paginate(visible, group_json)
+    return paginate(listing.groups(visible, params(), user), group_json)
 
 
 @bp.put("/groups/<group_id>")
@@ -193,9 +192,9 @@ def update_group(group_id: str) -> Response:
 def list_group_projects(group_id: str) -> Response:
     """The projects directly in a group that the caller can see."""
     group = find_group(group_id)
-    group_ability(group, "read_group")
-    return paginate(_visible_projects(select(Project).where(Project.group_id == group.id)),
-                    project_json)
+    who = group_ability(group, "read_group")
+    found = _visible_projects(select(Project).where(Project.group_id == group.id))
+    return paginate(listing.projects(found, params(), current_user(who)), project_json)
 
 
 @bp.post("/groups")
@@ -238,20 +237,10 @@ def delete_group(group_id: str) -> tuple[Response, int]:
 
 @bp.get("/projects")
 def list_projects() -> Response:
-    """Projects the caller can see (`search`, `membership=true`)."""
+    """Projects the caller can see, filtered and ordered as GitLab's (see forge.api.listing)."""
     values = params()
-    query = select(Project)
-    if values.get("search"):
-        query = query.where(Project.full_path.contains(str(values["search"])))
-    membership, owned = flag(values, "membership"), flag(values, "owned")
-    projects = _visible_projects(query)
-    user = current_user(principal())
-    if membership:
-        projects = [p for p in projects if user is not None and
-                    domain.project_facts(p, user).role >= perm.GUEST]
-    if owned:  # GitLab: projects in the caller's own namespace
-        projects = [p for p in projects if user is not None and p.owner_id == user.id]
-    return paginate(projects, project_json)
+    found = listing.projects(_visible_projects(select(Project)), values, current_user(principal()))
+    return paginate(found, project_json)
 
 
 @bp.get("/users/<user_id>/projects")
@@ -260,7 +249,8 @@ def list_user_projects(user_id: str) -> Response:
     owner = by_id(User, user_id) or db.session.scalar(select(User).where(User.username == user_id))
     if owner is None:
         fail(404, "404 User Not Found")
-    return paginate(_visible_projects(select(Project).where(Project.owner_id == owner.id)), project_json)
+    found = _visible_projects(select(Project).where(Project.owner_id == owner.id))
+    return paginate(listing.projects(found, params(), current_user(principal())), project_json)
 
 
 @bp.get("/projects/<project_id>")
