@@ -325,3 +325,41 @@ def test_default_branch_change_moves_head_and_needs_the_branch(forge: Forge, api
     api("POST", f"/projects/{empty}/repository/files/a.txt",
         json={"branch": "trunk", "content": "a", "commit_message": "m"}).raise_for_status()
     assert api("GET", f"/projects/{empty}/repository/files/a.txt/raw?ref=HEAD").text == "a"
+
+
+def test_commit_reads_take_gitlabs_declared_parameters(forge: Forge, api: Api, app: int) -> None:
+    """CommitDetail has stats; with_stats, author, the cherry-pick message are honoured; every other
+    declared parameter of these endpoints is checked as Grape does."""
+    made = api("POST", f"/projects/{app}/repository/commits", json={
+        "branch": "main", "commit_message": "two lines", "author_name": "Ann",
+        "author_email": "ann@example.org",
+        "actions": [{"action": "create", "file_path": "n.txt", "content": "a\nb\n"}]}).json()
+    one = api("GET", f"/projects/{app}/repository/commits/{made['id']}").json()
+    assert (one["stats"], one["project_id"], one["status"], one["last_pipeline"]) == (
+        {"additions": 2, "deletions": 0, "total": 2}, app, None, None)
+    assert "stats" not in api("GET", f"/projects/{app}/repository/commits/main?stats=false").json()
+    listed = api("GET", f"/projects/{app}/repository/commits?with_stats=true").json()
+    assert [c["stats"]["additions"] for c in listed][:1] == [2]
+    by_ann = api("GET", f"/projects/{app}/repository/commits?author=ann").json()
+    assert [c["id"] for c in by_ann] == [made["id"]]
+    picked = api("POST", f"/projects/{app}/repository/commits/{made['id']}/revert", json={"branch": "main"})
+    assert picked.status_code == 201, picked.text
+    again = api("POST", f"/projects/{app}/repository/commits/{made['id']}/cherry_pick",
+                json={"branch": "main", "message": "bring it back"})
+    assert (again.status_code, again.json()["message"]) == (201, "bring it back")
+    for path, error in (
+            ("/repository/commits?with_stats=maybe", "with_stats is invalid"),
+            ("/repository/commits?trailers=maybe", "trailers is invalid"),
+            ("/repository/commits?order=newest", "order does not have a valid value"),
+            ("/repository/commits/main?stats=maybe", "stats is invalid"),
+            ("/repository/commits/main/diff?unidiff=maybe", "unidiff is invalid"),
+            ("/repository/archive?include_lfs_blobs=maybe", "include_lfs_blobs is invalid"),
+            ("/repository/compare?from=main&to=main&unidiff=maybe", "unidiff is invalid"),
+            ("/repository/compare?from=main&to=main&from_project_id=x", "from_project_id is invalid"),
+            ("/repository/tree?pagination=pages", "pagination does not have a valid value"),
+            ("/repository/tree?pagination=none", 'pagination cannot be "none" unless "recursive" is true')):
+        refused = api("GET", f"/projects/{app}{path}")
+        assert (refused.status_code, refused.json()) == (400, {"error": error}), path
+    fork = api("GET", f"/projects/{app}/repository/compare?from=main&to=main&from_project_id=999")
+    assert (fork.status_code, fork.json()) == (
+        400, {"message": f"Target project id:999 is not a fork of project id:{app}"})

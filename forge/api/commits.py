@@ -19,12 +19,14 @@ from forge.api import (
     ApiError,
     bp,
     check,
+    choice,
     created,
     current_user,
     fail,
     find_project,
     flag,
     instance_ability,
+    integer,
     invalid,
     missing,
     now,
@@ -41,7 +43,9 @@ from forge.api.repository import (
     _tags,
     author_of,
     commit_actions,
+    commit_detail,
     commit_json,
+    commit_stats,
     file_content,
     file_path_parts,
     repository,
@@ -81,6 +85,9 @@ def list_commits(project_id: str) -> Response:
     ref, path = text(values, "ref_name"), text(values, "path")
     since, until = _date(values, "since"), _date(values, "until")
     every, first_parent = flag(values, "all"), flag(values, "first_parent")
+    with_stats, author = flag(values, "with_stats"), text(values, "author")
+    flag(values, "trailers")
+    choice(values, "order", ("default", "topo"))
     with repository(project) as repo:
         if every:
             heads = list({*_branches(repo).values(), *_tags(repo).values()})
@@ -96,6 +103,10 @@ def list_commits(project_id: str) -> Response:
                               until=until, first_parent=first_parent)
         if every:
             commits.sort(key=lambda c: -c.commit_time)
+        if author:  # git log --author: a pattern in the author's name or e-mail
+            commits = [c for c in commits if author.lower() in c.author.decode(errors="replace").lower()]
+        if with_stats:  # Entities::CommitWithStats
+            return paginate(commits, lambda c: {**commit_json(project, c), "stats": commit_stats(repo, c)})
         return paginate(commits, lambda c: commit_json(project, c))
 
 
@@ -153,22 +164,18 @@ def create_commit(project_id: str) -> tuple[Response, int]:
     if start_branch is not None and start_sha is not None:
         raise ApiError(400, {"error": "start_branch, start_sha are mutually exclusive"})
     _may_push_to_branch(project, who, branch)
+    stats = flag(values, "stats", default=True)
     commit = commit_actions(project, who, branch, start_branch, actions, message,
                             author_of(who, values), start_sha=start_sha)
     with repository(project) as repo:
-        parent_tree = repo[commit.parents[0]].tree if commit.parents else None  # type: ignore[attr-defined]
-        changes = ops.diffs(repo, parent_tree, commit.tree)
-    additions = sum(str(d["diff"]).count("\n+") for d in changes)
-    deletions = sum(str(d["diff"]).count("\n-") for d in changes)
-    return created({**commit_json(project, commit), "stats": {
-        "additions": additions, "deletions": deletions, "total": additions + deletions},
-        "status": None, "project_id": project.id, "last_pipeline": None})
+        return created(commit_detail(project, repo, commit, stats))
 
 
 @bp.get(f"{REPO}/commits/<sha>/diff")
 def commit_diff(project_id: str, sha: str) -> Response:
     """The changes a commit made to its first parent."""
     project, _ = project_ability(project_id, "read_repository")
+    flag(params(), "unidiff")
     with repository(project) as repo:
         commit = _commit_or_404(repo, sha)
         parent = repo[commit.parents[0]].tree if commit.parents else None  # type: ignore[attr-defined]
@@ -211,6 +218,8 @@ def tree(project_id: str) -> Response:
     values = params()
     ref, path = text(values, "ref") or project.default_branch, (text(values, "path") or "").strip("/")
     recursive = flag(values, "recursive")
+    if choice(values, "pagination", ("legacy", "keyset", "none")) == "none" and not recursive:
+        raise ApiError(400, {"error": 'pagination cannot be "none" unless "recursive" is true'})
     with repository(project) as repo:
         commit = resolve(repo, ref)
         if commit is None:
@@ -256,6 +265,7 @@ def repository_archive(project_id: str, fmt: str = "tar.gz") -> Response:
     if fmt not in ops.ARCHIVE_FORMATS:
         fail(404, "404 File Not Found")
     values = params()
+    flag(values, "include_lfs_blobs", default=True)  # forge archives pointer files as they are
     ref = text(values, "sha") or project.default_branch
     with repository(project) as repo:
         commit = resolve(repo, ref)
@@ -280,6 +290,10 @@ def compare(project_id: str) -> Response:
     start, end = text(values, "from", required=True), text(values, "to", required=True)
     assert start is not None and end is not None
     straight = flag(values, "straight")
+    flag(values, "unidiff")
+    from_project = integer(values, "from_project_id", required=False)
+    if from_project is not None and from_project != project.id:  # forge has no forks
+        fail(400, f"Target project id:{from_project} is not a fork of project id:{project_id}")
     with repository(project) as repo:
         old, new = resolve(repo, start), resolve(repo, end)
         if old is None or new is None:
@@ -393,6 +407,8 @@ def pick_commit(project_id: str, sha: str, operation: str) -> tuple[Response, in
         if operation == "revert":
             title = message.splitlines()[0].strip() if message else ""
             message = f'Revert "{title}"\n\nThis reverts commit {commit.id.decode()}'
+        elif text(values, "message"):  # a custom message replaces GitLab's
+            message = text(values, "message") or ""
         else:
             ending = "\n" if message.endswith("\n") else "\n\n"
             message = f"{message}{ending}(cherry picked from commit {commit.id.decode()})"

@@ -151,6 +151,24 @@ def commit_json(project: Project, commit: Commit) -> dict[str, Any]:
             "web_url": web_url(f"{project.full_path}/-/commit/{sha}")}
 
 
+def commit_stats(repo: Repo, commit: Commit) -> dict[str, int]:
+    """Lines added and removed against the first parent, as GitLab's CommitStats."""
+    parent = repo[commit.parents[0]].tree if commit.parents else None  # type: ignore[attr-defined]
+    changes = ops.diffs(repo, parent, commit.tree)
+    additions = sum(str(d["diff"]).count("\n+") + str(d["diff"]).startswith("+") for d in changes)
+    deletions = sum(str(d["diff"]).count("\n-") + str(d["diff"]).startswith("-") for d in changes)
+    return {"additions": additions, "deletions": deletions, "total": additions + deletions}
+
+
+def commit_detail(project: Project, repo: Repo, commit: Commit, stats: bool = True) -> dict[str, Any]:
+    """GitLab's CommitDetail: the commit, its stats (unless `stats=false`), status and pipeline."""
+    detail = {**commit_json(project, commit), "status": None, "project_id": project.id,
+              "last_pipeline": None}
+    if stats:
+        detail["stats"] = commit_stats(repo, commit)
+    return detail
+
+
 def _refs(repo: Repo, prefix: str) -> dict[str, bytes]:
     """Ref names under `prefix` (`refs/heads/`, `refs/tags/`), shortened, with their shas."""
     # A name that is not UTF-8 (pushed before forge refused them) is listed, not a 500.
@@ -469,10 +487,11 @@ def show_file(project_id: str, file_path: str) -> Response:
 
 @bp.get("/projects/<project_id>/repository/commits/<sha>")
 def show_commit(project_id: str, sha: str) -> Response:
-    """One commit (by sha, branch or tag)."""
+    """One commit (by sha, branch or tag) as GitLab's CommitDetail (`stats` unless `stats=false`)."""
     project, _ = project_ability(project_id, "read_repository", job_token_endpoint=True)
+    stats = flag(params(), "stats", default=True)
     with repository(project) as repo:
         commit = resolve(repo, unquote(sha))
         if commit is None:
             fail(404, "404 Commit Not Found")
-        return jsonify(commit_json(project, commit))
+        return jsonify(commit_detail(project, repo, commit, stats))
