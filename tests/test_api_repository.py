@@ -282,7 +282,7 @@ NOT_JOB_TOKEN_READS = ["/repository/tree", "/repository/archive", "/repository/a
                        "/repository/commits/main/diff", "/repository/commits/main/refs",
                        "/repository/merge_base?refs[]=main&refs[]=main",
                        "/repository/files/README.md?ref=main", "/repository/files/README.md/blame?ref=main",
-                       "/repository/blobs/{blob}/raw"]
+                       "/repository/blobs/{blob}/raw", "/repository/blobs/{blob}"]
 
 
 def test_job_token_counts_only_on_gitlabs_job_token_reads(forge: Forge, api: Api, app: int) -> None:
@@ -363,3 +363,12 @@ def test_commit_reads_take_gitlabs_declared_parameters(forge: Forge, api: Api, a
     fork = api("GET", f"/projects/{app}/repository/compare?from=main&to=main&from_project_id=999")
     assert (fork.status_code, fork.json()) == (
         400, {"message": f"Target project id:999 is not a fork of project id:{app}"})
+
+
+def test_blob_by_id_as_json(forge: Forge, api: Api, app: int) -> None:
+    blob = api("GET", f"/projects/{app}/repository/files/README.md?ref=main").json()["blob_id"]
+    answer = api("GET", f"/projects/{app}/repository/blobs/{blob}")
+    assert (answer.status_code, answer.json()) == (200, {
+        "size": 6, "encoding": "base64", "content": base64.b64encode(b"# app\n").decode(), "sha": blob})
+    missing = api("GET", f"/projects/{app}/repository/blobs/{'0' * 40}")
+    assert (missing.status_code, missing.json()) == (404, {"message": "404 Blob Not Found"})

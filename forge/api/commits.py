@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import tarfile
 from datetime import UTC, datetime
@@ -248,6 +249,15 @@ def _blob(project: Project, sha: str) -> Blob:
         if not isinstance(obj, Blob):
             fail(404, "404 Blob Not Found")
         return obj
+
+
+@bp.get(f"{REPO}/blobs/<sha>")
+def show_blob(project_id: str, sha: str) -> Response:
+    """A blob by its id, base64-encoded, as lib/api/repositories.rb answers."""
+    project, _ = project_ability(project_id, "read_repository")
+    blob = _blob(project, sha)
+    return jsonify(size=len(blob.data), encoding="base64",
+                   content=base64.b64encode(blob.data).decode(), sha=blob.id.decode())
 
 
 @bp.get(f"{REPO}/blobs/<sha>/raw")
