@@ -3,6 +3,7 @@ blocking, descriptions, and the keys GitLab's API documentation lists for each e
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -114,6 +115,20 @@ def test_user_status_is_kept(forge: Forge, api: Api) -> None:
     api("PUT", "/user/status", json={"message": "Test", "emoji": "thumbsup"})
     status = api("GET", "/user/status").json()
     assert (status["message"], status["emoji"], status["availability"]) == ("Test", "thumbsup", "not_set")
+
+
+def test_user_status_clears_after_and_defaults_its_emoji(forge: Forge, api: Api) -> None:
+    """Users::SetStatusService: a message alone gets speech_balloon; clear_status_after is one of
+    UserStatus::CLEAR_STATUS_QUICK_OPTIONS and clears the status when its time comes."""
+    set_ = api("PUT", "/user/status", json={"message": "out", "clear_status_after": "30_minutes"})
+    assert set_.status_code == 200, set_.text
+    assert (set_.json()["emoji"], set_.json()["clear_status_at"]) == (
+        "speech_balloon", (forge.now() + timedelta(minutes=30)).isoformat(timespec="milliseconds") + "Z")
+    refused = api("PUT", "/user/status", json={"message": "x", "clear_status_after": "1_week"})
+    assert (refused.status_code, refused.json()) == (
+        400, {"error": "clear_status_after does not have a valid value"})
+    forge.advance_clock(31 * 60)
+    assert api("GET", "/user/status").json()["message"] is None
 
 
 def test_descriptions_are_kept(forge: Forge, api: Api) -> None:

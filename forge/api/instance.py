@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import unquote
 
@@ -13,12 +14,14 @@ from forge import permissions as perm
 from forge.api import (
     bp,
     by_id,
+    choice,
     current_user,
     fail,
     flag,
     instance_ability,
     integer,
     invalid,
+    iso,
     missing,
     now,
     paginate,
@@ -146,16 +149,24 @@ def namespace_exists(ref: str) -> Response:
 
 # -- user status ------------------------------------------------------------------------
 
-STATUS_KEYS = ("emoji", "message", "availability", "clear_status_at")
+STATUS_KEYS = ("emoji", "message", "availability")
+# UserStatus::CLEAR_STATUS_QUICK_OPTIONS
+CLEAR_AFTER = {"30_minutes": timedelta(minutes=30), "3_hours": timedelta(hours=3),
+               "8_hours": timedelta(hours=8), "1_day": timedelta(days=1),
+               "3_days": timedelta(days=3), "7_days": timedelta(days=7),
+               "30_days": timedelta(days=30)}
 
 
 def status_json(user: User) -> dict[str, Any]:
     """GitLab's UserStatus entity."""
     stored = user.status or {}
+    clear_at = stored.get("clear_status_at")
+    if clear_at and datetime.fromisoformat(clear_at) <= now():  # cleared when its time came
+        stored = {}
     message = stored.get("message")
     return {"emoji": stored.get("emoji"), "availability": stored.get("availability") or "not_set",
             "message": message, "message_html": message,
-            "clear_status_at": stored.get("clear_status_at")}
+            "clear_status_at": iso(datetime.fromisoformat(clear_at)) if stored and clear_at else None}
 
 
 @bp.get("/user/status")
@@ -180,6 +191,14 @@ def set_my_status() -> Response:
     for key in STATUS_KEYS:
         if key in values:
             stored[key] = text(values, key)
+    after = choice(values, "clear_status_after", CLEAR_AFTER)
+    if after is not None:
+        stored["clear_status_at"] = (now() + CLEAR_AFTER[after]).isoformat()
+    shown = stored.get("emoji") or stored.get("message")
+    if not shown and stored.get("availability") in (None, "", "not_set"):
+        stored = {}  # Users::SetStatusService: nothing to show clears the status
+    elif not stored.get("emoji"):
+        stored["emoji"] = "speech_balloon"  # UserStatus::DEFAULT_EMOJI
     user.status = stored or None
     db.session.commit()
     return jsonify(status_json(user))
