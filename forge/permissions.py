@@ -657,7 +657,7 @@ def authorize_api(principal: Principal, ability: str, project: Project | None, n
 PUSH_INTO_BRANCH = "You are not allowed to push into this branch"
 
 
-def _can_push_to_branch(principal: Principal, project: Project, branch: str) -> bool:
+def can_push_to_branch(principal: Principal, project: Project, branch: str) -> bool:
     """Gitlab::UserAccess#can_push_to_branch?: a protected branch needs its push level
     (the merge level does not count), any other branch the developer role."""
     role = effective_role(principal, project)
@@ -673,7 +673,7 @@ def authorize_branch_commit(principal: Principal, project: Project, branch: str)
     The files, commits, cherry-pick and revert services all start with this check; the
     refusal is the service's error, which the files API renders as a bare 400.
     """
-    if _can_push_to_branch(principal, project, branch):
+    if can_push_to_branch(principal, project, branch):
         return _allow("can_push_to_branch")
     return _api_deny("branch_push_denied", 400, PUSH_INTO_BRANCH)
 
@@ -694,7 +694,7 @@ def authorize_api_commit(principal: Principal, project: Project | None, branch: 
     if principal.kind is Kind.PAT and "api" not in principal.scopes:
         return _api_deny("insufficient_scope", 403, API_INSUFFICIENT_SCOPE)
     assert project is not None
-    if not _can_push_to_branch(principal, project, branch):
+    if not can_push_to_branch(principal, project, branch):
         return _api_deny("branch_push_denied", 403, f"{API_FORBIDDEN} - {PUSH_INTO_BRANCH}")
     return _allow("can_push_to_branch")
 

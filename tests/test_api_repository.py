@@ -372,3 +372,28 @@ def test_blob_by_id_as_json(forge: Forge, api: Api, app: int) -> None:
         "size": 6, "encoding": "base64", "content": base64.b64encode(b"# app\n").decode(), "sha": blob})
     missing = api("GET", f"/projects/{app}/repository/blobs/{'0' * 40}")
     assert (missing.status_code, missing.json()) == (404, {"message": "404 Blob Not Found"})
+
+
+def test_branch_entity_answers_for_the_caller(forge: Forge, api: Api, app: int) -> None:
+    """Entities::Branch: can_push is the caller's, developers_can_merge the rule's, merged: into main."""
+    dev = _member_api(forge, "acme/app", "dev", "developer")
+    reporter = _member_api(forge, "acme/app", "rep", "reporter")
+    branches = f"/projects/{app}/repository/branches"
+    api("POST", branches, json={"branch": "done", "ref": "main"}).raise_for_status()
+    api("POST", f"/projects/{app}/repository/commits", json={
+        "branch": "open", "start_branch": "main", "commit_message": "wip",
+        "actions": [{"action": "create", "file_path": "w", "content": "w"}]}).raise_for_status()
+    api("POST", f"/projects/{app}/protected_branches",
+        json={"name": "rel-*", "push_access_level": 40, "merge_access_level": 30}).raise_for_status()
+    api("POST", branches, json={"branch": "rel-1", "ref": "open"}).raise_for_status()
+
+    def branch(who: Api, name: str) -> dict[str, Any]:
+        return dict(who("GET", f"/projects/{app}/repository/branches/{name}").json())
+
+    assert [branch(who, "open")["can_push"] for who in (api, dev, reporter)] == [True, True, False]
+    assert [branch(who, "main")["can_push"] for who in (api, dev, reporter)] == [True, False, False]
+    rel = branch(dev, "rel-1")
+    assert (rel["protected"], rel["developers_can_push"], rel["developers_can_merge"], rel["can_push"]) == (
+        True, False, True, False)
+    assert (branch(api, "done")["merged"], branch(api, "open")["merged"], branch(api, "main")["merged"]) == (
+        True, False, False)

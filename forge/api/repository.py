@@ -38,7 +38,7 @@ from forge.api import (
     text,
     web_url,
 )
-from forge.models import Project, Release, db
+from forge.models import Project, ProtectedBranch, Release, db
 from forge.repos import RepositoryBusy, compare_and_swap, current_ref, in_use, open_repo
 
 ZERO = perm.ZERO_SHA
@@ -184,19 +184,30 @@ def _tags(repo: Repo) -> dict[str, bytes]:
     return _refs(repo, "refs/tags/")
 
 
-def branch_json(project: Project, repo: Repo, name: str) -> dict[str, Any]:
-    """A branch as GitLab renders one."""
+def branch_json(project: Project, repo: Repo, name: str, who: perm.Principal) -> dict[str, Any]:
+    """A branch as GitLab's Entities::Branch renders one for the caller `who`.
+
+    `merged`: into the default branch; `developers_can_push`/`_merge`: a matching rule grants
+    exactly developers that level; `can_push`: Gitlab::UserAccess#can_push_to_branch? for `who`.
+    """
     commit = resolve(repo, name)
-    rules = [r for r in domain.project_facts(project, None).protected_branches if r.matches(name)]
-    return {"name": name, "merged": False, "protected": bool(rules),
+    facts = domain.project_facts(project, current_user(who))
+    rules = [r for r in db.session.scalars(select(ProtectedBranch).where(
+        ProtectedBranch.project_id == project.id)) if perm.ProtectedBranch(r.name).matches(name)]
+    default = resolve(repo, project.default_branch) if name != project.default_branch else None
+    merged = commit is not None and default is not None and commit.id in {
+        c.id for c in ops.history(repo, [default.id])}
+    return {"name": name, "merged": merged, "protected": bool(rules),
             "default": name == project.default_branch,
             "developers_can_push": any(r.push_access_level == perm.DEVELOPER for r in rules),
-            "developers_can_merge": False, "can_push": True,
+            "developers_can_merge": any((r.merge_access_level or perm.MAINTAINER) == perm.DEVELOPER
+                                        for r in rules),
+            "can_push": who.kind is not perm.Kind.ANONYMOUS and perm.can_push_to_branch(who, facts, name),
             "web_url": web_url(f"{project.full_path}/-/tree/{name}"),
             "commit": commit_json(project, commit) if commit else None}
 
 
-def tag_json(project: Project, repo: Repo, name: str) -> dict[str, Any]:
+def tag_json(project: Project, repo: Repo, name: str, who: perm.Principal | None = None) -> dict[str, Any]:
     """A tag as GitLab renders one."""
     sha = _tags(repo)[name]
     obj = repo[sha]
@@ -239,24 +250,24 @@ KIND_ROUTE = "/projects/<project_id>/repository/<any(branches, tags):kind>"
 @bp.get(KIND_ROUTE)
 def list_refs(project_id: str, kind: str) -> Response:
     """Branches or tags, `search` filtering by name."""
-    project, _ = project_ability(project_id, "read_repository", job_token_endpoint=True)
+    project, who = project_ability(project_id, "read_repository", job_token_endpoint=True)
     prefix, _, render = REF_KINDS[kind]
     search = str(params().get("search") or "")
     with repository(project) as repo:
-        items = [render(project, repo, n) for n in sorted(_refs(repo, prefix)) if search in n]
+        items = [render(project, repo, n, who) for n in sorted(_refs(repo, prefix)) if search in n]
     return paginate(items, lambda item: item)
 
 
 @bp.get(f"{KIND_ROUTE}/<path:name>")
 def show_ref(project_id: str, kind: str, name: str) -> Response:
     """One branch or tag."""
-    project, _ = project_ability(project_id, "read_repository", job_token_endpoint=True)
+    project, who = project_ability(project_id, "read_repository", job_token_endpoint=True)
     prefix, label, render = REF_KINDS[kind]
     name = unquote(name)
     with repository(project) as repo:
         if name not in _refs(repo, prefix):
             fail(404, f"404 {label} Not Found")
-        return jsonify(render(project, repo, name))
+        return jsonify(render(project, repo, name, who))
 
 
 @bp.delete(f"{KIND_ROUTE}/<path:name>")
@@ -299,7 +310,7 @@ def create_branch(project_id: str) -> tuple[Response, int]:
             fail(400, f"Failed to create branch '{branch}': {conflict}")
     _update_ref(project, who, f"refs/heads/{branch}", ZERO, commit.id.decode())
     with repository(project) as repo:
-        return created(branch_json(project, repo, branch))
+        return created(branch_json(project, repo, branch, who))
 
 
 @bp.post("/projects/<project_id>/repository/tags")
