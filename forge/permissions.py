@@ -576,7 +576,8 @@ ABILITIES = {a.name: a for a in (
     Ability("push_code", DEVELOPER, writes=True),
     Ability("read_packages", REPORTER, policy="read_packages"),
     Ability("create_package", DEVELOPER, writes=True, policy="admin_packages"),
-    Ability("read_release", REPORTER, policy="read_releases"),
+    Ability("read_release", GUEST, policy="read_releases"),  # guests see releases, not their code
+    Ability("read_release_code", REPORTER, policy="read_releases"),  # a release's tag and commit
     Ability("create_release", DEVELOPER, writes=True, policy="admin_releases"),
     Ability("read_members", GUEST),
     Ability("read_build", REPORTER, policy="read_jobs"),

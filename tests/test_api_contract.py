@@ -67,7 +67,7 @@ ENDPOINTS: list[tuple[str, str, dict[str, Any] | None, str, int]] = [
     ("DELETE", "/projects/{p}/job_token_scope/groups_allowlist/{site_group}", None, "maintainer", 204),
     ("PUT", "/projects/{p}/packages/generic/pkg/1.0/f.bin", None, "developer", 201),
     ("GET", "/projects/{p}/packages/generic/seeded/1.0/f.bin", None, "reporter", 200),
-    ("GET", "/projects/{p}/releases", None, "reporter", 200),
+    ("GET", "/projects/{p}/releases", None, "guest", 200),  # guests: read_release, without the code
     ("GET", "/projects/{p}/releases/v0rel", None, "reporter", 200),
     ("POST", "/projects/{p}/releases", {"tag_name": "r1", "ref": "main"}, "developer", 201),
     # GitLab's endpoints next to the claimed ones (issue 10)
@@ -113,7 +113,7 @@ ENDPOINTS: list[tuple[str, str, dict[str, Any] | None, str, int]] = [
     ("PUT", "/projects/{p}/releases/v0rel", {"description": "notes"}, "developer", 200),
     ("POST", "/projects/{p}/releases/v0rel/assets/links",
      {"name": "bin", "url": "https://example.com/bin"}, "developer", 201),
-    ("GET", "/projects/{p}/releases/v0rel/assets/links", None, "reporter", 200),
+    ("GET", "/projects/{p}/releases/v0rel/assets/links", None, "guest", 200),
     ("DELETE", "/projects/{p}/releases/v0rel", None, "developer", 200),
     ("DELETE", "/projects/{p}/delete-me-never", None, "public", 404),
     ("DELETE", "/projects/{p}", None, "owner", 202),

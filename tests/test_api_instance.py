@@ -247,3 +247,28 @@ def test_project_and_group_lists_filter_and_order_as_gitlab(forge: Forge, api: A
     assert full(mine("GET", "/groups?owned=true")) == ["alpha/beta"]
     assert full(mine("GET", "/namespaces?owned_only=true")) == ["alice", "alpha/beta"]
     assert full(api("GET", "/namespaces?top_level_only=true&search=alpha")) == ["alpha"]
+
+
+def test_a_guest_sees_releases_but_not_their_code(forge: Forge, api: Api) -> None:
+    """ProjectPolicy gives guests read_release; Entities::Release hides the tag, commit and sources
+    from whoever may not download the code, and one release by tag needs the code (reporter)."""
+    forge.create_group("acme")
+    pid = forge.create_project("acme/app", files={"a": "a"}).id
+    made = api("POST", f"/projects/{pid}/releases", json={"tag_name": "v1", "ref": "main", "name": "One",
+                                                          "description": "notes"}).json()
+    api("POST", f"/projects/{pid}/releases/v1/assets/links",
+        json={"name": "bin", "url": "https://example.org/bin"}).raise_for_status()
+    guest = forge.create_user("guest")
+    forge.add_member(guest, "guest", project="acme/app")
+    listed = Api(forge, guest.token)("GET", f"/projects/{pid}/releases")
+    assert listed.status_code == 200, listed.text
+    seen = listed.json()[0]
+    assert seen["name"].startswith("Release-") and seen["description"] == "notes"
+    assert not {"tag_name", "commit", "commit_path", "tag_path"} & seen.keys()
+    assert (seen["assets"]["count"], "sources" in seen["assets"]) == (1, False)
+    assert [link["name"] for link in seen["assets"]["links"]] == ["bin"]
+    one = Api(forge, guest.token)("GET", f"/projects/{pid}/releases/v1")
+    assert (one.status_code, one.json()) == (403, {"message": "403 Forbidden"})
+    full = api("GET", f"/projects/{pid}/releases").json()[0]
+    assert (full["name"], full["tag_name"], full["assets"]["count"]) == ("One", "v1", 5)
+    assert full["commit"]["id"] == made["commit"]["id"]

@@ -10,12 +10,14 @@ from urllib.parse import unquote, urlsplit
 from flask import Response, jsonify, send_file
 from sqlalchemy import select
 
+from forge import domain
 from forge import permissions as perm
 from forge.api import (
     ApiError,
     bp,
     check,
     created,
+    current_user,
     fail,
     iso,
     missing,
@@ -151,8 +153,22 @@ def list_packages(project_id: str) -> Response:
 
 # -- releases ---------------------------------------------------------------------------
 
-def release_json(project: Project, release: Release) -> dict[str, Any]:
-    """A release as GitLab renders one."""
+def release_json(project: Project, release: Release, who: perm.Principal | None = None) -> dict[str, Any]:
+    """A release as Entities::Release renders one for `who` (None: someone who may read the code).
+
+    Without download rights (a guest of a private project) the name is `Release-<id>` and the
+    tag, commit, paths and sources are left out.
+    """
+    if who is not None and not perm.authorize_api(
+            who, "read_release_code", domain.project_facts(project, current_user(who)), now(),
+            state().config.base_url).allowed:
+        links = [link_json(project, release, link) for link in sorted_links(release)]
+        return {"name": f"Release-{release.id}", "description": release.description,
+                "description_html": release.description, "created_at": iso(release.created_at),
+                "released_at": iso(release.created_at), "upcoming_release": False,
+                "author": user_json(release.author) if release.author else None,
+                "milestones": [], "assets": {"count": len(links), "links": links},
+                "_links": {"self": web_url(f"{project.full_path}/-/releases/{release.tag_name}")}}
     with repository(project) as repo:
         commit = resolve(repo, release.sha)
         commit_data = commit_json(project, commit) if commit else None
@@ -195,14 +211,14 @@ def _releases(project: Project) -> list[Release]:
 @bp.get("/projects/<project_id>/releases")
 def list_releases(project_id: str) -> Response:
     """Releases, newest first."""
-    project, _ = project_ability(project_id, "read_release", job_token_endpoint=True)
-    return paginate(_releases(project), lambda release: release_json(project, release))
+    project, who = project_ability(project_id, "read_release", job_token_endpoint=True)
+    return paginate(_releases(project), lambda release: release_json(project, release, who))
 
 
 @bp.get("/projects/<project_id>/releases/<path:tag_name>")
 def show_release(project_id: str, tag_name: str) -> Response:
-    """One release, by tag."""
-    project, _ = project_ability(project_id, "read_release", job_token_endpoint=True)
+    """One release, by tag (lib/api/releases.rb: authorize_read_code!, so reporters)."""
+    project, _ = project_ability(project_id, "read_release_code", job_token_endpoint=True)
     for release in _releases(project):
         if release.tag_name == unquote(tag_name):
             return jsonify(release_json(project, release))
