@@ -155,6 +155,19 @@ def new_commit(repo: Repo, tree: ObjectID, parents: Sequence[bytes], author: str
     return commit
 
 
+def new_tag(repo: Repo, name: str, commit: Commit, tagger: str, message: str, when: datetime) -> Tag:
+    """Write an annotated tag object for `commit` (what `message` asks of the Tags API)."""
+    tag = Tag()
+    tag.name = name.encode()
+    tag.object = (Commit, commit.id)
+    tag.tagger = tagger.encode()
+    tag.tag_time = int(when.replace(tzinfo=UTC).timestamp())
+    tag.tag_timezone = 0
+    tag.message = message.encode()
+    repo.object_store.add_object(tag)
+    return tag
+
+
 def history(repo: Repo, heads: Iterable[bytes], path: str | None = None,
             since: int | None = None, until: int | None = None,
             first_parent: bool = False) -> list[Commit]:

@@ -397,3 +397,23 @@ def test_branch_entity_answers_for_the_caller(forge: Forge, api: Api, app: int) 
         True, False, True, False)
     assert (branch(api, "done")["merged"], branch(api, "open")["merged"], branch(api, "main")["merged"]) == (
         True, False, False)
+
+
+def test_tag_with_a_message_is_annotated(forge: Forge, api: Api, app: int) -> None:
+    """Tags::CreateService: a message makes an annotated tag (target: the tag object), as does a
+    release's tag_message."""
+    made = api("POST", f"/projects/{app}/repository/tags", json={"tag_name": "v2", "ref": "main",
+                                                                 "message": "second"})
+    assert made.status_code == 201, made.text
+    tag = api("GET", f"/projects/{app}/repository/tags/v2").json()
+    assert (tag["message"], tag["target"] != tag["commit"]["id"], tag["created_at"] is not None) == (
+        "second", True, True)
+    plain = api("POST", f"/projects/{app}/repository/tags", json={"tag_name": "v3", "ref": "main"}).json()
+    assert (plain["message"], plain["target"]) == (None, plain["commit"]["id"])
+    api("POST", f"/projects/{app}/releases", json={"tag_name": "v4", "ref": "main",
+                                                   "tag_message": "fourth"}).raise_for_status()
+    assert api("GET", f"/projects/{app}/repository/tags/v4").json()["message"] == "fourth"
+    url = forge.clone_url("acme/app", token=forge.root_token)
+    shown = subprocess.run(["git", "ls-remote", url, "refs/tags/v2*"], capture_output=True, text=True,
+                           check=True).stdout
+    assert "refs/tags/v2^{}" in shown  # an annotated tag peels to its commit

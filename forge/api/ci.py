@@ -240,7 +240,7 @@ def create_release(project_id: str) -> tuple[Response, int]:
     if commit is not None:
         sha = commit.id.decode()
     elif values.get("ref"):
-        sha = create_tag_ref(project, who, tag, str(values["ref"]))
+        sha = create_tag_ref(project, who, tag, str(values["ref"]), text(values, "tag_message"))
     else:
         fail(422, "Ref is not specified")
     release = Release(project_id=project.id, tag_name=tag, name=str(values.get("name") or tag),

@@ -320,13 +320,14 @@ def create_tag(project_id: str) -> tuple[Response, int]:
     values = params()
     tag, ref = text(values, "tag_name", required=True), text(values, "ref", required=True)
     assert tag is not None and ref is not None
-    create_tag_ref(project, who, tag, ref)
+    create_tag_ref(project, who, tag, ref, text(values, "message"))
     with repository(project) as repo:
         return created(tag_json(project, repo, tag))
 
 
-def create_tag_ref(project: Project, who: perm.Principal, tag: str, ref: str) -> str:
-    """Create `refs/tags/<tag>` at `ref`; return the commit sha.
+def create_tag_ref(project: Project, who: perm.Principal, tag: str, ref: str,
+                   message: str | None = None) -> str:
+    """Create `refs/tags/<tag>` at `ref`, annotated when there is a `message`; return the commit sha.
 
     Refusals are Tags::CreateService's messages, which lib/api/tags.rb renders as they are.
     """
@@ -341,7 +342,10 @@ def create_tag_ref(project: Project, who: perm.Principal, tag: str, ref: str) ->
         conflict = ref_conflict(repo, f"refs/tags/{tag}")
         if conflict:
             fail(400, f"Failed to create tag '{tag}': {conflict}")
-    _update_ref(project, who, f"refs/tags/{tag}", ZERO, commit.id.decode())
+        target = commit.id
+        if message:
+            target = ops.new_tag(repo, tag, commit, author_of(who, {}), message, now()).id
+    _update_ref(project, who, f"refs/tags/{tag}", ZERO, target.decode())
     return commit.id.decode()
 
 
