@@ -417,3 +417,12 @@ def test_tag_with_a_message_is_annotated(forge: Forge, api: Api, app: int) -> No
     shown = subprocess.run(["git", "ls-remote", url, "refs/tags/v2*"], capture_output=True, text=True,
                            check=True).stdout
     assert "refs/tags/v2^{}" in shown  # an annotated tag peels to its commit
+
+
+def test_merge_base_takes_comma_separated_refs(forge: Forge, api: Api, app: int) -> None:
+    main = api("GET", f"/projects/{app}/repository/commits/main").json()["id"]
+    api("POST", f"/projects/{app}/repository/branches",
+        json={"branch": "b", "ref": "main"}).raise_for_status()
+    for query in ("refs=main,b", "refs[]=main&refs[]=b", "refs=main&refs=b"):
+        answer = api("GET", f"/projects/{app}/repository/merge_base?{query}")
+        assert (answer.status_code, answer.json()["id"]) == (200, main), query

@@ -369,7 +369,9 @@ def merge_base(project_id: str) -> Response:
     """The best common ancestor of two or more `refs[]` (lib/api/repositories.rb's answers)."""
     from flask import request
     project, _ = project_ability(project_id, "read_repository")
-    refs = request.args.getlist("refs[]") or request.args.getlist("refs")
+    # Array[String] coerced with CommaSeparatedToArray: repeated, or `refs=a,b`
+    refs = [ref for given in request.args.getlist("refs[]") or request.args.getlist("refs")
+            for ref in given.split(",") if ref]
     if len(refs) < 2:
         fail(400, "Provide at least 2 refs")
     with repository(project) as repo:
