@@ -272,3 +272,20 @@ def test_a_guest_sees_releases_but_not_their_code(forge: Forge, api: Api) -> Non
     full = api("GET", f"/projects/{pid}/releases").json()[0]
     assert (full["name"], full["tag_name"], full["assets"]["count"]) == ("One", "v1", 5)
     assert full["commit"]["id"] == made["commit"]["id"]
+
+
+def test_members_are_added_by_user_id_or_username(forge: Forge, api: Api) -> None:
+    """lib/api/members.rb: user_id or username, mutually exclusive, one of them required."""
+    forge.create_group("acme")
+    pid = forge.create_project("acme/app").id
+    bob = forge.create_user("bob")
+    added = api("POST", f"/projects/{pid}/members", json={"username": "bob", "access_level": 30})
+    assert (added.status_code, added.json()["id"], added.json()["access_level"]) == (201, bob.id, 30)
+    for body, error in (
+            ({"access_level": 30}, "user_id, username are missing, at least one parameter must be provided"),
+            ({"user_id": bob.id, "username": "bob", "access_level": 30},
+             "user_id, username are mutually exclusive")):
+        refused = api("POST", f"/projects/{pid}/members", json=body)
+        assert (refused.status_code, refused.json()) == (400, {"error": error})
+    nobody = api("POST", f"/projects/{pid}/members", json={"username": "nobody", "access_level": 30})
+    assert (nobody.status_code, nobody.json()) == (404, {"message": "404 User Not Found"})

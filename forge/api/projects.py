@@ -370,8 +370,18 @@ def _target(kind: str, ref: str, ability: str) -> Project | Group:
 
 
 def _member_user(values: dict[str, Any]) -> User:
-    user_id = integer(values, "user_id")
-    user = by_id(User, user_id)
+    """`user_id` or `username` (lib/api/members.rb: mutually exclusive, at least one of them)."""
+    given = [name for name in ("user_id", "username") if values.get(name) not in (None, "")]
+    if len(given) == 2:
+        raise ApiError(400, {"error": "user_id, username are mutually exclusive"})
+    if not given:
+        raise ApiError(400, {"error": "user_id, username are missing, at least one parameter must be "
+                                      "provided"})
+    user: User | None
+    if given == ["username"]:
+        user = db.session.scalar(select(User).where(User.username == text(values, "username")))
+    else:
+        user = by_id(User, integer(values, "user_id"))
     if user is None:
         fail(404, "404 User Not Found")
     return user
