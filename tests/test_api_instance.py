@@ -289,3 +289,28 @@ def test_members_are_added_by_user_id_or_username(forge: Forge, api: Api) -> Non
         assert (refused.status_code, refused.json()) == (400, {"error": error})
     nobody = api("POST", f"/projects/{pid}/members", json={"username": "nobody", "access_level": 30})
     assert (nobody.status_code, nobody.json()) == (404, {"message": "404 User Not Found"})
+
+
+def test_a_release_is_created_with_its_asset_links(forge: Forge, api: Api) -> None:
+    """Releases::CreateService builds links_attributes from assets[links]; an invalid one fails the
+    release.save! (the tag it created stays)."""
+    forge.create_group("acme")
+    pid = forge.create_project("acme/app", files={"a": "a"}).id
+    made = api("POST", f"/projects/{pid}/releases", json={
+        "tag_name": "v1", "ref": "main",
+        "assets": {"links": [{"name": "bin", "url": "https://example.org/bin", "link_type": "package"},
+                             {"name": "doc", "url": "https://example.org/doc",
+                              "direct_asset_path": "/docs/index"}]}})
+    assert made.status_code == 201, made.text
+    assert [(link["name"], link["link_type"]) for link in made.json()["assets"]["links"]] == [
+        ("doc", "other"), ("bin", "package")]
+    assert made.json()["assets"]["count"] == 6
+    assert len(api("GET", f"/projects/{pid}/releases/v1/assets/links").json()) == 2
+    bad = api("POST", f"/projects/{pid}/releases", json={
+        "tag_name": "v2", "ref": "main", "assets": {"links": [{"name": "x", "url": "file:///etc"}]}})
+    assert (bad.status_code, bad.json()) == (400, {
+        "message": "Validation failed: Links url is blocked: Only allowed schemes are http, https, ftp"})
+    assert api("GET", f"/projects/{pid}/repository/tags/v2").status_code == 200
+    no_url = api("POST", f"/projects/{pid}/releases", json={
+        "tag_name": "v3", "ref": "main", "assets": {"links": [{"name": "x"}]}})
+    assert (no_url.status_code, no_url.json()) == (400, {"error": "assets[links][url] is missing"})

@@ -19,6 +19,7 @@ from forge.api import (
     created,
     current_user,
     fail,
+    invalid,
     iso,
     missing,
     now,
@@ -233,6 +234,7 @@ def create_release(project_id: str) -> tuple[Response, int]:
     if not values.get("tag_name"):
         missing("tag_name")
     tag = str(values["tag_name"])
+    links = _asset_links(values)
     if any(r.tag_name == tag for r in _releases(project)):
         fail(409, "Release already exists")
     with repository(project) as repo:
@@ -243,12 +245,37 @@ def create_release(project_id: str) -> tuple[Response, int]:
         sha = create_tag_ref(project, who, tag, str(values["ref"]), text(values, "tag_message"))
     else:
         fail(422, "Ref is not specified")
+    errors = [error for i, link in enumerate(links) for error in _link_errors(link, links[:i])]
+    if errors:  # Releases::CreateService: release.save! raised; the tag it made stays
+        fail(400, "Validation failed: " + ", ".join(f"Links {e[0].lower()}{e[1:]}" for e in errors))
     release = Release(project_id=project.id, tag_name=tag, name=str(values.get("name") or tag),
                       description=str(values.get("description") or ""), sha=sha,
-                      author_id=who.user.id if who.user else None, created_at=now())
+                      author_id=who.user.id if who.user else None, created_at=now(),
+                      links=links or None)
     db.session.add(release)
     db.session.commit()
     return created(release_json(project, release))
+
+
+def _asset_links(values: dict[str, Any]) -> list[dict[str, Any]]:
+    """`assets[links]` of a new release, as lib/api/releases.rb declares them."""
+    assets = values.get("assets")
+    if assets is None:
+        return []
+    if not isinstance(assets, dict):
+        invalid("assets")
+    raw = assets.get("links")
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or not all(isinstance(entry, dict) for entry in raw):
+        invalid("assets[links]")
+    links = []
+    for number, entry in enumerate(raw, start=1):
+        for key in ("name", "url"):
+            if entry.get(key) is None:
+                missing(f"assets[links][{key}]")
+        links.append(_link_fields(entry, {"id": number}))
+    return links
 
 
 def _release(project: Project, tag_name: str) -> Release:
