@@ -314,3 +314,28 @@ def test_a_release_is_created_with_its_asset_links(forge: Forge, api: Api) -> No
     no_url = api("POST", f"/projects/{pid}/releases", json={
         "tag_name": "v3", "ref": "main", "assets": {"links": [{"name": "x"}]}})
     assert (no_url.status_code, no_url.json()) == (400, {"error": "assets[links][url] is missing"})
+
+
+def test_a_taken_path_is_gitlabs_400_for_projects_and_groups(forge: Forge, api: Api) -> None:
+    """What idempotent scripts match: render_validation_error! for projects, and groups.rb's
+    'Failed to save group {:path=>[...]}' (forge answered 409 with its own words)."""
+    acme = api("POST", "/groups", json={"name": "Acme", "path": "acme"}).json()
+    again = api("POST", "/groups", json={"name": "Acme", "path": "acme"})
+    assert (again.status_code, again.json()) == (
+        400, {"message": 'Failed to save group {:path=>["has already been taken"]}'})
+    forge.create_user("bob")
+    user_path = api("POST", "/groups", json={"name": "Bob", "path": "bob"})
+    assert (user_path.status_code, user_path.json()) == (
+        400, {"message": 'Failed to save group {:path=>["has already been taken"]}'})
+    sub = api("POST", "/groups", json={"name": "Sub", "path": "bob", "parent_id": acme["id"]})
+    assert sub.status_code == 201, sub.text
+    first = api("POST", "/projects", json={"name": "App", "namespace_id": acme["id"]})
+    assert first.status_code == 201, first.text
+    taken = api("POST", "/projects", json={"name": "App", "namespace_id": acme["id"]})
+    assert (taken.status_code, taken.json()) == (400, {"message": {
+        "project_namespace.name": ["has already been taken"], "name": ["has already been taken"],
+        "path": ["has already been taken"]}})
+    renamed = api("POST", "/projects", json={"name": "Other", "path": "app", "namespace_id": acme["id"]})
+    assert (renamed.status_code, renamed.json()) == (400, {"message": {"path": ["has already been taken"]}})
+    elsewhere = api("POST", "/projects", json={"name": "App"})  # root's own namespace
+    assert elsewhere.status_code == 201, elsewhere.text

@@ -211,7 +211,13 @@ def create_group() -> tuple[Response, int]:
     else:
         who = instance_ability("create_group")
         full_path = str(path)
-    group = domain.create_group(now(), full_path, name=name, visibility=visibility)
+    taken = parent_id is None and db.session.scalar(select(User.id).where(User.username == path))
+    try:  # groups.rb: render_api_error!("Failed to save group #{group.errors.messages}", 400)
+        if taken:
+            raise domain.Conflict(full_path)
+        group = domain.create_group(now(), full_path, name=name, visibility=visibility)
+    except domain.Conflict:
+        fail(400, 'Failed to save group {:path=>["has already been taken"]}')
     if text(values, "description") is not None:
         domain.update_group(group, description=text(values, "description"))
     user = current_user(who)
@@ -285,6 +291,7 @@ def create_project() -> tuple[Response, int]:
         user = current_user(who)
         assert user is not None
         namespace = user.username
+    _refuse_taken(namespace, name or path, path)
     files = {"README.md": f"# {name or path}\n"} if readme else None
     project = domain.create_project(
         now(), state().backend, f"{namespace}/{path}", name=name or path,
@@ -293,6 +300,23 @@ def create_project() -> tuple[Response, int]:
         domain.update_project(project, description=text(values, "description"))
     db.session.commit()
     return created(project_json(project))
+
+
+TAKEN = ["has already been taken"]
+
+
+def _refuse_taken(namespace: str, name: str, path: str) -> None:
+    """Project's uniqueness validations in its namespace: render_validation_error!'s 400."""
+    siblings = [p for p in db.session.scalars(select(Project).where(
+        Project.full_path.startswith(f"{namespace}/", autoescape=True)))
+                if p.full_path.count("/") == namespace.count("/") + 1]
+    errors: dict[str, list[str]] = {}
+    if any(p.name.lower() == name.lower() for p in siblings):
+        errors.update({"project_namespace.name": TAKEN, "name": TAKEN})
+    if any(p.path.lower() == path.lower() for p in siblings):
+        errors["path"] = TAKEN
+    if errors:
+        raise ApiError(400, {"message": errors})
 
 
 PROJECT_SETTINGS = {"visibility": "visibility", "default_branch": "default_branch",
