@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from dulwich.refs import Ref, check_ref_format
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import generate_password_hash
 
@@ -253,7 +253,8 @@ def create_user(
     if db.session.scalar(select(Group).where(Group.full_path == username)) is not None:
         raise Conflict(f"{username!r} is already taken by a group")
     email = email or f"{username}@example.com"
-    if db.session.scalar(select(User).where(User.email == email)) is not None:
+    # GitLab compares e-mail addresses without case (User.by_any_email(email.downcase))
+    if db.session.scalar(select(User).where(func.lower(User.email) == email.lower())) is not None:
         raise Conflict(f"e-mail {email!r} is already taken")
     user = User(
         username=username, email=email, name=name or username.title(), admin=admin,

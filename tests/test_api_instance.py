@@ -339,3 +339,14 @@ def test_a_taken_path_is_gitlabs_400_for_projects_and_groups(forge: Forge, api: 
     assert (renamed.status_code, renamed.json()) == (400, {"message": {"path": ["has already been taken"]}})
     elsewhere = api("POST", "/projects", json={"name": "App"})  # root's own namespace
     assert elsewhere.status_code == 201, elsewhere.text
+
+
+def test_a_taken_username_or_email_is_gitlabs_409(forge: Forge, api: Api) -> None:
+    """lib/api/users.rb: conflict!('Email has already been taken'), then the username."""
+    forge.create_user("bob", email="bob@example.org")
+    username, email = "Username has already been taken", "Email has already been taken"
+    for body, message in (({"username": "bob", "email": "other@example.org"}, username),
+                          ({"username": "newbie", "email": "BOB@example.org"}, email),
+                          ({"username": "bob", "email": "bob@example.org"}, email)):
+        taken = api("POST", "/users", json={**body, "name": "N", "password": "a-long-password-1"})
+        assert (taken.status_code, taken.json()) == (409, {"message": message}), body

@@ -211,10 +211,7 @@ def create_group() -> tuple[Response, int]:
     else:
         who = instance_ability("create_group")
         full_path = str(path)
-    taken = parent_id is None and db.session.scalar(select(User.id).where(User.username == path))
     try:  # groups.rb: render_api_error!("Failed to save group #{group.errors.messages}", 400)
-        if taken:
-            raise domain.Conflict(full_path)
         group = domain.create_group(now(), full_path, name=name, visibility=visibility)
     except domain.Conflict:
         fail(400, 'Failed to save group {:path=>["has already been taken"]}')

@@ -134,8 +134,11 @@ def create_user() -> tuple[Response, int]:
         user = domain.create_user(
             now(), username, email=email, name=name, password=password or None, admin=admin,
             external=external, password_method=state().config.password_hash_method)
-    except domain.Conflict as exc:
-        fail(409, str(exc).replace("already exists", "has already been taken"))
+    except domain.Conflict:  # lib/api/users.rb: the e-mail is checked first, then the username
+        db.session.rollback()
+        if db.session.scalar(select(User.id).where(db.func.lower(User.email) == email.lower())):
+            fail(409, "Email has already been taken")
+        fail(409, "Username has already been taken")
     db.session.commit()
     return created(user_json(user, full=True))
 
