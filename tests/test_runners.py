@@ -308,3 +308,28 @@ def test_runners_racing_for_one_job_never_share_it(forge: Forge, bob: UserHandle
     assert sorted(answer.status_code for answer in answers) == [201] + [204] * 5
     assert next(a for a in answers if a.status_code == 201).json()["id"] == job.id
     assert len(forge.events(action="runner_take_job")) == 1
+
+
+def taken_job(forge: Forge, bob: UserHandle, **extra: Any) -> dict[str, Any]:
+    """Queue a job and let a fresh runner take it; return the runner's payload."""
+    runner = register(forge)
+    forge.queue_job("acme/app", bob, ["true"], **extra)
+    response = poll(forge, runner["token"])
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def test_runners_job_log_of_an_id_out_of_range_is_not_found(forge: Forge, bob: UserHandle) -> None:
+    response = requests.get(f"{forge.url}{API}/projects/acme%2Fapp/jobs/{2**63}/trace",
+                            headers={"PRIVATE-TOKEN": forge.root_token})
+    assert (response.status_code, response.json()) == (404, {"message": "404 Job Not Found"})
+
+
+def test_runners_update_with_an_exit_code_out_of_range_gets_400(forge: Forge, bob: UserHandle) -> None:
+    job = taken_job(forge, bob)
+    url = f"{forge.url}{API}/jobs/{job['id']}"
+    response = requests.put(url, json={"token": job["token"], "state": "failed", "exit_code": 2**70})
+    assert (response.status_code, response.json()) == (400, {"error": "exit_code is invalid"})
+    ended = requests.put(url, json={"token": job["token"], "state": "failed", "exit_code": 2})
+    assert ended.status_code == 200
+    assert (forge.job(job["id"])["status"], forge.job(job["id"])["exit_code"]) == ("failed", 2)

@@ -12,7 +12,6 @@ import secrets
 from typing import Any
 
 from flask import Response, jsonify, request, send_file
-from sqlalchemy import select
 
 from forge import auth, domain, jobs, runners
 from forge import permissions as perm
@@ -225,8 +224,10 @@ def update_job(job_id: int) -> Response:
     """The runner reports the job's state: `success` or `failed` end it (its token dies)."""
     values = params()
     job = _authenticated_job(job_id, values, "runner_update_job")
-    runners.finish_job(now(), job, text(values, "state") or "",
-                       exit_code=integer(values, "exit_code", required=False),
+    exit_code = integer(values, "exit_code", required=False)
+    if exit_code is not None and not -runners.MAX_INT - 1 <= exit_code <= runners.MAX_INT:
+        raise ApiError(400, {"error": "exit_code is invalid"})  # more than the column holds
+    runners.finish_job(now(), job, text(values, "state") or "", exit_code=exit_code,
                        failure_reason=text(values, "failure_reason"))
     db.session.commit()
     response = jsonify(200)
@@ -307,8 +308,8 @@ def job_trace(project_id: str, job_id: int) -> Response:
     project, _ = project_ability(project_id, "read_build")
     runners.fail_timed_out(now())
     db.session.commit()
-    job = db.session.scalar(select(Job).where(Job.id == job_id, Job.project_id == project.id))
-    if job is None:
+    job = by_id(Job, job_id)
+    if job is None or job.project_id != project.id:
         fail(404, "404 Job Not Found")
     response = Response(runners.job_log(job), mimetype="text/plain")
     response.headers["Content-Disposition"] = f'inline; filename="{job.id}.log"'
