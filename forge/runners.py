@@ -117,11 +117,28 @@ def job_log(job: Job) -> bytes:
     return row.content if row is not None else b""
 
 
-def append_log(job: Job, start: int, data: bytes) -> tuple[bool, int]:
-    """Append `data` at byte `start`; return whether it fit and the log's size after.
+def log_secrets(job: Job, token: str) -> list[bytes]:
+    """What the job's log must never show: its token and its masked variables' values."""
+    values = [token] + [str(own["value"]) for own in (job.spec or {}).get("variables") or []
+                        if own.get("masked")]
+    return [value.encode() for value in values if value]
+
+
+def hide_secrets(data: bytes, secrets: Sequence[bytes]) -> bytes:
+    """GitLab's `Ci::Build#hide_secrets`: each secret becomes as many `x`s, so the log keeps
+    the length the runner counts its offsets in."""
+    for secret in secrets:
+        data = data.replace(secret, b"x" * len(secret))
+    return data
+
+
+def append_log(job: Job, start: int, data: bytes, secrets: Sequence[bytes] = ()) -> tuple[bool, int]:
+    """Append `data` at byte `start`, `secrets` hidden; return whether it fit and the log's
+    size after.
 
     Like GitLab, a patch must start exactly where the log ends; otherwise nothing is
-    written and the caller answers 416 with the size.
+    written and the caller answers 416 with the size. A secret the runner split between
+    two patches is hidden too: the end of the log is searched again with the new data.
     """
     row = db.session.get(JobLog, job.id)
     if row is None:
@@ -130,7 +147,9 @@ def append_log(job: Job, start: int, data: bytes) -> tuple[bool, int]:
     size = len(row.content)
     if start != size:
         return False, size
-    row.content = row.content + data
+    overlap = max((len(secret) - 1 for secret in secrets), default=0)
+    keep = max(size - overlap, 0)
+    row.content = row.content[:keep] + hide_secrets(row.content[keep:] + data, secrets)
     return True, len(row.content)
 
 

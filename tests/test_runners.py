@@ -333,3 +333,23 @@ def test_runners_update_with_an_exit_code_out_of_range_gets_400(forge: Forge, bo
     ended = requests.put(url, json={"token": job["token"], "state": "failed", "exit_code": 2})
     assert ended.status_code == 200
     assert (forge.job(job["id"])["status"], forge.job(job["id"])["exit_code"]) == ("failed", 2)
+
+
+def test_runners_job_log_hides_the_job_token_and_masked_values(forge: Forge, bob: UserHandle) -> None:
+    secret = "hunter2-hunter2"
+    job = taken_job(forge, bob, variables={"SECRET": {"value": secret, "masked": True},
+                                           "PLAIN": "plain-value"})
+    token, trace = job["token"], f"{forge.url}{API}/jobs/{job['id']}/trace"
+    # GitLab's Ci::Build#hide_secrets: each character of the token becomes `x`, so the log
+    # keeps the length the runner counts its offsets in; a secret split between two
+    # patches is hidden all the same.
+    text = f"token={token} secret={secret} plain=plain-value\n".encode()
+    cut = text.index(token.encode()) + 5
+    first = requests.patch(trace, data=text[:cut], headers={"Job-Token": token,
+                                                            "Content-Range": f"0-{cut}"})
+    second = requests.patch(trace, data=text[cut:], headers={
+        "Job-Token": token, "Content-Range": f"{cut}-{len(text)}"})
+    assert (first.status_code, second.status_code) == (202, 202)
+    assert second.headers["Range"] == f"0-{len(text)}"
+    log = forge.job_log(job["id"])
+    assert log == f"token={'x' * len(token)} secret={'x' * len(secret)} plain=plain-value\n"

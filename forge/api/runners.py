@@ -240,14 +240,16 @@ def update_job(job_id: int) -> Response:
 def patch_trace(job_id: int) -> Response:
     """Append to the job's log at the byte `Content-Range` starts at; 416 when it does not
     start where the log ends."""
-    job = _authenticated_job(job_id, dict(request.args), "runner_patch_trace")
+    values = dict(request.args)
+    job = _authenticated_job(job_id, values, "runner_patch_trace")
     content_range = request.headers.get("Content-Range")
     if content_range is None:
         fail(400, "400 Missing header Content-Range")
     start_text = content_range.strip().removeprefix("bytes ").split("-", 1)[0]
     if not start_text.isdigit():
         fail(400, "400 Bad request - Content-Range is invalid")
-    ok, size = runners.append_log(job, int(start_text), request.get_data())
+    ok, size = runners.append_log(job, int(start_text), request.get_data(),
+                                  runners.log_secrets(job, _job_token(values)))
     if not ok:
         db.session.rollback()
         response = jsonify(message="416 Range Not Satisfiable")
