@@ -6,6 +6,7 @@ caller commits. A pipeline pins a commit (`refs/pipelines/<id>`); its jobs run f
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -326,20 +327,24 @@ def commit_facts(backend: RepositoryBackend, pipeline: Pipeline) -> CommitFacts 
             message=commit.message.decode("utf-8", "replace"),
             author=commit.author.decode("utf-8", "replace"),
             timestamp=iso8601(when),
-            # GitLab's before_sha is the branch's previous tip at the push; for a push of
-            # one commit that is its parent (zeros for a first commit).
-            before_sha=commit.parents[0].decode() if commit.parents else ZERO_SHA,
+            # GitLab's before_sha is the ref's previous value at the push: for a branch
+            # pushed one commit at a time, the commit's parent (zeros for a first commit);
+            # for a tag, which a push creates, zeros.
+            before_sha=commit.parents[0].decode() if commit.parents and not pipeline.tag
+            else ZERO_SHA,
             tag_message=tag_message)
 
 
 def _title_and_description(message: str) -> tuple[str, str]:
-    """CI_COMMIT_TITLE is the first line; CI_COMMIT_DESCRIPTION the rest, or the whole
-    message when the title has 100 characters or more (GitLab's `Commit#description`)."""
-    title, _, rest = message.partition("\n")
-    title = title.rstrip("\r")
+    """CI_COMMIT_TITLE is the first line (`Commit#full_title`); CI_COMMIT_DESCRIPTION
+    (`Commit#description`) what follows the first newline with one line ending chomped
+    (a blank line after the title stays), or the whole message when the title has 100
+    characters or more."""
+    title = re.split(r"[\r\n]", message, maxsplit=1)[0]
     if len(title) >= 100:
-        return title, message.rstrip("\n")
-    return title, rest.strip("\n")
+        return title, message
+    rest = message.split("\n", 1)[1] if "\n" in message else ""
+    return title, rest.removesuffix("\n").removesuffix("\r")
 
 
 def variables(job: Job, token: str | None, base_url: str, registry: str,
@@ -391,7 +396,7 @@ def variables(job: Job, token: str | None, base_url: str, registry: str,
         "CI_PROJECT_ID": str(project.id),
         "CI_PROJECT_NAME": project.path,
         "CI_PROJECT_TITLE": project.name,
-        "CI_PROJECT_DESCRIPTION": "",
+        "CI_PROJECT_DESCRIPTION": project.description or "",
         "CI_PROJECT_PATH": project.full_path,
         "CI_PROJECT_PATH_SLUG": slugify(project.full_path),
         "CI_PROJECT_NAMESPACE": namespace,
@@ -428,7 +433,8 @@ def variables(job: Job, token: str | None, base_url: str, registry: str,
         runner = db.session.get(Runner, job.runner_id)
         if runner is not None:
             out.update({"CI_RUNNER_ID": str(runner.id), "CI_RUNNER_DESCRIPTION": runner.description,
-                        "CI_RUNNER_TAGS": ", ".join(runner.tags or [])})
+                        # Ruby's Array#to_s of the tag list: `["docker", "linux"]`
+                        "CI_RUNNER_TAGS": json.dumps(list(runner.tags or []))})
     out.update({"GITLAB_USER_ID": str(user.id), "GITLAB_USER_EMAIL": user.email,
                 "GITLAB_USER_LOGIN": user.username, "GITLAB_USER_NAME": user.name})
     listed = [{"key": key, "value": value, "public": True, "masked": False, "file": False,

@@ -68,7 +68,9 @@ def test_variables_branch_job(forge: Forge, bob: UserHandle, git, tmp_path: Path
     assert v["CI_COMMIT_REF_PROTECTED"] == "true"  # the default branch is protected
     assert v["CI_COMMIT_MESSAGE"] == "Add b\n\nWhy b matters.\nSecond line.\n"
     assert v["CI_COMMIT_TITLE"] == "Add b"
-    assert v["CI_COMMIT_DESCRIPTION"] == "Why b matters.\nSecond line."
+    # Commit#description: the message after its first newline, one trailing newline chomped
+    # (so the blank line after the title stays)
+    assert v["CI_COMMIT_DESCRIPTION"] == "\nWhy b matters.\nSecond line."
     assert v["CI_COMMIT_MESSAGE_IS_TRUNCATED"] == "false"
     assert ISO_UTC.match(v["CI_COMMIT_TIMESTAMP"]), v["CI_COMMIT_TIMESTAMP"]
     assert v["CI_COMMIT_AUTHOR"] == "Test <test@example.com>"
@@ -123,6 +125,8 @@ def test_variables_tag_job_has_the_tag_and_no_branch(forge: Forge, bob: UserHand
     assert v["CI_COMMIT_SHA"] == shas["second"]  # the commit, not the annotated tag object
     assert v["CI_COMMIT_TAG_MESSAGE"] == "Release 1.0"
     assert v["CI_COMMIT_REF_PROTECTED"] == "false"
+    # a pushed tag is new: the push's old value, GitLab's before_sha, is the zero sha
+    assert v["CI_COMMIT_BEFORE_SHA"] == "0" * 40 != shas["first"]
     light = forge.start_job(APP, bob, ref="light").variables
     assert (light["CI_COMMIT_TAG"], light["CI_COMMIT_TAG_MESSAGE"]) == ("light", "")
 
@@ -214,7 +218,7 @@ def test_variables_every_one_forge_sets_has_gitlabs_format(forge: Forge, bob: Us
         "CI_PROJECT_ROOT_NAMESPACE": "Acme-Corp", "CI_PROJECT_URL": re.escape(project),
         "CI_PROJECT_VISIBILITY": "private|internal|public", "CI_DEFAULT_BRANCH": "main",
         "CI_DEFAULT_BRANCH_SLUG": "main", "CI_RUNNER_ID": n, "CI_RUNNER_DESCRIPTION": "my runner",
-        "CI_RUNNER_TAGS": "docker, linux", "GITLAB_USER_ID": str(bob.id),
+        "CI_RUNNER_TAGS": re.escape('["docker", "linux"]'), "GITLAB_USER_ID": str(bob.id),
         "GITLAB_USER_EMAIL": "bob@example.com", "GITLAB_USER_LOGIN": "bob", "GITLAB_USER_NAME": "Bob",
         "OWN": "x",
         # tag jobs (test_variables_tag_job_has_the_tag_and_no_branch), with --registry (test_registry_*)
@@ -226,3 +230,24 @@ def test_variables_every_one_forge_sets_has_gitlabs_format(forge: Forge, bob: Us
     for key, value in listed.items():
         pattern = formats[key]
         assert pattern is not None and re.fullmatch(pattern, value), (key, value)
+
+
+def test_variables_long_title_description_is_the_whole_message(forge: Forge, bob: UserHandle, git,
+                                                                tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    git("clone", "-q", forge.clone_url(APP, user=bob), work)
+    message = "T" * 100 + "\n\nbody\n"
+    git("commit", "-q", "--allow-empty", "-m", message, cwd=work)
+    git("push", "-q", "origin", "main", cwd=work)
+    v = forge.start_job(APP, bob).variables
+    assert (v["CI_COMMIT_TITLE"], v["CI_COMMIT_DESCRIPTION"]) == ("T" * 100, message)
+
+
+def test_variables_project_description_is_the_projects(forge: Forge, bob: UserHandle) -> None:
+    import requests
+
+    response = requests.put(f"{forge.url}/api/v4/projects/{APP.replace('/', '%2F')}",
+                            json={"description": "The app, as users see it"},
+                            headers={"PRIVATE-TOKEN": forge.root_token})
+    assert response.status_code == 200, response.text
+    assert forge.start_job(APP, bob).variables["CI_PROJECT_DESCRIPTION"] == "The app, as users see it"
