@@ -243,7 +243,7 @@ def finish_job(now: datetime, job: Job, state: str, *, exit_code: int | None = N
     set_job_status(now, job, state)
     job.exit_code = exit_code
     if state == "failed":
-        job.failure_reason = failure_reason if failure_reason in FAILURE_REASONS else "script_failure"
+        job.failure_reason = failure_reason if failure_reason in FAILURE_REASONS else "unknown_failure"
 
 
 # -- artifacts ------------------------------------------------------------------------

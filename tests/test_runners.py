@@ -353,3 +353,15 @@ def test_runners_job_log_hides_the_job_token_and_masked_values(forge: Forge, bob
     assert second.headers["Range"] == f"0-{len(text)}"
     log = forge.job_log(job["id"])
     assert log == f"token={'x' * len(token)} secret={'x' * len(secret)} plain=plain-value\n"
+
+
+@pytest.mark.parametrize("sent", [{}, {"failure_reason": "no_such_reason"}])
+def test_runners_failure_without_a_known_reason_is_unknown_failure(forge: Forge, bob: UserHandle,
+                                                                   sent: dict[str, str]) -> None:
+    # GitLab's Build::Status::Reason: a reason it does not know is nil, shown as unknown_failure
+    # (gitlab-python-runner sends none; the official runner sends script_failure itself)
+    job = taken_job(forge, bob)
+    response = requests.put(f"{forge.url}{API}/jobs/{job['id']}",
+                            json={"token": job["token"], "state": "failed", **sent})
+    assert response.status_code == 200
+    assert forge.job(job["id"])["failure_reason"] == "unknown_failure"
