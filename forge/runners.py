@@ -248,12 +248,34 @@ def finish_job(now: datetime, job: Job, state: str, *, exit_code: int | None = N
 
 # -- artifacts ------------------------------------------------------------------------
 
+# Ci::JobArtifact.file_types and file_formats: what `artifact_type` and `artifact_format` may be
+ARTIFACT_TYPES = (
+    "archive", "metadata", "trace", "junit", "sast", "dependency_scanning", "container_scanning",
+    "dast", "codequality", "license_scanning", "performance", "metrics", "metrics_referee",
+    "network_referee", "lsif", "dotenv", "cobertura", "terraform", "accessibility",
+    "cluster_applications", "secret_detection", "requirements", "coverage_fuzzing",
+    "browser_performance", "load_performance", "api_fuzzing", "cluster_image_scanning",
+    "cyclonedx", "requirements_v2", "annotations", "repository_xray", "jacoco")
+ARTIFACT_FORMATS = ("raw", "zip", "gzip")
+
+
+class ArtifactExists(DomainError):
+    """The job already has another file of that artifact type."""
+
+
 def add_artifact(now: datetime, job: Job, filename: str, sha256: str, size: int, *,
                  file_type: str = "archive", file_format: str = "zip") -> JobArtifact:
-    """Record an uploaded artifacts file (stored by content hash); one per type per job."""
-    if db.session.scalar(select(JobArtifact).where(JobArtifact.job_id == job.id,
-                                                   JobArtifact.file_type == file_type)):
-        raise DomainError("Job already has artifacts of this type")
+    """Record an uploaded artifacts file (stored by content hash); one per type per job.
+
+    As on GitLab, uploading the same file again (a runner's retry) succeeds, another file
+    of the same type is refused.
+    """
+    existing: JobArtifact | None = db.session.scalar(select(JobArtifact).where(
+        JobArtifact.job_id == job.id, JobArtifact.file_type == file_type))
+    if existing is not None:
+        if existing.sha256 == sha256:
+            return existing
+        raise ArtifactExists("another artifact of the same type already exists")
     artifact = JobArtifact(job_id=job.id, file_type=file_type, file_format=file_format,
                            filename=filename, size=size, sha256=sha256, created_at=now)
     db.session.add(artifact)

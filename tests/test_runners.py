@@ -365,3 +365,25 @@ def test_runners_failure_without_a_known_reason_is_unknown_failure(forge: Forge,
                             json={"token": job["token"], "state": "failed", **sent})
     assert response.status_code == 200
     assert forge.job(job["id"])["failure_reason"] == "unknown_failure"
+
+
+def test_runners_artifacts_upload_checks_type_and_retries_as_gitlab(forge: Forge, bob: UserHandle) -> None:
+    job = taken_job(forge, bob)
+    url, auth = f"{forge.url}{API}/jobs/{job['id']}/artifacts", {"Job-Token": job["token"]}
+    for field, value in (("artifact_type", "x" * 5000), ("artifact_format", "rar")):
+        refused = requests.post(url, headers=auth, data={field: value}, files={"file": ("a.zip", b"PK")})
+        assert (refused.status_code, refused.json()) == (
+            400, {"error": f"{field} does not have a valid value"})
+    first = requests.post(url, headers=auth, files={"file": ("a" * 300 + ".zip", b"PK1")})
+    assert (first.status_code, first.json()) == (201, 201)
+    # a runner retrying the same upload succeeds; a different archive is refused
+    again = requests.post(url, headers=auth, files={"file": ("a.zip", b"PK1")})
+    assert again.status_code == 201
+    other = requests.post(url, headers=auth, files={"file": ("a.zip", b"PK2")})
+    assert (other.status_code, other.json()) == (
+        400, {"message": "another artifact of the same type already exists"})
+    junit = requests.post(url, headers=auth, data={"artifact_type": "junit", "artifact_format": "gzip"},
+                          files={"file": ("junit.xml.gz", b"gz")})
+    assert junit.status_code == 201
+    download = requests.get(url, headers=auth)
+    assert (download.status_code, download.content) == (200, b"PK1")

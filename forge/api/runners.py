@@ -271,12 +271,21 @@ def upload_artifacts(job_id: int) -> tuple[Response, int]:
     upload = request.files.get("file")
     if upload is None:
         missing("file")
+    file_type = text(values, "artifact_type") or "archive"
+    file_format = text(values, "artifact_format") or "zip"
+    for name, value, allowed in (("artifact_type", file_type, runners.ARTIFACT_TYPES),
+                                 ("artifact_format", file_format, runners.ARTIFACT_FORMATS)):
+        if value not in allowed:
+            raise ApiError(400, {"error": f"{name} does not have a valid value"})
     stored = state().packages.put_stream(upload.stream)
     assert stored is not None
     sha256, size = stored
-    runners.add_artifact(now(), job, upload.filename or "artifacts.zip", sha256, size,
-                         file_type=values.get("artifact_type") or "archive",
-                         file_format=values.get("artifact_format") or "zip")
+    filename = (upload.filename or "").rsplit("/", 1)[-1][-255:] or "artifacts.zip"
+    try:
+        runners.add_artifact(now(), job, filename, sha256, size, file_type=file_type,
+                             file_format=file_format)
+    except runners.ArtifactExists as exc:
+        fail(400, str(exc))
     db.session.commit()
     return jsonify(201), 201
 
