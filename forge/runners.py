@@ -27,7 +27,8 @@ GIT_DEPTH = 20  # GitLab's default "Git shallow clone" project setting
 FAILURE_REASONS = ("unknown_failure", "script_failure", "api_failure", "stuck_or_timeout_failure",
                    "runner_system_failure", "missing_dependency_failure", "runner_unsupported",
                    "job_execution_timeout", "archived_failure", "unmet_prerequisites",
-                   "scheduler_failure", "data_integrity_failure", "image_pull_failure")
+                   "scheduler_failure", "data_integrity_failure", "image_pull_failure",
+                   "trace_size_exceeded")
 MAX_INT = 2**31 - 1  # GitLab's integer columns
 TIMEOUT_MESSAGE = "ERROR: Job failed: execution took longer than {limit} seconds (forge)\n"
 
@@ -130,6 +131,14 @@ def hide_secrets(data: bytes, secrets: Sequence[bytes]) -> bytes:
     for secret in secrets:
         data = data.replace(secret, b"x" * len(secret))
     return data
+
+
+TRACE_SIZE_LIMIT_MB = 100  # GitLab's default plan limit `ci_jobs_trace_size_limit`
+
+
+def trace_too_large(start: int, data: bytes) -> bool:
+    """Whether a patch would bring the log to GitLab's size limit (whole megabytes count)."""
+    return (start + len(data)) // (1 << 20) >= TRACE_SIZE_LIMIT_MB
 
 
 def append_log(job: Job, start: int, data: bytes, secrets: Sequence[bytes] = ()) -> tuple[bool, int]:

@@ -387,3 +387,22 @@ def test_runners_artifacts_upload_checks_type_and_retries_as_gitlab(forge: Forge
     assert junit.status_code == 201
     download = requests.get(url, headers=auth)
     assert (download.status_code, download.content) == (200, b"PK1")
+
+
+def test_runners_job_log_past_the_size_limit_fails_the_job(forge: Forge, bob: UserHandle,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from forge import runners
+
+    monkeypatch.setattr(runners, "TRACE_SIZE_LIMIT_MB", 1)  # GitLab's default is 100 MB
+    job = taken_job(forge, bob)
+    trace, token = f"{forge.url}{API}/jobs/{job['id']}/trace", job["token"]
+    small = requests.patch(trace, data=b"x" * 1000, headers={"Job-Token": token, "Content-Range": "0-1000"})
+    assert small.status_code == 202
+    big = b"y" * (1 << 20)
+    refused = requests.patch(trace, data=big, headers={"Job-Token": token,
+                                                       "Content-Range": f"1000-{1000 + len(big)}"})
+    assert (refused.status_code, refused.json()) == (403, {"message": "403 Forbidden"})
+    shown = forge.job(job["id"])
+    assert (shown["status"], shown["failure_reason"]) == ("failed", "trace_size_exceeded")
+    assert forge.job_log(job["id"]) == "x" * 1000
+    assert info_refs(forge, token) == 401

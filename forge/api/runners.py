@@ -248,7 +248,13 @@ def patch_trace(job_id: int) -> Response:
     start_text = content_range.strip().removeprefix("bytes ").split("-", 1)[0]
     if not start_text.isdigit():
         fail(400, "400 Bad request - Content-Range is invalid")
-    ok, size = runners.append_log(job, int(start_text), request.get_data(),
+    data = request.get_data()
+    if runners.trace_too_large(int(start_text), data):
+        # GitLab's AppendBuildTraceService drops the job (trace_size_exceeded) and answers 403
+        runners.finish_job(now(), job, "failed", failure_reason="trace_size_exceeded")
+        db.session.commit()
+        fail(403, perm.RUNNER_FORBIDDEN)
+    ok, size = runners.append_log(job, int(start_text), data,
                                   runners.log_secrets(job, _job_token(values)))
     if not ok:
         db.session.rollback()
