@@ -10,7 +10,7 @@ import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -322,11 +322,14 @@ def commit_facts(backend: RepositoryBackend, pipeline: Pipeline) -> CommitFacts 
             tag = repo[target] if target is not None else None
             if isinstance(tag, Tag):
                 tag_message = tag.message.decode("utf-8", "replace").rstrip("\n")
-        when = datetime.fromtimestamp(commit.commit_time, UTC).replace(tzinfo=None)
+        # GitLab reads the committer date with its own offset (Gitlab::Git::Commit's
+        # init_date_from_gitaly) and writes it with Time#xmlschema: 2022-01-31T18:47:55+02:00
+        zone = timezone(timedelta(seconds=commit.commit_timezone))
+        when = datetime.fromtimestamp(commit.commit_time, zone)
         return CommitFacts(
             message=commit.message.decode("utf-8", "replace"),
             author=commit.author.decode("utf-8", "replace"),
-            timestamp=iso8601(when),
+            timestamp=when.isoformat(),
             # GitLab's before_sha is the ref's previous value at the push: for a branch
             # pushed one commit at a time, the commit's parent (zeros for a first commit);
             # for a tag, which a push creates, zeros.

@@ -13,6 +13,7 @@ from forge.jobs import GITLAB_VERSION, slugify
 from forge.testing import Forge, UserHandle
 
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")  # 2022-01-31T16:47:55Z
+ISO_OFFSET = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d$")  # ...T18:47:55+02:00
 SHA = re.compile(r"^[0-9a-f]{40}$")
 
 
@@ -72,7 +73,7 @@ def test_variables_branch_job(forge: Forge, bob: UserHandle, git, tmp_path: Path
     # (so the blank line after the title stays)
     assert v["CI_COMMIT_DESCRIPTION"] == "\nWhy b matters.\nSecond line."
     assert v["CI_COMMIT_MESSAGE_IS_TRUNCATED"] == "false"
-    assert ISO_UTC.match(v["CI_COMMIT_TIMESTAMP"]), v["CI_COMMIT_TIMESTAMP"]
+    assert ISO_OFFSET.match(v["CI_COMMIT_TIMESTAMP"]), v["CI_COMMIT_TIMESTAMP"]
     assert v["CI_COMMIT_AUTHOR"] == "Test <test@example.com>"
     assert v["CI_JOB_NAME"] == "Build Image: amd64" and v["CI_JOB_NAME_SLUG"] == "build-image--amd64"
     assert v["CI_JOB_TIMEOUT"] == "900" and ISO_UTC.match(v["CI_JOB_STARTED_AT"])
@@ -209,7 +210,7 @@ def test_variables_every_one_forge_sets_has_gitlabs_format(forge: Forge, bob: Us
         "CI_COMMIT_BRANCH": "main", "CI_COMMIT_REF_PROTECTED": "true|false",
         "CI_COMMIT_MESSAGE": "Initial commit\n", "CI_COMMIT_MESSAGE_IS_TRUNCATED": "false",
         "CI_COMMIT_TITLE": "Initial commit", "CI_COMMIT_DESCRIPTION": "",
-        "CI_COMMIT_TIMESTAMP": ISO_UTC.pattern[1:-1], "CI_COMMIT_AUTHOR": r"[^<>]+ <[^<>@]+@[^<>]+>",
+        "CI_COMMIT_TIMESTAMP": ISO_OFFSET.pattern[1:-1], "CI_COMMIT_AUTHOR": r"[^<>]+ <[^<>@]+@[^<>]+>",
         "CI_PROJECT_ID": n, "CI_PROJECT_NAME": "My_App", "CI_PROJECT_TITLE": "My_App",
         "CI_PROJECT_DESCRIPTION": "", "CI_PROJECT_PATH": re.escape(APP),
         "CI_PROJECT_PATH_SLUG": "acme-corp-platform-team-my-app",
@@ -251,3 +252,19 @@ def test_variables_project_description_is_the_projects(forge: Forge, bob: UserHa
                             headers={"PRIVATE-TOKEN": forge.root_token})
     assert response.status_code == 200, response.text
     assert forge.start_job(APP, bob).variables["CI_PROJECT_DESCRIPTION"] == "The app, as users see it"
+
+
+def test_variables_commit_timestamp_keeps_the_committers_offset(forge: Forge, bob: UserHandle, git,
+                                                                 git_env: dict[str, str],
+                                                                 tmp_path: Path) -> None:
+    # Gitlab::Git::Commit#init_date_from_gitaly: Time.strptime("<seconds> <timezone>", "%s %z"),
+    # written with Time#xmlschema (GitLab.com shows e.g. 2026-07-31T19:38:51+02:00)
+    work = tmp_path / "work"
+    git("clone", "-q", forge.clone_url(APP, user=bob), work)
+    for date, shown in (("2022-01-31T18:47:55+0200", "2022-01-31T18:47:55+02:00"),
+                        ("2022-01-31T11:17:55-0530", "2022-01-31T11:17:55-05:30"),
+                        ("2022-01-31T16:47:55+0000", "2022-01-31T16:47:55+00:00")):
+        git_env["GIT_COMMITTER_DATE"] = date
+        git("commit", "-q", "--allow-empty", "-m", "x", cwd=work)
+        git("push", "-q", "origin", "main", cwd=work)
+        assert forge.start_job(APP, bob).variables["CI_COMMIT_TIMESTAMP"] == shown
