@@ -288,6 +288,15 @@ def slugify(value: str) -> str:
     return re.sub(r"[^a-z0-9]", "-", value.lower())[:63].strip("-")
 
 
+PARALLEL_SUFFIX = re.compile(r"([\b\s:]+((\[.*\])|(\d+[\s:/\\]+\d+))){1,3}\s*\Z")
+
+
+def group_name(name: str) -> str:
+    """GitLab's `CommitStatus#group_name`: the job's name without the suffix `parallel:`
+    gives it (`rspec 1/3`, `rspec: [ruby, ubuntu]`)."""
+    return PARALLEL_SUFFIX.sub("", name).strip()
+
+
 def iso8601(value: datetime) -> str:
     """A naive UTC time as GitLab's variables write it: `2022-01-31T16:47:55Z`."""
     return value.replace(microsecond=0).isoformat() + "Z"
@@ -382,10 +391,12 @@ def variables(job: Job, token: str | None, base_url: str, registry: str,
         "CI_SERVER_SHELL_SSH_PORT": "22",
         "CI_API_V4_URL": f"{base_url}/api/v4",
         "CI_API_GRAPHQL_URL": f"{base_url}/api/graphql",
+        "CI_TEMPLATE_REGISTRY_HOST": "registry.gitlab.com",  # GitLab's default
         "GITLAB_FEATURES": "",
         "CI_JOB_ID": str(job.id),
         "CI_JOB_NAME": job.name,
         "CI_JOB_NAME_SLUG": slugify(job.name),
+        "CI_JOB_GROUP_NAME": group_name(job.name),
         "CI_JOB_STAGE": job.stage,
         "CI_JOB_STATUS": job.status,
         "CI_JOB_URL": f"{project_url}/-/jobs/{job.id}",
@@ -400,6 +411,7 @@ def variables(job: Job, token: str | None, base_url: str, registry: str,
         "CI_PROJECT_NAME": project.path,
         "CI_PROJECT_TITLE": project.name,
         "CI_PROJECT_DESCRIPTION": project.description or "",
+        "CI_PROJECT_TOPICS": "",  # forge projects have no topics
         "CI_PROJECT_PATH": project.full_path,
         "CI_PROJECT_PATH_SLUG": slugify(project.full_path),
         "CI_PROJECT_NAMESPACE": namespace,

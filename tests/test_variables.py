@@ -221,7 +221,8 @@ def test_variables_every_one_forge_sets_has_gitlabs_format(forge: Forge, bob: Us
         "CI_DEFAULT_BRANCH_SLUG": "main", "CI_RUNNER_ID": n, "CI_RUNNER_DESCRIPTION": "my runner",
         "CI_RUNNER_TAGS": re.escape('["docker", "linux"]'), "GITLAB_USER_ID": str(bob.id),
         "GITLAB_USER_EMAIL": "bob@example.com", "GITLAB_USER_LOGIN": "bob", "GITLAB_USER_NAME": "Bob",
-        "OWN": "x",
+        "OWN": "x", "CI_JOB_GROUP_NAME": "build:linux", "CI_PROJECT_TOPICS": "",
+        "CI_TEMPLATE_REGISTRY_HOST": r"registry\.gitlab\.com",
         # tag jobs (test_variables_tag_job_has_the_tag_and_no_branch), with --registry (test_registry_*)
         "CI_COMMIT_TAG": None, "CI_COMMIT_TAG_MESSAGE": None, "CI_REGISTRY": None,
         "CI_REGISTRY_IMAGE": None, "CI_REGISTRY_USER": None, "CI_REGISTRY_PASSWORD": None,
@@ -268,3 +269,12 @@ def test_variables_commit_timestamp_keeps_the_committers_offset(forge: Forge, bo
         git("commit", "-q", "--allow-empty", "-m", "x", cwd=work)
         git("push", "-q", "origin", "main", cwd=work)
         assert forge.start_job(APP, bob).variables["CI_COMMIT_TIMESTAMP"] == shown
+
+
+@pytest.mark.parametrize(("name", "group"), [
+    ("build", "build"), ("build:linux", "build:linux"), ("rspec 1/3", "rspec"),
+    ("rspec:test: [ruby, ubuntu]", "rspec:test"), ("test 2:4", "test"), ("a 1/2 3/4", "a")])
+def test_variables_job_group_name_is_gitlabs(forge: Forge, bob: UserHandle, name: str,
+                                              group: str) -> None:
+    # CommitStatus#group_name: the name without a `parallel:` suffix (`1/3`, `[ruby, ubuntu]`)
+    assert forge.start_job(APP, bob, name=name).variables["CI_JOB_GROUP_NAME"] == group
