@@ -406,3 +406,39 @@ def test_runners_job_log_past_the_size_limit_fails_the_job(forge: Forge, bob: Us
     assert (shown["status"], shown["failure_reason"]) == ("failed", "trace_size_exceeded")
     assert forge.job_log(job["id"]) == "x" * 1000
     assert info_refs(forge, token) == 401
+
+
+def test_runners_jobs_api_shows_jobs_as_gitlab(forge: Forge, bob: UserHandle) -> None:
+    runner = register(forge, description="my runner")
+    build = forge.queue_job("acme/app", bob, ["make"], name="build")
+    lint = forge.queue_job("acme/app", bob, ["make lint"], name="lint", tags=("docker",))
+    assert poll(forge, runner["token"]).json()["id"] == build.id
+    requests.put(f"{forge.url}{API}/jobs/{build.id}", json={
+        "token": build.token, "state": "failed", "failure_reason": "script_failure", "exit_code": 1})
+    headers = {"PRIVATE-TOKEN": bob.token or ""}
+    jobs = f"{forge.url}{API}/projects/acme%2Fapp/jobs"
+    shown = requests.get(f"{jobs}/{build.id}", headers=headers)
+    assert shown.status_code == 200
+    body = shown.json()
+    assert (body["id"], body["name"], body["status"], body["failure_reason"]) == (
+        build.id, "build", "failed", "script_failure")
+    assert (body["runner"]["id"], body["runner"]["description"]) == (runner["id"], "my runner")
+    assert body["web_url"] == f"{forge.url}/acme/app/-/jobs/{build.id}"
+    assert body["pipeline"]["id"] == forge.job(build)["pipeline"]
+    listed = requests.get(jobs, headers=headers)
+    assert [job["id"] for job in listed.json()] == [lint.id, build.id]  # newest first
+    assert listed.json()[0]["tag_list"] == ["docker"] and listed.json()[0]["runner"] is None
+    pending = requests.get(jobs, params={"scope[]": ["pending", "running"]}, headers=headers)
+    assert [job["id"] for job in pending.json()] == [lint.id]
+    failed = requests.get(jobs, params={"scope": "failed"}, headers=headers)
+    assert [job["id"] for job in failed.json()] == [build.id]
+    bad = requests.get(jobs, params={"scope": "nope"}, headers=headers)
+    assert (bad.status_code, bad.json()) == (400, {"error": "scope does not have a valid value"})
+    for missing_id in (999, 2**63):
+        gone = requests.get(f"{jobs}/{missing_id}", headers=headers)
+        assert (gone.status_code, gone.json()) == (404, {"message": "404 Job Not Found"})
+    outsider = forge.create_user("eve")
+    hidden = requests.get(f"{jobs}/{build.id}", headers={"PRIVATE-TOKEN": outsider.token or ""})
+    assert (hidden.status_code, hidden.json()) == (404, {"message": "404 Project Not Found"})
+    log = requests.get(f"{jobs}/{build.id}/trace", headers=headers)
+    assert log.headers["Content-Disposition"] == f'infile; filename="{build.id}.log"'

@@ -12,6 +12,7 @@ import secrets
 from typing import Any
 
 from flask import Response, jsonify, request, send_file
+from sqlalchemy import select
 
 from forge import auth, domain, jobs, runners
 from forge import permissions as perm
@@ -28,6 +29,7 @@ from forge.api import (
     integer,
     missing,
     now,
+    paginate,
     params,
     principal,
     project_ability,
@@ -35,6 +37,7 @@ from forge.api import (
     state,
     text,
 )
+from forge.api.ci import job_json
 from forge.models import Job, Runner, db
 
 TRACE_UPDATE_INTERVAL = "3"  # seconds; GitLab's default while nobody watches the log
@@ -319,15 +322,43 @@ def download_artifacts(job_id: int) -> Response:
                      download_name=stored.filename, as_attachment=True)
 
 
-@bp.get("/projects/<project_id>/jobs/<int:job_id>/trace")
-def job_trace(project_id: str, job_id: int) -> Response:
-    """A job's log, as plain text (reporter and up in private projects)."""
+def _project_job(project_id: str, job_id: int) -> Job:
+    """The project's job, for a caller who may read its jobs (reporter and up in private
+    projects), or GitLab's 404."""
     project, _ = project_ability(project_id, "read_build")
     runners.fail_timed_out(now())
     db.session.commit()
     job = by_id(Job, job_id)
     if job is None or job.project_id != project.id:
         fail(404, "404 Job Not Found")
+    return job
+
+
+@bp.get("/projects/<project_id>/jobs")
+def list_jobs(project_id: str) -> Response:
+    """The project's jobs, newest first; `scope` (one status or a list) filters them."""
+    project, _ = project_ability(project_id, "read_build")
+    runners.fail_timed_out(now())
+    db.session.commit()
+    scopes = request.args.getlist("scope") + request.args.getlist("scope[]")
+    if any(scope not in perm.JOB_STATUSES for scope in scopes):
+        raise ApiError(400, {"error": "scope does not have a valid value"})
+    query = select(Job).where(Job.project_id == project.id).order_by(Job.id.desc())
+    if scopes:
+        query = query.where(Job.status.in_(scopes))
+    return paginate(list(db.session.scalars(query)), job_json)
+
+
+@bp.get("/projects/<project_id>/jobs/<int:job_id>")
+def show_job(project_id: str, job_id: int) -> Response:
+    """One job of the project, as GitLab's `Entities::Ci::Job`."""
+    return jsonify(job_json(_project_job(project_id, job_id)))
+
+
+@bp.get("/projects/<project_id>/jobs/<int:job_id>/trace")
+def job_trace(project_id: str, job_id: int) -> Response:
+    """A job's log, as plain text (reporter and up in private projects)."""
+    job = _project_job(project_id, job_id)
     response = Response(runners.job_log(job), mimetype="text/plain")
-    response.headers["Content-Disposition"] = f'inline; filename="{job.id}.log"'
+    response.headers["Content-Disposition"] = f'infile; filename="{job.id}.log"'
     return response
