@@ -442,3 +442,11 @@ def test_runners_jobs_api_shows_jobs_as_gitlab(forge: Forge, bob: UserHandle) ->
     assert (hidden.status_code, hidden.json()) == (404, {"message": "404 Project Not Found"})
     log = requests.get(f"{jobs}/{build.id}/trace", headers=headers)
     assert log.headers["Content-Disposition"] == f'infile; filename="{build.id}.log"'
+
+
+@pytest.mark.parametrize("tags", [{"a": 1}, [["a"]], [{"a": 1}]])
+def test_runners_tag_list_of_the_wrong_type_is_invalid(forge: Forge, tags: Any) -> None:
+    # Grape's Array[String]: a hash, or a list holding lists or hashes, is no tag list
+    refused = requests.post(f"{forge.url}{API}/runners",
+                            json={"token": forge.runner_registration_token, "tag_list": tags})
+    assert (refused.status_code, refused.json()) == (400, {"error": "tag_list is invalid"})

@@ -27,6 +27,7 @@ from forge.api import (
     find_project,
     flag,
     integer,
+    invalid,
     missing,
     now,
     paginate,
@@ -52,6 +53,9 @@ def _tags(values: dict[str, Any]) -> list[str]:
     raw = values.get("tag_list", values.get("tag_list[]"))
     if raw is None or raw == "":
         return []
+    if isinstance(raw, dict) or (isinstance(raw, list)
+                                 and any(isinstance(tag, list | dict) for tag in raw)):
+        invalid("tag_list")
     if isinstance(raw, list):
         return [str(tag) for tag in raw]
     return [tag.strip() for tag in str(raw).split(",")]
