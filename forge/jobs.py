@@ -18,6 +18,7 @@ from dulwich.objects import Commit, Tag
 from dulwich.refs import Ref
 from sqlalchemy import func, select
 
+from forge import GITLAB_REVISION, GITLAB_VERSION
 from forge import permissions as perm
 from forge.domain import (
     Conflict,
@@ -277,8 +278,6 @@ def set_job_status(now: datetime, job: Job, status: str) -> None:
 
 # -- CI_* variables ------------------------------------------------------------------------
 
-GITLAB_VERSION = "18.6.0"  # the GitLab release whose behaviour forge follows (CI_SERVER_VERSION)
-GITLAB_REVISION = "f0f0f0f0"  # a placeholder: forge is no build of GitLab
 ZERO_SHA = "0" * 40
 
 
@@ -438,7 +437,6 @@ def variables(job: Job, token: str | None, base_url: str, registry: str,
         if facts is not None:
             title, description = _title_and_description(facts.message)
             out.update({"CI_COMMIT_BEFORE_SHA": facts.before_sha, "CI_COMMIT_MESSAGE": facts.message,
-                        "CI_COMMIT_MESSAGE_IS_TRUNCATED": "false",
                         "CI_COMMIT_TITLE": title, "CI_COMMIT_DESCRIPTION": description,
                         "CI_COMMIT_TIMESTAMP": facts.timestamp, "CI_COMMIT_AUTHOR": facts.author})
             if facts.tag_message is not None:
