@@ -28,7 +28,7 @@ FAILURE_REASONS = ("unknown_failure", "script_failure", "api_failure", "stuck_or
                    "runner_system_failure", "missing_dependency_failure", "runner_unsupported",
                    "job_execution_timeout", "archived_failure", "unmet_prerequisites",
                    "scheduler_failure", "data_integrity_failure", "image_pull_failure",
-                   "trace_size_exceeded")
+                   "trace_size_exceeded", "user_blocked")
 MAX_INT = 2**31 - 1  # GitLab's integer columns
 TIMEOUT_MESSAGE = "ERROR: Job failed: execution took longer than {limit} seconds (forge)\n"
 
@@ -98,7 +98,8 @@ def queued_facts(job: Job) -> perm.QueuedJob:
     return perm.QueuedJob(id=job.id, project_id=job.project_id,
                           project_group_ids=frozenset(ancestor_ids(job.project.group)),
                           status=job.status, tags=frozenset(spec.get("tags") or ()),
-                          protected_ref=protected_ref(job.project, job.ref, tag))
+                          protected_ref=protected_ref(job.project, job.ref, tag),
+                          user_state=job.user.state)
 
 
 def heartbeat(now: datetime, runner: Runner, info: Any) -> None:
@@ -228,6 +229,10 @@ def take_job(now: datetime, runner: Runner, unseal: Callable[[str], str]) -> Tak
         if state == "waiting":
             continue
         decision = perm.runner_may_take(facts, queued_facts(job))
+        if decision.reason == "user_blocked":
+            set_job_status(now, job, "failed")
+            job.failure_reason = "user_blocked"
+            continue
         if not decision.allowed:
             continue
         timeout = min(job.timeout, runner.maximum_timeout or job.timeout)

@@ -450,3 +450,16 @@ def test_runners_tag_list_of_the_wrong_type_is_invalid(forge: Forge, tags: Any) 
     refused = requests.post(f"{forge.url}{API}/runners",
                             json={"token": forge.runner_registration_token, "tag_list": tags})
     assert (refused.status_code, refused.json()) == (400, {"error": "tag_list is invalid"})
+
+
+def test_runners_job_of_a_blocked_user_is_dropped_not_handed_out(forge: Forge, bob: UserHandle) -> None:
+    # GitLab's RegisterJobService drops it (user_blocked) instead of giving it to the runner
+    tagged = register(forge, tag_list="docker", run_untagged=False)
+    untagged = register(forge)
+    job = forge.queue_job("acme/app", bob, ["true"])
+    forge.block_user(bob)
+    assert poll(forge, tagged["token"]).status_code == 204
+    assert forge.job(job)["status"] == "pending"  # a runner that cannot run it leaves it be
+    assert poll(forge, untagged["token"]).status_code == 204
+    shown = forge.job(job)
+    assert (shown["status"], shown["failure_reason"], shown["runner"]) == ("failed", "user_blocked", None)
