@@ -463,3 +463,17 @@ def test_runners_job_of_a_blocked_user_is_dropped_not_handed_out(forge: Forge, b
     assert poll(forge, untagged["token"]).status_code == 204
     shown = forge.job(job)
     assert (shown["status"], shown["failure_reason"], shown["runner"]) == ("failed", "user_blocked", None)
+
+
+def test_runners_trace_content_range_is_read_as_gitlab_reads_it(forge: Forge, bob: UserHandle) -> None:
+    # AppendBuildTraceService: `content_range.split('-')[0].to_i`, so text that is no number
+    # counts as 0 (never a 400); only a missing header is refused
+    job = taken_job(forge, bob)
+    trace, token = f"{forge.url}{API}/jobs/{job['id']}/trace", job["token"]
+    first = requests.patch(trace, data=b"abc", headers={"Job-Token": token, "Content-Range": "garbage"})
+    assert (first.status_code, first.headers["Range"]) == (202, "0-3")
+    standard = requests.patch(trace, data=b"d", headers={"Job-Token": token, "Content-Range": "bytes 3-4"})
+    assert (standard.status_code, standard.headers["Range"]) == (416, "0-3")  # "bytes 3".to_i is 0
+    suffixed = requests.patch(trace, data=b"d", headers={"Job-Token": token, "Content-Range": "3x-9"})
+    assert (suffixed.status_code, suffixed.headers["Range"]) == (202, "0-4")  # "3x".to_i is 3
+    assert forge.job_log(job["id"]) == "abcd"

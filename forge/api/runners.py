@@ -8,6 +8,7 @@ with the job's token, which works only while the job runs. Refusals are GitLab's
 
 from __future__ import annotations
 
+import re
 import secrets
 from typing import Any
 
@@ -252,16 +253,17 @@ def patch_trace(job_id: int) -> Response:
     content_range = request.headers.get("Content-Range")
     if content_range is None:
         fail(400, "400 Missing header Content-Range")
-    start_text = content_range.strip().removeprefix("bytes ").split("-", 1)[0]
-    if not start_text.isdigit():
-        fail(400, "400 Bad request - Content-Range is invalid")
+    # GitLab reads the start as Ruby's `content_range.split('-')[0].to_i`: leading digits
+    # (after blanks and a sign), else 0
+    number = re.match(r"\s*([+-]?\d+)", content_range.split("-", 1)[0])
+    start = int(number.group(1)) if number else 0
     data = request.get_data()
-    if runners.trace_too_large(int(start_text), data):
+    if runners.trace_too_large(start, data):
         # GitLab's AppendBuildTraceService drops the job (trace_size_exceeded) and answers 403
         runners.finish_job(now(), job, "failed", failure_reason="trace_size_exceeded")
         db.session.commit()
         fail(403, perm.RUNNER_FORBIDDEN)
-    ok, size = runners.append_log(job, int(start_text), data,
+    ok, size = runners.append_log(job, start, data,
                                   runners.log_secrets(job, _job_token(values)))
     if not ok:
         db.session.rollback()
