@@ -46,6 +46,15 @@ class Action:
     content: bytes | None = None
     previous_path: str | None = None
     execute_filemode: bool | None = None
+    last_commit_id: str | None = None  # the writer's view: refused when the file changed since
+
+
+def changed_since(repo: Repo, parent: Commit | None, action: Action) -> bool:
+    """Files::BaseService#file_has_changed?: the last commit touching the path is not `last_commit_id`."""
+    if parent is None or not action.last_commit_id:
+        return False
+    touched = history(repo, [parent.id], path=action.file_path)
+    return bool(touched) and touched[0].id.decode() != action.last_commit_id
 
 
 def set_head(repo: Repo, branch: str) -> None:

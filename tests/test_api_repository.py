@@ -426,3 +426,25 @@ def test_merge_base_takes_comma_separated_refs(forge: Forge, api: Api, app: int)
     for query in ("refs=main,b", "refs[]=main&refs[]=b", "refs=main&refs=b"):
         answer = api("GET", f"/projects/{app}/repository/merge_base?{query}")
         assert (answer.status_code, answer.json()["id"]) == (200, main), query
+
+
+def test_last_commit_id_refuses_a_stale_write(forge: Forge, api: Api, app: int) -> None:
+    """Files::UpdateService and MultiService: a last_commit_id that is not the file's last commit."""
+    seen = api("GET", f"/projects/{app}/repository/files/README.md?ref=main").json()["last_commit_id"]
+    fresh = api("PUT", f"/projects/{app}/repository/files/README.md", json={
+        "branch": "main", "content": "one\n", "commit_message": "m", "last_commit_id": seen})
+    assert fresh.status_code == 200, fresh.text
+    stale = api("PUT", f"/projects/{app}/repository/files/README.md", json={
+        "branch": "main", "content": "two\n", "commit_message": "m", "last_commit_id": seen})
+    assert (stale.status_code, stale.json()) == (400, {
+        "message": "You are attempting to update a file that has changed since you started editing it."})
+    multi = api("POST", f"/projects/{app}/repository/commits", json={
+        "branch": "main", "commit_message": "m", "actions": [
+            {"action": "update", "file_path": "README.md", "content": "three\n", "last_commit_id": seen}]})
+    assert (multi.status_code, multi.json()) == (400, {
+        "message": "The file has changed since you started editing it: README.md"})
+    untouched = api("POST", f"/projects/{app}/repository/commits", json={
+        "branch": "main", "commit_message": "m", "actions": [
+            {"action": "update", "file_path": "src/a.py", "content": "a = 2\n", "last_commit_id": seen}]})
+    assert untouched.status_code == 201, untouched.text  # src/a.py last changed in that commit
+    assert api("GET", f"/projects/{app}/repository/files/README.md/raw").text == "one\n"

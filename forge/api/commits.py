@@ -141,7 +141,8 @@ def _actions(values: dict[str, Any]) -> list[ops.Action]:
         mode = entry.get("execute_filemode")
         actions.append(ops.Action(
             action, path, data, "/".join(file_path_parts(previous)) if previous else None,
-            flag(entry, "execute_filemode") if mode not in (None, "") else None))
+            flag(entry, "execute_filemode") if mode not in (None, "") else None,
+            text(entry, "last_commit_id")))
     return actions
 
 

@@ -47,6 +47,7 @@ PATH_TRAVERSAL = re.compile(r"\A\.{1,2}\Z|\A\.\.[/\\]|[/\\]\.\.\Z|[/\\]\.\.[/\\]
 INVALID_FILE_PATH = "file_path should be a valid file path"
 # Commits::CreateService refusals: lib/api/files.rb and commits.rb render them bare (render_api_error!).
 ON_A_BRANCH = "You can only create or edit files when you are on a branch"
+FILE_CHANGED = "You are attempting to update a file that has changed since you started editing it."
 
 
 def ref_conflict(repo: Repo, ref: str) -> str | None:
@@ -382,7 +383,8 @@ def author_of(who: perm.Principal, values: dict[str, Any]) -> str:
 
 def commit_actions(project: Project, who: perm.Principal, branch: str, start_branch: str | None,
                    actions: list[ops.Action], message: str, author: str,
-                   start_sha: str | None = None) -> Commit:
+                   start_sha: str | None = None,
+                   changed: str = "The file has changed since you started editing it: {path}") -> Commit:
     """Commit `actions` on `branch` as Commits::CreateService does, in its order of checks.
 
     May the caller push to `branch`; does `start_sha` name a commit; does the start
@@ -412,6 +414,9 @@ def commit_actions(project: Project, who: perm.Principal, branch: str, start_bra
         if not empty and (start != branch or start_sha is not None) and branch in heads:
             fail(400, f"A branch called '{branch}' already exists. "
                       "Switch to that branch in order to make changes")
+        for action in actions:  # `last_commit_id`: the writer's view of the file
+            if ops.changed_since(repo, parent, action):
+                fail(400, changed.format(path=action.file_path))
         try:
             tree = ops.apply_actions(repo, parent, actions)
         except ops.ContentError as exc:
@@ -458,9 +463,10 @@ def write_file(project_id: str, file_path: str) -> tuple[Response, int] | Respon
     message = text(values, "commit_message", required=True)
     assert branch is not None and message is not None
     mode = flag(values, "execute_filemode") if values.get("execute_filemode") not in (None, "") else None
+    last = text(values, "last_commit_id") if action == "update" else None  # Files::UpdateService only
     commit_actions(project, who, branch, text(values, "start_branch"),
-                   [ops.Action(action, path, data, execute_filemode=mode)], message,
-                   author_of(who, values))
+                   [ops.Action(action, path, data, execute_filemode=mode, last_commit_id=last)], message,
+                   author_of(who, values), changed=FILE_CHANGED)
     if action == "delete":
         return no_content()
     return jsonify(file_path=path, branch=branch), 201 if action == "create" else 200
