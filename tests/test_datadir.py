@@ -38,11 +38,14 @@ def test_datadir_fixture_forge_holds_its_lock(forge: Forge) -> None:
         DataDirLock.acquire(forge.state.config.data_dir)
 
 
-def test_datadir_database_files_are_private(forge: Forge) -> None:
-    forge.create_user("alice")  # writes: the WAL and shared-memory files exist
-    data_dir = forge.state.config.data_dir
-    modes = {name: oct((data_dir / name).stat().st_mode & 0o777)
-             for name in ("forge.db", "forge.db-wal", "forge.db-shm", "forge.lock")}
+def test_datadir_database_files_are_private(tmp_path: Path) -> None:
+    server = ForgeServer(_config(tmp_path / "data")).start()  # SQLite, whatever the run's database
+    try:
+        Forge(server).create_user("alice")  # writes: the WAL and shared-memory files exist
+        modes = {name: oct((tmp_path / "data" / name).stat().st_mode & 0o777)
+                 for name in ("forge.db", "forge.db-wal", "forge.db-shm", "forge.lock")}
+    finally:
+        server.stop()
     assert modes == dict.fromkeys(modes, "0o600")
 
 
