@@ -116,6 +116,7 @@ def _sweep_on_start(state: ForgeState) -> None:
     ids = list(db.session.scalars(select(Project.id)))
     for name in sweep_orphans(state.backend, ids):  # the data directory's lock is held
         log.warning("removed repository directory %s: no project owns it", name)
+    state.pack_cache.sweep_temporary()
     for key in ids:
         state.housekeeper.after_push(key)
 

@@ -65,10 +65,13 @@ def main() -> None:
               type=click.Choice(["auto", "git", "dulwich"]),
               help="who answers fetches: git upload-pack, dulwich, or auto (git when installed)")
 @click.option("--quiet", is_flag=True, help="do not log requests")
+@click.option("--workers", default=1, type=click.IntRange(1, 256), envvar="FORGE_WORKERS",
+              show_default=True, help="server processes (gunicorn) sharing the data directory and "
+                                      "database; more than 1 wants PostgreSQL")
 def serve(host: str, port: int, data_dir: Path, seed_file: Path | None,
           templates_dir: Path | None, fresh: bool, root_token: str | None,
           database_url: str | None, registry: str | None, git_engine: str | None,
-          quiet: bool) -> None:
+          quiet: bool, workers: int) -> None:
     """Serve a forge; print its URL, the root token and clone commands."""
     import logging
 
@@ -87,6 +90,9 @@ def serve(host: str, port: int, data_dir: Path, seed_file: Path | None,
                                   root_token=_root_token(data_dir, root_token),
                                   registry_url=registry, git_engine=git_engine,
                                   templates_dir=str(templates_dir.resolve()) if templates_dir else None)
+    if workers > 1:
+        _serve_fleet(config, lock, host, port, workers, seed_file, quiet)
+        return
     from forge.gitproc import EngineError
     try:
         server = ForgeServer(config, host, port, lock=lock)
@@ -110,6 +116,22 @@ def serve(host: str, port: int, data_dir: Path, seed_file: Path | None,
         pass
     finally:
         lock.release()
+
+
+def _serve_fleet(config: ForgeConfig, lock: Any, host: str, port: int, workers: int,
+                 seed_file: Path | None, quiet: bool) -> None:
+    from forge import fleet
+    from forge.gitproc import EngineError
+
+    try:
+        fleet.serve(config, lock, host, port, workers, quiet=quiet,
+                    on_start=(lambda started: _seed_on_start(started, seed_file)) if seed_file else None)
+    except EngineError as exc:
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    finally:
+        lock.release()  # in the master; a worker leaving through here keeps the master's lock
 
 
 def _seed_on_start(server: Any, seed_file: Path) -> None:

@@ -31,6 +31,7 @@ class DataDirLock:
         self.data_dir = Path(data_dir).resolve()
         self.path = self.data_dir / LOCK_FILE
         self._fd: int | None = None
+        self._owner = 0  # the pid that took it; a forked child (a fleet's worker) shares it
 
     @classmethod
     def acquire(cls, data_dir: Path) -> DataDirLock:
@@ -49,6 +50,7 @@ class DataDirLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         lock._fd = fd
+        lock._owner = os.getpid()
         return lock
 
     @property
@@ -57,11 +59,16 @@ class DataDirLock:
         return self._fd is not None
 
     def release(self) -> None:
-        """Let another forge take the directory (idempotent)."""
+        """Let another forge take the directory (idempotent).
+
+        In a forked child (a fleet's worker) this only closes the child's copy of the
+        descriptor: the lock stays held, and names its holder, while the parent lives.
+        """
         if self._fd is not None:
             fd, self._fd = self._fd, None
-            os.ftruncate(fd, 0)
-            os.close(fd)  # closing the descriptor drops the flock
+            if os.getpid() == self._owner:
+                os.ftruncate(fd, 0)
+            os.close(fd)  # closing the last descriptor drops the flock
 
     def empty(self) -> None:
         """Delete everything in the data directory but the lock itself (`forge serve --fresh`)."""
