@@ -14,7 +14,7 @@ or migrate it exactly once:
   Alembic, revision by revision.
 
 Adding a column or a table: change `forge/models.py`, then add the next revision file
-(see `forge/migrations/README`); `tests/test_database.py` fails until the revisions
+(see `forge/migrations/__init__.py`); `tests/test_database.py` fails until the revisions
 produce exactly the models' schema.
 """
 

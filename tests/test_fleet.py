@@ -55,10 +55,17 @@ class Fleet:
         self.root = {"PRIVATE-TOKEN": served.root_token}
 
     def workers(self) -> set[int]:
-        """The live worker pids (the master's children)."""
+        """The live worker pids (the master's children, but a dead one it has not reaped yet)."""
         pid = self.served.proc.pid
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        return {int(child) for child in children}
+        live = set()
+        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+            try:
+                state = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except FileNotFoundError:
+                continue
+            if state not in ("Z", "X"):
+                live.add(int(child))
+        return live
 
     def wait_for_workers(self, count: int = WORKERS, timeout: float = 60) -> set[int]:
         """Wait until `count` workers run and each answers."""
