@@ -284,3 +284,18 @@ def test_fleet_worker_killed_mid_push_leaves_repository_and_database_consistent(
     assert git("--git-dir", repo, "fsck", "--strict", "--no-dangling", cwd=tmp_path).returncode == 0
     clone = git("clone", "-q", "--branch", "killed", url, tmp_path / "again", check=False)
     assert clone.returncode == 0, clone.stderr
+
+
+def test_fleet_clock_moved_through_one_process_moves_every_process(fleet: Fleet) -> None:
+    job = requests.post(f"{fleet.url}/-/forge/jobs", headers=fleet.root, timeout=30,
+                        json={"project": "acme/app", "user": "alice", "timeout": 600}).json()
+    fleet.everywhere(_refs(fleet, "acme/app", "gitlab-ci-token", job["token"]), _status(200))
+    moved = requests.post(f"{fleet.url}/-/forge/clock", json={"advance": 3600}, headers=fleet.root,
+                          timeout=30)
+    assert moved.status_code == 200 and moved.json()["offset"] == 3600
+    try:
+        fleet.everywhere(_refs(fleet, "acme/app", "gitlab-ci-token", job["token"]), _status(401))
+        assert _events(fleet, job_id=job["id"])[-1]["reason"] == "job_timed_out"
+    finally:
+        requests.post(f"{fleet.url}/-/forge/clock", json={"offset": 0}, headers=fleet.root, timeout=30)
+    fleet.everywhere(_refs(fleet, "acme/app", "gitlab-ci-token", job["token"]), _status(200))
