@@ -25,6 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import requests
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from forge.config import ForgeConfig  # noqa: E402
@@ -95,7 +97,6 @@ class ForgeProcess:
         self.group = self._api("POST", "groups", {"name": "bench", "path": "bench"})["id"]
 
     def _api(self, method: str, path: str, body: dict[str, Any]) -> Any:
-        import requests
         answer = requests.request(method, f"{self.url}/api/v4/{path}", json=body, timeout=60,
                                   headers={"PRIVATE-TOKEN": self.token})
         answer.raise_for_status()
@@ -144,7 +145,8 @@ def bench_repo(label: str, source: Path, servers: dict[str, Any], work: Path, ru
             repo = server.root / f"{name}.git"
             git("clone", "-q", "--bare", source, repo)
             configure(repo)
-            urls[key] = push_urls[key] = f"{server.url}/{name}.git"
+            urls[key] = f"{server.url}/{name}.git"
+            push_urls[key] = urls[key].replace("http://", "http://bench:bench@")
         else:
             urls[key] = server.add(name, source)
             push_urls[key] = server.push_url(urls[key])
@@ -229,8 +231,9 @@ def prepare(op: str, url: str, push_url: str, work: Path) -> Callable[[int], Cal
     return add_commits
 
 
-def startup_times(tmp: Path, runs: int) -> tuple[float, float, float]:
-    """In-process start (create_app + bind), `forge serve` to its listening line, fixture reset."""
+def startup_times(tmp: Path, runs: int) -> tuple[float, float, float, float]:
+    """In-process start (create_app + bind), `forge serve` to its listening line and to its
+    first answer (a new data directory each time), fixture reset."""
     counter = iter(range(10 * runs))
 
     def start() -> None:
@@ -240,17 +243,22 @@ def startup_times(tmp: Path, runs: int) -> tuple[float, float, float]:
     in_process = median_time(start, runs)
     forge_bin = Path(sys.executable).parent / "forge"
 
-    def serve() -> None:
-        proc = subprocess.Popen([str(forge_bin), "serve", "--port", "0", "--quiet",
-                                 "--data-dir", str(tmp / f"serve{next(counter)}")],
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        assert proc.stdout is not None
-        proc.stdout.readline()
-        proc.terminate()
-        proc.wait()
-        proc.stdout.close()
+    def serve(answered: bool) -> Callable[[], None]:
+        def run() -> None:
+            proc = subprocess.Popen([str(forge_bin), "serve", "--port", "0", "--quiet",
+                                     "--data-dir", str(tmp / f"serve{next(counter)}")],
+                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            if answered:
+                requests.get(line.split()[-1] + "/-/health", timeout=30).raise_for_status()
+            proc.terminate()
+            proc.wait()
+            proc.stdout.close()
+        return run
 
-    process = median_time(serve, runs)
+    process = median_time(serve(False), runs)
+    answered = median_time(serve(True), runs)
     config = ForgeConfig(data_dir=tmp / "reset", password_hash_method="pbkdf2:sha256:1000")
     server = ForgeServer(config).start()
     forge = Forge(server)
@@ -264,7 +272,7 @@ def startup_times(tmp: Path, runs: int) -> tuple[float, float, float]:
 
     reset = median_time(forge.reset, runs, populate)
     server.stop()
-    return in_process, process, reset
+    return in_process, process, answered, reset
 
 
 def main() -> None:
@@ -276,11 +284,12 @@ def main() -> None:
     runs = 3 if args.quick else 5
     with tempfile.TemporaryDirectory(prefix="forge-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        in_process, process, reset = startup_times(tmp, runs)
+        in_process, process, answered, reset = startup_times(tmp, runs)
         print(f"git {git('--version').decode().split()[-1]}, Python {sys.version.split()[0]}, "
               f"{os.cpu_count()} cores; medians of {runs} interleaved runs, seconds")
         print(f"forge start-up, in-process (create_app + bind): {in_process:.3f}")
         print(f"forge start-up, `forge serve` to its listening line: {process:.3f}")
+        print(f"forge start-up, `forge serve` to its first answer (GET /-/health): {answered:.3f}")
         print(f"fixture reset (10 users, 10 projects, 1 job): {reset:.4f}")
         print()
         repos = tmp / "sources"
@@ -289,7 +298,7 @@ def main() -> None:
         if not args.quick:
             generate_repo(repos / "large.git", 3000, 500)
             sources.append(("3,000 commits", repos / "large.git"))
-        backend = HttpBackend(tmp / "backend")
+        backend = HttpBackend(tmp / "backend", push_auth=True)
         backend.root.mkdir()
         servers: dict[str, Any] = {
             "forge-git": ForgeProcess(tmp / "forge-git", "git"),

@@ -6,7 +6,9 @@ import json
 import os
 import posixpath
 import shlex
+import socket
 import sys
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
@@ -23,7 +25,7 @@ ROOT_TOKEN_FILE = "root-token"
 
 def _root_token(data_dir: Path, given: str | None) -> str:
     """Use the given root token, or the one this data directory was started with before."""
-    from forge.domain import new_personal_token
+    from forge.tokens import new_personal_token
 
     path = data_dir / ROOT_TOKEN_FILE
     if given:
@@ -76,7 +78,6 @@ def serve(host: str, port: int, data_dir: Path, seed_file: Path | None,
     import logging
 
     from forge.datadir import DataDirBusy, DataDirLock
-    from forge.server import ForgeServer
 
     try:  # before anything in the data directory is read, written or deleted
         lock = DataDirLock.acquire(data_dir)
@@ -90,20 +91,28 @@ def serve(host: str, port: int, data_dir: Path, seed_file: Path | None,
                                   root_token=_root_token(data_dir, root_token),
                                   registry_url=registry, git_engine=git_engine,
                                   templates_dir=str(templates_dir.resolve()) if templates_dir else None)
-    if workers > 1:
-        _serve_fleet(config, lock, host, port, workers, seed_file, quiet)
-        return
-    from forge.gitproc import EngineError
+    from forge.gitproc import EngineError, find_git
     try:
-        server = ForgeServer(config, host, port, lock=lock)
+        find_git(config.git_engine)
+        sock = listen(host, port)
     except EngineError as exc:
         lock.release()
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
+        lock.release()
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    click.echo(f"forge listening on {server.url}", nl=True)  # bound: connections wait in line
+    # Bound before the app is built, as gunicorn does: a client that connects now waits in
+    # the socket's queue until the app answers, and scripts can go on at once.
+    click.echo(f"forge listening on http://{host}:{sock.getsockname()[1]}", nl=True)
     sys.stdout.flush()
-    server.state.signing_key()  # created on first start, so a registry can be pointed at it
+    if workers > 1:
+        _serve_fleet(config, lock, sock, host, workers, seed_file, quiet)
+        return
+    from forge.server import ForgeServer
+    server = ForgeServer(config, host, port, lock=lock, sock=sock)
+    # The registry's signing key is created on first start (RSA: a quarter second), aside
+    # from the requests; /jwt/auth and the certificate route wait for it if they come first.
+    threading.Thread(target=server.state.signing_key, name="forge-signing-key", daemon=True).start()
     click.echo(f"root token: {config.root_token}   (admin `root`; header PRIVATE-TOKEN)")
     if seed_file is not None:
         _seed_on_start(server, seed_file)
@@ -118,18 +127,19 @@ def serve(host: str, port: int, data_dir: Path, seed_file: Path | None,
         lock.release()
 
 
-def _serve_fleet(config: ForgeConfig, lock: Any, host: str, port: int, workers: int,
+def listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on host:port (0 picks a free port), ready for `ForgeServer`."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=128)
+
+
+def _serve_fleet(config: ForgeConfig, lock: Any, sock: socket.socket, host: str, workers: int,
                  seed_file: Path | None, quiet: bool) -> None:
     from forge import fleet
-    from forge.gitproc import EngineError
 
     try:
-        fleet.serve(config, lock, host, port, workers, quiet=quiet,
+        fleet.serve(config, lock, sock, host, workers, quiet=quiet,
                     on_start=(lambda started: _seed_on_start(started, seed_file)) if seed_file else None)
-    except EngineError as exc:
-        raise click.ClickException(str(exc)) from None
-    except OSError as exc:
-        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     finally:
         lock.release()  # in the master; a worker leaving through here keeps the master's lock
 

@@ -7,11 +7,8 @@ caller commits and picks the HTTP status. The clock is passed in as `now`.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import posixpath
 import re
-import secrets
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
@@ -50,6 +47,10 @@ from forge.repos import (
     commit_files,
     lfs_pointer,
 )
+from forge.tokens import digest as digest
+from forge.tokens import new_job_token as new_job_token
+from forge.tokens import new_personal_token as new_personal_token
+from forge.tokens import same_digest as same_digest
 
 PATH_SEGMENT = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9_.-]*$")
 RESERVED_SUFFIXES = (".git", ".atom")
@@ -84,26 +85,6 @@ class Forbidden(DomainError):
     """The rules refuse the operation."""
 
     status = 403
-
-
-def digest(secret: str) -> str:
-    """Return the stored form of a token: its SHA-256 hex digest."""
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
-def same_digest(stored: str, secret: str) -> bool:
-    """Compare a stored digest with a presented secret in constant time."""
-    return hmac.compare_digest(stored.encode(), digest(secret).encode())
-
-
-def new_personal_token() -> str:
-    """Mint a PAT in GitLab's format: `glpat-` and 20 URL-safe characters."""
-    return "glpat-" + secrets.token_urlsafe(15)
-
-
-def new_job_token(partition_id: int = 100) -> str:
-    """Mint a job token in GitLab's classic format: `glcbt-<partition hex>_<random>`."""
-    return f"glcbt-{partition_id:x}_{secrets.token_urlsafe(15)}"
 
 
 def check_path(full_path: str, what: str = "path") -> list[str]:

@@ -12,7 +12,7 @@ else through the database and the data directory (see `forge.state`). A worker t
 dies, even by `kill -9`, is replaced by the master; the lock stays held.
 
 gunicorn is a well-kept, pre-fork WSGI server with a master that supervises workers;
-its `fd://` binding lets forge bind (and print its port) before forking.
+its `fd://` binding serves the socket `forge serve` bound (and announced) first.
 """
 
 from __future__ import annotations
@@ -109,25 +109,15 @@ def named_worker(app: Any) -> Any:
     return serve
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """Listen on host:port (0: a free port) before anything else, as the in-process server does."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.create_server((host, port), family=family, backlog=2048, reuse_port=False)
-    sock.set_inheritable(True)
-    return sock
-
-
-def serve(config: ForgeConfig, lock: DataDirLock, host: str, port: int, workers: int, *,
+def serve(config: ForgeConfig, lock: DataDirLock, sock: socket.socket, host: str, workers: int, *,
           quiet: bool = False, on_start: Callable[[Started], None] | None = None) -> None:
-    """Run a fleet of `workers` processes until SIGTERM or SIGINT; prints what `forge serve` prints."""
-    sock = bind(host, port)
-    url = f"http://{host}:{sock.getsockname()[1]}"
-    config = config.replace(base_url=url)
-    click.echo(f"forge listening on {url}")  # bound: connections wait in line
-    sys.stdout.flush()
+    """Run a fleet of `workers` processes on `sock` (bound, its line printed) until SIGTERM or SIGINT."""
+    config = config.replace(base_url=f"http://{host}:{sock.getsockname()[1]}")
+    sock.listen(2048)  # a deeper queue than one process needs: bursts of CI clients
+    sock.set_inheritable(True)
     app = create_app(config, lock=lock)  # the schema, root and the start-up sweep: once, here
     state = state_of(app)
-    state.signing_key()
+    state.signing_key()  # before the fork: every worker loads the one key
     click.echo(f"root token: {config.root_token}   (admin `root`; header PRIVATE-TOKEN)")
     if on_start is not None:
         on_start(Started(app, state))

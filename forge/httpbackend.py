@@ -35,14 +35,22 @@ def configure(repo: Path) -> None:
 class HttpBackend:
     """`git http-backend` as a WSGI app (CGI per request), served by werkzeug like forge."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, push_auth: bool = False) -> None:
+        """Serve the repositories under `root`; with `push_auth`, pushes must carry Basic
+        credentials (any), so a pushing client pays the 401 round trip it pays GitLab."""
         self.root = root
+        self.push_auth = push_auth
         self.server = make_server("127.0.0.1", 0, self.app, threaded=True)
         self.server.daemon_threads = True  # type: ignore[attr-defined]
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def app(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        pushing = "git-receive-pack" in environ["PATH_INFO"] + environ.get("QUERY_STRING", "")
+        if self.push_auth and pushing and not environ.get("HTTP_AUTHORIZATION", "").startswith("Basic "):
+            start_response("401 Unauthorized", [("WWW-Authenticate", 'Basic realm="bench"'),
+                                                ("Content-Length", "0")])
+            return [b""]
         body = get_input_stream(environ).read()
         env = {**GIT_ENV, "GIT_PROJECT_ROOT": str(self.root), "GIT_HTTP_EXPORT_ALL": "1",
                "REQUEST_METHOD": environ["REQUEST_METHOD"], "PATH_INFO": environ["PATH_INFO"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 import threading
 from typing import Any
 
@@ -33,7 +34,8 @@ class ForgeServer:
     """A forge app bound to host:port (0 picks a free port), with its real URL known."""
 
     def __init__(self, config: ForgeConfig, host: str = "127.0.0.1", port: int = 0,
-                 lock: DataDirLock | None = None) -> None:
+                 lock: DataDirLock | None = None, sock: socket.socket | None = None) -> None:
+        """Build the app and serve it on `sock` if given (bound to host:port), else bind here."""
         self.app = create_app(config, lock=lock)
         self.lock: DataDirLock = self.app.extensions["forge_lock"]
         self.state: ForgeState = state_of(self.app)
@@ -43,14 +45,18 @@ class ForgeServer:
                        {"timeout": self.state.config.request_timeout})
         try:
             self.server: BaseWSGIServer = make_server(
-                host, port, self.app, threaded=True, request_handler=handler)
+                host, port, self.app, threaded=True, request_handler=handler,
+                fd=sock.fileno() if sock else None)
         except BaseException:
             self.state.housekeeper.stop()
             self.lock.release()
             raise
+        finally:
+            if sock is not None:
+                sock.close()  # werkzeug serves a duplicate of it
         self.server.daemon_threads = True  # type: ignore[attr-defined]
         self.host = host
-        self.port: int = self.server.server_port
+        self.port: int = self.server.port
         self.url = f"http://{host}:{self.port}"
         self.state.config = self.state.config.replace(base_url=self.url)
         self._thread: threading.Thread | None = None

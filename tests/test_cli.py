@@ -130,6 +130,37 @@ def test_serve_keeps_state_across_restarts(tmp_path: Path) -> None:
         second.stop()
 
 
+def test_serve_listens_before_the_app_is_built_and_answers_the_first_request(tmp_path: Path) -> None:
+    # The socket is bound and announced before the imports and the app: a client that
+    # connects at once waits in the socket's queue and gets its answer, never a refusal.
+    served = Served(tmp_path / "data")
+    try:
+        response = requests.get(f"{served.url}/-/health", timeout=30)
+        assert (response.status_code, response.json()) == (200, {"status": "ok"})
+        key = requests.get(f"{served.url}/-/forge/registry/certificate", timeout=30)
+        assert key.status_code == 200 and key.text.startswith("-----BEGIN CERTIFICATE-----")
+        assert (tmp_path / "data" / "registry" / "signing.key").stat().st_mode & 0o777 == 0o600
+    finally:
+        served.stop()
+
+
+def test_serve_refuses_a_busy_port_and_a_missing_git_before_announcing_anything(tmp_path: Path) -> None:
+    import socket
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        result = subprocess.run([FORGE, "serve", "--port", str(port), "--data-dir", str(tmp_path / "a")],
+                                capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0 and result.stdout == ""
+    assert f"Error: cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
+    env = {**os.environ, "PATH": str(Path(FORGE).parent)}  # the venv's tools, no git
+    result = subprocess.run([FORGE, "serve", "--port", "0", "--data-dir", str(tmp_path / "b"),
+                             "--git-engine", "git"], capture_output=True, text=True, timeout=30, env=env)
+    assert result.returncode != 0 and result.stdout == ""
+    assert "git engine: no `git` binary on PATH" in result.stderr
+    again = Served(tmp_path / "a")  # neither left the data directory locked
+    again.stop()
+
+
 def test_serve_refuses_a_bad_seed_with_a_clear_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yml"
     bad.write_text("projects:\n  - path: ghost/app\n")

@@ -1,0 +1,27 @@
+"""Tokens as GitLab mints them, and the digest they are stored as (never the token itself)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+
+def digest(secret: str) -> str:
+    """Return the stored form of a token: its SHA-256 hex digest."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def same_digest(stored: str, secret: str) -> bool:
+    """Compare a stored digest with a presented secret in constant time."""
+    return hmac.compare_digest(stored.encode(), digest(secret).encode())
+
+
+def new_personal_token() -> str:
+    """Mint a PAT in GitLab's format: `glpat-` and 20 URL-safe characters."""
+    return "glpat-" + secrets.token_urlsafe(15)
+
+
+def new_job_token(partition_id: int = 100) -> str:
+    """Mint a job token in GitLab's classic format: `glcbt-<partition hex>_<random>`."""
+    return f"glcbt-{partition_id:x}_{secrets.token_urlsafe(15)}"
