@@ -4,8 +4,8 @@ forge runs as `forge serve` once per fetch engine (git upload-pack, dulwich), ea
 own process; http-backend sits behind a werkzeug server in this process. The servers take
 turns run by run, so load on the machine hits all alike. Figures are medians in seconds;
 ratio = forge / http-backend (below 1 means forge is faster). A second table sets 8 and 16
-concurrent clones against `forge serve` with 1 worker and with `--workers 4` (on a
-throwaway PostgreSQL when its server programs are installed, else SQLite).
+concurrent clones against `forge serve` with 1 worker and with `--workers 4` (both on a
+throwaway PostgreSQL when its server programs are installed, else on SQLite).
 
     make bench                 # or: .venv/bin/python bench/run.py [--quick]
 """
@@ -328,15 +328,16 @@ def bench_workers(sources: list[tuple[str, Path]], tmp: Path, runs: int) -> None
         cluster: PostgresCluster | None = PostgresCluster()
     except PostgresUnavailable:
         cluster = None
-    database = cluster.create_database() if cluster else ""
     backend = HttpBackend(tmp / "backend-workers")
     backend.root.mkdir()
-    servers: dict[str, Any] = {
-        "1 worker": ForgeProcess(tmp / "forge-1", "git"),
-        "4 workers": ForgeProcess(tmp / "forge-4", "git", workers=4, database_url=database),
+    servers: dict[str, Any] = {  # both on the same kind of database
+        "1 worker": ForgeProcess(tmp / "forge-1", "git",
+                                 database_url=cluster.create_database() if cluster else ""),
+        "4 workers": ForgeProcess(tmp / "forge-4", "git", workers=4,
+                                  database_url=cluster.create_database() if cluster else ""),
         "http-backend": backend,
     }
-    print(f"--workers 4 on {'PostgreSQL' if cluster else 'SQLite'}")
+    print(f"1 worker and --workers 4, on {'PostgreSQL' if cluster else 'SQLite'}")
     print(f"  {'repository':<14} {'operation':<26} {'1 wkr':>8} {'4 wkrs':>8} {'backend':>8}"
           f" {'1/b':>7} {'4/b':>7}")
     try:

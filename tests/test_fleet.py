@@ -299,3 +299,26 @@ def test_fleet_clock_moved_through_one_process_moves_every_process(fleet: Fleet)
     finally:
         requests.post(f"{fleet.url}/-/forge/clock", json={"offset": 0}, headers=fleet.root, timeout=30)
     fleet.everywhere(_refs(fleet, "acme/app", "gitlab-ci-token", job["token"]), _status(200))
+
+
+def test_fleet_master_alone_holds_the_data_directory_lock(fleet: Fleet, tmp_path: Path) -> None:
+    from serving import FORGE
+
+    master = fleet.served.proc.pid
+    assert (fleet.data_dir / "forge.lock").read_text() == f"{master}\n"
+    second = subprocess.run([FORGE, "serve", "--port", "0", "--data-dir", str(fleet.data_dir)],
+                            capture_output=True, text=True, timeout=60)
+    assert second.returncode == 1
+    assert f"is in use by another forge (pid {master})" in second.stderr
+    for how in (signal.SIGTERM, signal.SIGKILL):  # a worker leaving, however, keeps the lock
+        victim = min(fleet.workers())
+        os.kill(victim, how)
+        deadline = time.monotonic() + 30
+        while victim in fleet.workers() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        fleet.wait_for_workers()
+        assert (fleet.data_dir / "forge.lock").read_text() == f"{master}\n"
+    with open(fleet.data_dir / "forge.lock", "rb") as handle:
+        import fcntl
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
