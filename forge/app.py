@@ -64,7 +64,7 @@ def create_app(config: ForgeConfig | None = None, clock: Callable[[], datetime] 
         database.on_connect(db.engine)
         if not worker:
             _prepare_database(config, state.now())
-            _sweep_on_start(state)
+            _sweep_on_start(state, lock.alone)
 
     def on_exception(sender: Flask, exception: BaseException, **_: Any) -> None:
         import traceback
@@ -108,15 +108,16 @@ def _prepare_database(config: ForgeConfig, now: datetime) -> None:
         db.session.commit()
 
 
-def _sweep_on_start(state: ForgeState) -> None:
+def _sweep_on_start(state: ForgeState, alone: bool) -> None:
     """Remove what a crash left (orphan repositories), and look at every repository once."""
     from sqlalchemy import select
 
     from forge.models import Project
     ids = list(db.session.scalars(select(Project.id)))
-    for name in sweep_orphans(state.backend, ids):  # the data directory's lock is held
-        log.warning("removed repository directory %s: no project owns it", name)
-    state.pack_cache.sweep_temporary()
+    if alone:  # no other forge (another fleet) can be seeding or fetching now
+        for name in sweep_orphans(state.backend, ids):
+            log.warning("removed repository directory %s: no project owns it", name)
+        state.pack_cache.sweep_temporary()
     for key in ids:
         state.housekeeper.after_push(key)
 

@@ -80,11 +80,11 @@ def serve(host: str, port: int, data_dir: Path, seed_file: Path | None,
     from forge.datadir import DataDirBusy, DataDirLock
 
     try:  # before anything in the data directory is read, written or deleted
-        lock = DataDirLock.acquire(data_dir)
+        lock = DataDirLock.acquire(data_dir, shared=workers > 1)  # fleets share a directory
+        if fresh:
+            lock.empty()
     except DataDirBusy as exc:
         raise click.ClickException(str(exc)) from None
-    if fresh:
-        lock.empty()
     if templates_dir is None and seed_file is not None:
         templates_dir = seed_file.parent
     config = ForgeConfig.from_env(data_dir=data_dir, database_url=database_url,

@@ -122,6 +122,7 @@ def serve(config: ForgeConfig, lock: DataDirLock, sock: socket.socket, host: str
     if on_start is not None:
         on_start(Started(app, state))
     sys.stdout.flush()
+    lock.share()  # other fleets (other hosts) may join from now on
     state.housekeeper.stop()  # the start-up look at each repository ends before the fork
     with app.app_context():
         db.engine.dispose()  # no connection of the master's may be shared by a worker

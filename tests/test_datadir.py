@@ -113,3 +113,21 @@ def test_make_clean_refuses_while_a_forge_holds_a_data_dir(tmp_path: Path) -> No
         assert (data / "forge.lock").exists()
     subprocess.run(clean, cwd=tmp_path, capture_output=True, text=True, check=True)
     assert not (tmp_path / ".forge-data").exists()
+
+
+def test_datadir_fleets_share_the_lock_and_an_embedded_forge_is_refused(tmp_path: Path) -> None:
+    first = DataDirLock.acquire(tmp_path, shared=True)
+    assert first.alone  # found it free: may sweep, then lets others in
+    first.share()
+    second = DataDirLock.acquire(tmp_path, shared=True)
+    assert not second.alone
+    with pytest.raises(DataDirBusy, match=f"pid {os.getpid()}"):
+        DataDirLock.acquire(tmp_path)
+    with pytest.raises(DataDirBusy, match="cannot be emptied now"):
+        second.empty()
+    first.release()
+    second.release()
+    with DataDirLock.acquire(tmp_path) as embedded:
+        assert embedded.alone
+        with pytest.raises(DataDirBusy):
+            DataDirLock.acquire(tmp_path, shared=True)

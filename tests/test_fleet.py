@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 import requests
-from serving import Served
+from serving import FORGE, Served
 
 pytestmark = pytest.mark.fleet
 
@@ -302,7 +302,6 @@ def test_fleet_clock_moved_through_one_process_moves_every_process(fleet: Fleet)
 
 
 def test_fleet_master_alone_holds_the_data_directory_lock(fleet: Fleet, tmp_path: Path) -> None:
-    from serving import FORGE
 
     master = fleet.served.proc.pid
     assert (fleet.data_dir / "forge.lock").read_text() == f"{master}\n"
@@ -322,3 +321,49 @@ def test_fleet_master_alone_holds_the_data_directory_lock(fleet: Fleet, tmp_path
         import fcntl
         with pytest.raises(BlockingIOError):
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def test_fleet_two_fleets_share_one_data_directory_and_database(
+        forge_postgres: str, tmp_path: Path, git: Any, commit: Any) -> None:
+    """As on two hosts mounting one data directory: both serve, each sees what the other did."""
+    from forge.pgcluster import create_database, drop_database
+
+    url = create_database(forge_postgres)
+    data_dir = tmp_path / "shared"
+    token = "glpat-shared-root-token-01"
+    first = Served(data_dir, "--workers", "2", "--database-url", url, "--root-token", token)
+    second = None
+    try:
+        second = Served(data_dir, "--workers", "2", "--database-url", url, "--root-token", token)
+        root = {"PRIVATE-TOKEN": token}
+        seeded = requests.post(f"{first.url}/-/forge/seed", json=SCENARIO, headers=root, timeout=60)
+        assert seeded.status_code == 201, seeded.text
+        alone = subprocess.run([FORGE, "serve", "--port", "0", "--data-dir", str(data_dir)],
+                               capture_output=True, text=True, timeout=60)
+        assert alone.returncode == 1 and "is in use by another forge" in alone.stderr
+        fresh = subprocess.run([FORGE, "serve", "--port", "0", "--data-dir", str(data_dir),
+                                "--workers", "2", "--fresh", "--database-url", url],
+                               capture_output=True, text=True, timeout=60)
+        assert fresh.returncode == 1 and "cannot be emptied now" in fresh.stderr
+
+        work = tmp_path / "work"
+        git("clone", "-q", f"http://oauth2:glpat-alice-fleet-000001@{first.url[7:]}/acme/busy.git", work)
+        sha = commit(work, {"shared.txt": "both\n"}, "through the first fleet")
+        git("push", "-q", "origin", "HEAD:refs/heads/shared", cwd=work)
+        listed = git("ls-remote", f"http://oauth2:glpat-alice-fleet-000001@{second.url[7:]}/acme/busy.git",
+                     cwd=tmp_path).stdout
+        assert f"{sha}\trefs/heads/shared" in listed
+        job = "glcbt-64_fleetJobToken000000001"
+        assert _refs_status(second.url, job) == 200
+        requests.patch(f"{first.url}/-/forge/jobs/1", json={"status": "success"}, headers=root, timeout=30)
+        assert _refs_status(second.url, job) == 401
+    finally:
+        if second is not None:
+            second.stop()
+        first.stop()
+        drop_database(forge_postgres, url)
+
+
+def _refs_status(url: str, job_token: str) -> int:
+    return requests.get(f"{url}/acme/app.git/info/refs?service=git-upload-pack",
+                        headers=_basic("gitlab-ci-token", job_token), timeout=30).status_code
