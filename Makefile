@@ -7,7 +7,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8929
 DEMO_DATA ?= .forge-data/demo
 
-.PHONY: dev system-deps serve test lint typecheck check bench clean
+.PHONY: dev system-deps serve test lint typecheck check bench clean gitlab-suite
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,12 +35,16 @@ test: dev
 	FORGE_TEST_DATABASE=postgresql $(BIN)/python -m pytest -n 2 -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check forge tests bench
+	$(BIN)/ruff check forge tests bench scripts
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
 check: lint typecheck test
+
+# python-gitlab's own functional tests (pinned sdist) for the claimed areas, against a fresh forge.
+gitlab-suite: dev
+	PYTHON=$(abspath $(BIN))/python ./scripts/python-gitlab-suite.sh
 
 bench: dev
 	$(BIN)/python bench/run.py

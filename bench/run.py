@@ -20,12 +20,16 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 import requests
+from werkzeug.serving import make_server
+from werkzeug.wsgi import get_input_stream
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -127,6 +131,39 @@ class ForgeProcess:
         self.proc.wait()
         assert self.proc.stdout is not None
         self.proc.stdout.close()
+
+
+class Replay:
+    """The floor of any cache: answers each request with the bytes http-backend gave the
+    first time, with no git, no authorization and no database."""
+
+    def __init__(self, backend: HttpBackend) -> None:
+        self.backend = backend
+        self.answers: dict[tuple[str, ...], tuple[str, list[tuple[str, str]], bytes]] = {}
+        self.server = make_server("127.0.0.1", 0, self.app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def app(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        body = get_input_stream(environ).read()
+        key = (environ["REQUEST_METHOD"], environ["PATH_INFO"], environ.get("QUERY_STRING", ""),
+               environ.get("HTTP_GIT_PROTOCOL", ""), body.hex())
+        if key not in self.answers:
+            seen: dict[str, Any] = {}
+
+            def capture(status: str, headers: list[tuple[str, str]], *_: Any) -> None:
+                seen.update(status=status, headers=headers)
+
+            inner = {**environ, "wsgi.input": BytesIO(body), "CONTENT_LENGTH": str(len(body))}
+            data = b"".join(self.backend.app(inner, capture))
+            self.answers[key] = (seen["status"], seen["headers"], data)
+        status, headers, data = self.answers[key]
+        start_response(status, headers)
+        return [data]
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 OPERATIONS = ("ls-remote", "full clone", "--depth 1 clone", "--depth 20 fetch (runner)",
@@ -310,6 +347,17 @@ def main() -> None:
         try:
             for label, source in sources:
                 bench_repo(label, source, servers, tmp / "work", runs)
+            label, source = sources[-1]
+            replay = Replay(backend)
+            name = source.name.removesuffix(".git")
+            urls = {"replay": f"{replay.url}/{name}.git", "http-backend": f"{backend.url}/{name}.git"}
+            git("clone", "-q", "--bare", urls["replay"], tmp / "work" / "replay-warm")
+            floor = measure("repeated clone", urls, urls, tmp / "work" / "replay", runs)
+            replay.stop()
+            print(f"  {label:<14} {'repeated clone, replayed':<26} {floor['replay']:8.3f} "
+                  f"(recorded bytes, no git: the floor of any cache; "
+                  f"{floor['replay'] / floor['http-backend']:.2f} of http-backend's "
+                  f"{floor['http-backend']:.3f})")
             print()
             for key in ("forge-git", "forge-dulwich"):
                 print(f"{key} server peak RSS (VmHWM): {servers[key].peak_rss_mb():.0f} MB")

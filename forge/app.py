@@ -38,6 +38,9 @@ def create_app(config: ForgeConfig | None = None, clock: Callable[[], datetime] 
     lock = lock or DataDirLock.acquire(config.data_dir)
     if not config.root_token:
         config = config.replace(root_token=domain.new_personal_token())
+    if not config.runner_registration_token:
+        from forge.tokens import new_registration_token
+        config = config.replace(runner_registration_token=new_registration_token())
     config.repositories_dir.mkdir(parents=True, exist_ok=True)
     if not config.database_url:
         protect_database(config.data_dir)
@@ -92,7 +95,14 @@ def create_app(config: ForgeConfig | None = None, clock: Callable[[], datetime] 
                 events.prune(config.event_retention)
                 db.session.commit()
 
+    def fail_timed_out_jobs() -> None:  # also done on every runner request: this is for idle forges
+        from forge.runners import fail_timed_out
+        with app.app_context():
+            fail_timed_out(state.now())
+            db.session.commit()
+
     housekeeper.every(60, prune_events)
+    housekeeper.every(15, fail_timed_out_jobs)
     housekeeper.start()
     return app
 

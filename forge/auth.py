@@ -11,7 +11,7 @@ import binascii
 import secrets
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from flask import current_app
@@ -145,6 +145,19 @@ def api_principal(headers: Mapping[str, str] | Headers, args: Mapping[str, str],
         return found if found.kind is perm.Kind.PAT else perm.Principal(
             perm.Kind.INVALID, failure="unknown_token")
     return perm.ANONYMOUS
+
+
+def find_user(ref: str) -> User | None:
+    """A user by id or username (how `Sudo` names one)."""
+    if ref.isdigit():
+        return domain.by_id(User, ref)
+    user: User | None = db.session.scalar(select(User).where(User.username == ref))
+    return user
+
+
+def acting_as(principal: perm.Principal, user: User) -> perm.Principal:
+    """The principal of an admin's token acting as `user` (sudo): same token, that user."""
+    return replace(principal, user=domain.user_facts(user))
 
 
 def user_of(principal: perm.Principal) -> User | None:

@@ -21,19 +21,24 @@ if TYPE_CHECKING:
     import requests
 
 ROOT_TOKEN_FILE = "root-token"
+REGISTRATION_TOKEN_FILE = "runner-registration-token"
 
 
 def _root_token(data_dir: Path, given: str | None) -> str:
     """Use the given root token, or the one this data directory was started with before."""
     from forge.tokens import new_personal_token
 
-    path = data_dir / ROOT_TOKEN_FILE
+    return _kept_secret(data_dir / ROOT_TOKEN_FILE, given, new_personal_token)
+
+
+def _kept_secret(path: Path, given: str | None, make: Any) -> str:
+    """The given secret, or the one kept in `path` (mode 0600), made once."""
     if given:
         return given
     if path.exists():
         return path.read_text().strip()
-    token = new_personal_token()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    token: str = make()
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.touch(mode=0o600)
     path.write_text(token + "\n")
     return token
@@ -66,6 +71,8 @@ def main() -> None:
 @click.option("--git-engine", default=None, envvar="FORGE_GIT_ENGINE",
               type=click.Choice(["auto", "git", "dulwich"]),
               help="who answers fetches: git upload-pack, dulwich, or auto (git when installed)")
+@click.option("--runner-registration-token", default=None, envvar="FORGE_RUNNER_REGISTRATION_TOKEN",
+              help="for `POST /api/v4/runners` (default: generated once per data directory)")
 @click.option("--quiet", is_flag=True, help="do not log requests")
 @click.option("--workers", default=1, type=click.IntRange(1, 256), envvar="FORGE_WORKERS",
               show_default=True, help="server processes (gunicorn) sharing the data directory and "
@@ -73,7 +80,7 @@ def main() -> None:
 def serve(host: str, port: int, data_dir: Path, seed_file: Path | None,
           templates_dir: Path | None, fresh: bool, root_token: str | None,
           database_url: str | None, registry: str | None, git_engine: str | None,
-          quiet: bool, workers: int) -> None:
+          runner_registration_token: str | None, quiet: bool, workers: int) -> None:
     """Serve a forge; print its URL, the root token and clone commands."""
     import logging
 
@@ -87,8 +94,12 @@ def serve(host: str, port: int, data_dir: Path, seed_file: Path | None,
         raise click.ClickException(str(exc)) from None
     if templates_dir is None and seed_file is not None:
         templates_dir = seed_file.parent
+    from forge.tokens import new_registration_token
+    registration = _kept_secret(data_dir / REGISTRATION_TOKEN_FILE, runner_registration_token,
+                                new_registration_token)
     config = ForgeConfig.from_env(data_dir=data_dir, database_url=database_url,
                                   root_token=_root_token(data_dir, root_token),
+                                  runner_registration_token=registration,
                                   registry_url=registry, git_engine=git_engine,
                                   templates_dir=str(templates_dir.resolve()) if templates_dir else None)
     from forge.gitproc import EngineError, find_git
@@ -114,6 +125,8 @@ def serve(host: str, port: int, data_dir: Path, seed_file: Path | None,
     # from the requests; /jwt/auth and the certificate route wait for it if they come first.
     threading.Thread(target=server.state.signing_key, name="forge-signing-key", daemon=True).start()
     click.echo(f"root token: {config.root_token}   (admin `root`; header PRIVATE-TOKEN)")
+    click.echo(f"runner registration token: {config.runner_registration_token}   "
+               "(gitlab-runner register --registration-token)")
     if seed_file is not None:
         _seed_on_start(server, seed_file)
     sys.stdout.flush()
@@ -313,6 +326,59 @@ def job_finish(url: str, token: str, job_id: int, status: str) -> None:
     data = _check(_request(_client(url, token), "PATCH", f"{url.rstrip('/')}/-/forge/jobs/{job_id}",
                            data=json.dumps({"status": status})))
     click.echo(f"job {data['id']} is {data['status']}")
+
+
+@job.command("queue")
+@url_option
+@token_option
+@click.option("--project", required=True, help="full path, e.g. acme/app")
+@click.option("--user", required=True, help="the triggering user")
+@click.option("--script", "script", multiple=True, required=True, help="a command (repeat for more)")
+@click.option("--ref", default=None)
+@click.option("--name", default="build")
+@click.option("--stage", default="test")
+@click.option("--timeout", default=3600, type=int)
+@click.option("--image", default=None)
+@click.option("--tag", "tags", multiple=True, help="a runner tag the job needs (repeatable)")
+@click.option("--needs", multiple=True, help="a job of the same pipeline to wait for (repeatable)")
+@click.option("--pipeline", default=None, type=int, help="join this pipeline (needed with --needs)")
+@click.option("--var", "variables", multiple=True, help="KEY=VALUE, a variable of the job (repeatable)")
+def job_queue(url: str, token: str, project: str, user: str, script: tuple[str, ...],
+              ref: str | None, name: str, stage: str, timeout: int, image: str | None,
+              tags: tuple[str, ...], needs: tuple[str, ...], pipeline: int | None,
+              variables: tuple[str, ...]) -> None:
+    """Queue a job for a runner (pending until one takes it); print its id."""
+    body: dict[str, Any] = {"project": project, "user": user, "name": name, "stage": stage,
+                            "timeout": timeout, "script": list(script), "tags": list(tags),
+                            "needs": list(needs)}
+    for key, value in (("ref", ref), ("image", image), ("pipeline", pipeline)):
+        if value is not None:
+            body[key] = value
+    if variables:
+        if not all("=" in item for item in variables):
+            raise click.BadParameter("use KEY=VALUE", param_hint="--var")
+        body["variables"] = dict(item.split("=", 1) for item in variables)
+    data = _check(_request(_client(url, token), "POST", f"{url.rstrip('/')}/-/forge/jobs",
+                           data=json.dumps(body)))
+    click.echo(data["id"])
+
+
+@job.command("log")
+@url_option
+@token_option
+@click.argument("job_id", type=int)
+def job_log(url: str, token: str, job_id: int) -> None:
+    """Print a job's log (what its runner sent), and its status on stderr."""
+    session = _client(url, token)
+    base = url.rstrip("/")
+    data = _check(_request(session, "GET", f"{base}/-/forge/jobs/{job_id}"))
+    response = _request(session, "GET", f"{base}/api/v4/projects/{data['project_id']}/jobs/"
+                                         f"{job_id}/trace")
+    if response.status_code != 200:
+        _check(response)
+    click.echo(response.text, nl=False)
+    data = _check(_request(session, "GET", f"{base}/-/forge/jobs/{job_id}"))
+    click.echo(f"job {job_id} is {data['status']}", err=True)
 
 
 @main.command("seed")

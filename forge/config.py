@@ -43,6 +43,7 @@ class ForgeConfig:
     registry_cert_file: str = ""  # default: registry/signing.crt in the data directory
     templates_dir: str = ""  # where the control API's seed `template:` entries live; empty: none
     event_retention: int = 100_000  # newest decision-log events kept; 0 keeps them all
+    runner_registration_token: str = ""  # for `POST /api/v4/runners`; empty: generated at start
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> ForgeConfig:

@@ -95,8 +95,9 @@ def _name(body: dict[str, Any], key: str) -> str:
     return value
 
 
-def job_json(job: Job, token: str | None = None) -> dict[str, Any]:
+def job_json(job: Job, token: str | None = None, state: ForgeState | None = None) -> dict[str, Any]:
     """Render a job as the control API shows it."""
+    state = state or _state()
     data = {
         "id": job.id, "status": job.status, "project": job.project.full_path,
         "pipeline": job.pipeline_id,
@@ -104,8 +105,10 @@ def job_json(job: Job, token: str | None = None) -> dict[str, Any]:
         "name": job.name, "stage": job.stage, "timeout": job.timeout,
         "started_at": job.started_at.isoformat() + "Z" if job.started_at else None,
         "finished_at": job.finished_at.isoformat() + "Z" if job.finished_at else None,
-        "variables": jobs.job_variables(job, token, _state().config.base_url,
-                                          _state().config.registry_url),
+        "variables": jobs.job_variables(job, token, state.config.base_url,
+                                        state.config.registry_url, state.backend),
+        "failure_reason": job.failure_reason, "exit_code": job.exit_code, "runner": job.runner_id,
+        "script": (job.spec or {}).get("script") or None,
     }
     if token is not None:
         data["token"] = token
@@ -125,6 +128,7 @@ def seed_scenario() -> tuple[Response, int]:
 @bp.post("/reset")
 def reset() -> tuple[Response, int]:
     """Empty the forge, keeping the root user and its token."""
+    _state().housekeeper.wait_idle(30)  # no sweep of a directory a new project will reuse
     domain.reset(_state().backend, _state().lfs)
     db.session.commit()
     _state().set_clock_offset(0)
@@ -146,7 +150,8 @@ def move_clock() -> tuple[Response, int]:
 
 @bp.post("/jobs")
 def start_job() -> tuple[Response, int]:
-    """Start a job: `{"project", "user", "ref", "name", "timeout", "pipeline"}`."""
+    """Start a job: `{"project", "user", "ref", "name", "timeout", "pipeline"}`; with a
+    `script` (and `image`, `variables`, `tags`, `needs`, `artifacts`) queue it for a runner."""
     state, body = _state(), _body()
     project_ref, username = _name(body, "project"), _name(body, "user")
     try:
@@ -154,7 +159,9 @@ def start_job() -> tuple[Response, int]:
     except ValueError as exc:
         abort(400, f"timeout {exc}")
     ref, name, stage = _text(body, "ref"), _text(body, "name", "build"), _text(body, "stage", "test")
-    status, token = _text(body, "status", "running"), _text(body, "token")
+    spec = _spec(body)
+    status = _text(body, "status", None if jobs.is_runner_job(spec) else "running")
+    token = _text(body, "token")
     project = domain.get_project(project_ref)
     user = domain.get_user(username)
     pipeline = body.get("pipeline")
@@ -162,10 +169,27 @@ def start_job() -> tuple[Response, int]:
         abort(400, "pipeline must be the id of a pipeline of the project")
     job, token = jobs.create_job(
         state.now(), state.backend, project, user, ref=ref, name=name or "build",
-        stage=stage or "test", timeout=timeout, status=status or "running", token=token,
-        pipeline=_pipeline(pipeline) if pipeline is not None else None)
+        stage=stage or "test", timeout=timeout, status=status, token=token,
+        pipeline=_pipeline(pipeline) if pipeline is not None else None, spec=spec,
+        seal=state.seal)
     db.session.commit()
     return jsonify(job_json(job, token)), 201
+
+
+SPEC_KEYS = ("script", "image", "variables", "tags", "needs", "artifacts", "services", "after_script")
+
+
+def _spec(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The runner job a body describes (`script` and friends), checked; None without any."""
+    given = {key: body[key] for key in SPEC_KEYS if body.get(key) is not None}
+    if not given:
+        return None
+    if isinstance(given.get("variables"), list) or (
+            "variables" in given and not isinstance(given["variables"], dict)):
+        abort(400, "variables must be a mapping of name to value")
+    if "artifacts" in given and not isinstance(given["artifacts"], dict):
+        abort(400, "artifacts must be a mapping (paths, when, expire_in, name)")
+    return jobs.job_spec(**given)
 
 
 def _pipeline(pipeline_id: int) -> Any:

@@ -25,6 +25,8 @@ from forge.models import (
     Event,
     Group,
     Job,
+    JobArtifact,
+    JobLog,
     LfsLock,
     LfsObject,
     Membership,
@@ -34,6 +36,7 @@ from forge.models import (
     Project,
     ProtectedBranch,
     Release,
+    Runner,
     ScopeLink,
     User,
     db,
@@ -196,6 +199,17 @@ def ancestor_ids(group: Group | None) -> list[int]:
     return ids
 
 
+def descendants(group: Group) -> list[Group]:
+    """The group and every group below it, parents before children."""
+    found, level = [group], [group.id]
+    while level:
+        children = list(db.session.scalars(select(Group).where(Group.parent_id.in_(level))
+                                           .order_by(Group.id)))
+        found += children
+        level = [child.id for child in children]
+    return found
+
+
 # -- users and tokens ------------------------------------------------------------------
 
 def create_user(
@@ -287,6 +301,17 @@ def create_group(now: datetime, full_path: str, *, name: str | None = None,
     db.session.add(group)
     db.session.flush()
     return group
+
+
+def update_group(group: Group, **changes: Any) -> None:
+    """Change a group's name, description or visibility."""
+    unknown = sorted(set(changes) - {"name", "description", "visibility"})
+    if unknown:
+        raise DomainError(f"cannot change {', '.join(unknown)} of group {group.full_path!r}")
+    if "visibility" in changes and changes["visibility"] not in perm.VISIBILITIES:
+        raise DomainError(f"unknown visibility {changes['visibility']!r}")
+    for key, value in changes.items():
+        setattr(group, key, value)
 
 
 def create_project(
@@ -410,7 +435,8 @@ def delete_project(backend: RepositoryBackend, project: Project) -> None:
 def update_project(project: Project, **changes: Any) -> None:
     """Change a project's visibility, default branch or job token settings."""
     allowed = {"visibility", "default_branch", "inbound_enabled", "outbound_enabled",
-               "job_push_allowed", "lfs_enabled", "job_token_policies_enabled", "name"}
+               "job_push_allowed", "lfs_enabled", "job_token_policies_enabled", "name",
+               "description"}
     unknown = sorted(set(changes) - allowed)
     if unknown:
         raise DomainError(f"cannot change {', '.join(unknown)} of project {project.full_path!r}")
@@ -472,7 +498,8 @@ def remove_member(user: User, target: Group | Project) -> None:
 
 
 def protect_branch(project: Project, name: str, push_access_level: int | str = perm.MAINTAINER,
-                   allow_force_push: bool = False, replace: bool = True) -> ProtectedBranch:
+                   allow_force_push: bool = False, replace: bool = True,
+                   merge_access_level: int | str | None = None) -> ProtectedBranch:
     """Protect a branch name or wildcard of `project`.
 
     An existing rule is replaced, or with `replace` false refused with Conflict (so of
@@ -488,6 +515,7 @@ def protect_branch(project: Project, name: str, push_access_level: int | str = p
         db.session.add(rule)
     rule.push_access_level = level
     rule.allow_force_push = allow_force_push
+    rule.merge_access_level = None if merge_access_level is None else role_level(merge_access_level)
     db.session.flush()
     return rule
 
@@ -721,16 +749,16 @@ def ensure_root(now: datetime, root_token: str, root_password: str = "",
 
 def reset(backend: RepositoryBackend, lfs: BlobStore | None = None) -> None:
     """Empty the forge, keeping the root user and its tokens."""
-    for model in (Event, Job, Pipeline, LfsLock, LfsObject, PackageFile, Release, ScopeLink,
-                  ProtectedBranch, Membership, Project, Group):
+    for model in (Event, JobLog, JobArtifact, Job, Pipeline, Runner, LfsLock, LfsObject,
+                  PackageFile, Release, ScopeLink, ProtectedBranch, Membership, Project, Group):
         db.session.execute(db.delete(model))
     root = db.session.scalar(select(User).where(User.username == "root"))
     keep = root.id if root is not None else -1
     db.session.execute(db.delete(PersonalAccessToken).where(PersonalAccessToken.user_id != keep))
     db.session.execute(db.delete(User).where(User.id != keep))
     restart_ids(db.session.connection(), [model.__tablename__ for model in (
-        Event, Job, Pipeline, LfsLock, LfsObject, PackageFile, Release, ScopeLink, ProtectedBranch,
-        Membership, Project, Group, PersonalAccessToken, User)])
+        Event, JobArtifact, Job, Pipeline, Runner, LfsLock, LfsObject, PackageFile, Release,
+        ScopeLink, ProtectedBranch, Membership, Project, Group, PersonalAccessToken, User)])
     backend.delete_all()
     if lfs is not None:
         lfs.delete_all()

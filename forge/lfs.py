@@ -244,7 +244,7 @@ def unlock(project: str, lock_id: str) -> Response:
     except domain.NotFound as exc:
         return lfs_json({"message": str(exc)}, 404)
     decision = perm.authorize_unlock(outcome.principal, outcome.facts, lock.user_id, lock.path,
-                                     bool(_body().get("force")))
+                                     _body().get("force") is True)
     auth.record(state.now(), request.method, request.path, outcome.principal, "lfs_unlock",
                 decision, outcome.project, ref=lock.path)
     if not decision.allowed:

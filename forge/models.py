@@ -10,7 +10,18 @@ from datetime import datetime
 from typing import Any
 
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, registry, relationship
 from sqlalchemy.types import TypeEngine
 
@@ -50,6 +61,8 @@ class User(db.Model):  # type: ignore[name-defined,misc]
     external: Mapped[bool] = mapped_column(default=False)
     state: Mapped[str] = mapped_column(Chars(20), default="active")
     created_at: Mapped[datetime]
+    # `/user/status`: {"message", "emoji", "availability", "clear_status_at"}; None when unset
+    status: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class PersonalAccessToken(db.Model):  # type: ignore[name-defined,misc]
@@ -78,6 +91,7 @@ class Group(db.Model):  # type: ignore[name-defined,misc]
     full_path: Mapped[str] = mapped_column(Chars(1024), unique=True)
     visibility: Mapped[str] = mapped_column(Chars(10), default="private")
     created_at: Mapped[datetime]
+    description: Mapped[str | None] = mapped_column(Chars(2000))
     parent: Mapped[Group | None] = relationship(remote_side=[id])
 
 
@@ -99,6 +113,7 @@ class Project(db.Model):  # type: ignore[name-defined,misc]
     lfs_enabled: Mapped[bool] = mapped_column(default=True)
     job_token_policies_enabled: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime]
+    description: Mapped[str | None] = mapped_column(Chars(2000))
     group: Mapped[Group | None] = relationship()
     owner: Mapped[User | None] = relationship()
 
@@ -136,6 +151,9 @@ class ProtectedBranch(db.Model):  # type: ignore[name-defined,misc]
     name: Mapped[str] = mapped_column(Chars(255))
     push_access_level: Mapped[int] = mapped_column(default=40)
     allow_force_push: Mapped[bool] = mapped_column(default=False)
+    # who may merge (GitLab's merge_access_level); forge has no merge requests, it is kept
+    # and shown so configuration tools see what they set. None: maintainers (GitLab's default).
+    merge_access_level: Mapped[int | None]
 
 
 class ScopeLink(db.Model):  # type: ignore[name-defined,misc]
@@ -223,6 +241,8 @@ class Release(db.Model):  # type: ignore[name-defined,misc]
     sha: Mapped[str] = mapped_column(Chars(64))
     author_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime]
+    # asset links: [{"id", "name", "url", "link_type", "direct_asset_path"}]; None when none
+    links: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     author: Mapped[User | None] = relationship()
 
 
@@ -237,6 +257,7 @@ class Pipeline(db.Model):  # type: ignore[name-defined,misc]
     sha: Mapped[str] = mapped_column(Chars(64), default="")
     source: Mapped[str] = mapped_column(Chars(40), default="push")
     created_at: Mapped[datetime]
+    tag: Mapped[bool | None]  # `ref` is a tag (CI_COMMIT_TAG), not a branch; None: a branch
     project: Mapped[Project] = relationship()
 
 
@@ -258,9 +279,62 @@ class Job(db.Model):  # type: ignore[name-defined,misc]
     created_at: Mapped[datetime]
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # A job for runners: its definition (script, image, variables, tags, needs, artifacts),
+    # None for jobs that tests run themselves.
+    spec: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The token, encrypted with the forge's secret key, for the runner that takes the job
+    # (a database dump alone does not reveal it); None once taken, and for other jobs.
+    sealed_token: Mapped[str | None] = mapped_column(Chars(512))
+    runner_id: Mapped[int | None]
+    failure_reason: Mapped[str | None] = mapped_column(Chars(80))
+    exit_code: Mapped[int | None]
     project: Mapped[Project] = relationship()
     user: Mapped[User] = relationship()
     pipeline: Mapped[Pipeline | None] = relationship()
+
+
+class Runner(db.Model):  # type: ignore[name-defined,misc]
+    """A registered runner; it authenticates with a token kept as a digest."""
+
+    __tablename__ = "runners"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_digest: Mapped[str] = mapped_column(Chars(64), unique=True)
+    runner_type: Mapped[str] = mapped_column(Chars(20), default="instance_type")
+    group_id: Mapped[int | None] = mapped_column(ForeignKey("groups.id", ondelete="CASCADE"))
+    project_id: Mapped[int | None] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    description: Mapped[str] = mapped_column(Chars(1024), default="")
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    run_untagged: Mapped[bool] = mapped_column(default=True)
+    paused: Mapped[bool] = mapped_column(default=False)
+    locked: Mapped[bool] = mapped_column(default=False)
+    access_level: Mapped[str] = mapped_column(Chars(20), default="not_protected")
+    maximum_timeout: Mapped[int | None]
+    creator_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    info: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # what it said about itself
+    created_at: Mapped[datetime]
+    contacted_at: Mapped[datetime | None]
+
+
+class JobLog(db.Model):  # type: ignore[name-defined,misc]
+    """The log (trace) a runner sent for a job, appended chunk by chunk."""
+
+    __tablename__ = "job_logs"
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    content: Mapped[bytes] = mapped_column(LargeBinary, default=b"")
+
+
+class JobArtifact(db.Model):  # type: ignore[name-defined,misc]
+    """An artifacts file a runner uploaded for a job, stored by content hash."""
+
+    __tablename__ = "job_artifacts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    file_type: Mapped[str] = mapped_column(Chars(40), default="archive")
+    file_format: Mapped[str] = mapped_column(Chars(20), default="zip")
+    filename: Mapped[str] = mapped_column(Chars(255))
+    size: Mapped[int]
+    sha256: Mapped[str] = mapped_column(Chars(64))
+    created_at: Mapped[datetime]
 
 
 class Event(db.Model):  # type: ignore[name-defined,misc]

@@ -76,6 +76,7 @@ class Kind(enum.StrEnum):
     PASSWORD = "password"
     PAT = "personal_access_token"
     JOB = "job_token"
+    RUNNER = "runner_token"
     INVALID = "invalid"
 
 
@@ -566,6 +567,7 @@ class Ability:
     writes: bool = False
     policy: str | None = None
     public_read: bool = True  # readable by anyone who sees a public/internal project
+    login_first: bool = False  # the endpoint authenticates before it looks for the project
 
 
 ABILITIES = {a.name: a for a in (
@@ -577,10 +579,11 @@ ABILITIES = {a.name: a for a in (
     Ability("read_release", REPORTER, policy="read_releases"),
     Ability("create_release", DEVELOPER, writes=True, policy="admin_releases"),
     Ability("read_members", GUEST),
+    Ability("read_build", REPORTER, policy="read_jobs"),
     Ability("admin_project", MAINTAINER, writes=True, public_read=False),
     Ability("admin_members", MAINTAINER, writes=True, public_read=False),
-    Ability("admin_job_token_scope", MAINTAINER, writes=True, public_read=False),
-    Ability("read_job_token_scope", MAINTAINER, public_read=False),
+    Ability("admin_job_token_scope", MAINTAINER, writes=True, public_read=False, login_first=True),
+    Ability("read_job_token_scope", MAINTAINER, public_read=False, login_first=True),
     Ability("delete_project", OWNER, writes=True, public_read=False),
 )}
 
@@ -622,6 +625,8 @@ def authorize_api(principal: Principal, ability: str, project: Project | None, n
     if not auth.allowed:
         return auth
     need = ABILITIES[ability]
+    if need.login_first and principal.kind is Kind.ANONYMOUS:
+        return _api_deny("login_required", 401, API_UNAUTHORIZED)
     if project is None:
         return _api_deny("project_not_found", 404, API_PROJECT_NOT_FOUND)
     if principal.kind is Kind.PAT:
@@ -652,7 +657,8 @@ def authorize_api(principal: Principal, ability: str, project: Project | None, n
 def authorize_instance(principal: Principal, ability: str, now: datetime, base_url: str,
                        target_user_id: int | None = None) -> Decision:
     """Decide instance-level calls: `admin` (manage users and tokens), `read_user`
-    (see oneself), `create_group`, `revoke_token` (one's own, or any as admin)."""
+    (see oneself), `create_group`, `update_own_status`, `revoke_token` (one's own, or any
+    as admin), `block_user` (admin, never oneself)."""
     auth = authenticate_api(principal, now, base_url)
     if not auth.allowed:
         return auth
@@ -664,10 +670,13 @@ def authorize_instance(principal: Principal, ability: str, now: datetime, base_u
         return _api_deny("insufficient_scope", 403, API_INSUFFICIENT_SCOPE)
     if ability == "read_user":
         return _allow("authenticated")
-    if ability == "create_group":
-        return _allow("can_create_group")
+    if ability in ("create_group", "update_own_status"):
+        return _allow(f"can_{ability}")
     if ability == "revoke_token" and target_user_id == user.id:
         return _allow("own_token")
+    if ability == "block_user" and target_user_id == user.id and user.admin:
+        return _api_deny("block_self", 403,
+                         "403 Forbidden - The API you are trying to access is not allowed for you")
     if not user.admin:
         return _api_deny("not_admin", 403, API_FORBIDDEN)
     return _allow("admin")
@@ -675,21 +684,29 @@ def authorize_instance(principal: Principal, ability: str, now: datetime, base_u
 
 def authorize_group(principal: Principal, ability: str, visibility: str, role: int,
                     now: datetime, base_url: str) -> Decision:
-    """Decide a group call: `read_group`; `create_subgroup`, `create_project` (maintainer);
-    `admin_members` (owner); `role` is the principal's role there, ancestors included."""
+    """Decide a group call: `read_group`, `read_namespace` (members and admins);
+    `create_subgroup`, `create_project` (maintainer);
+    `admin_members`, `admin_group` (owner); `role` is the principal's role there, ancestors
+    included."""
     auth = authenticate_api(principal, now, base_url)
     if not auth.allowed:
         return auth
     user = principal.user
+    if ability != "read_group" and principal.kind is Kind.ANONYMOUS:
+        return _api_deny("login_required", 401, API_UNAUTHORIZED)  # authenticate_non_get!
     admin = user is not None and user.admin and principal.kind is not Kind.JOB
     seen = visibility if not (visibility == INTERNAL and (user is None or user.external)) else PRIVATE
     if seen == PRIVATE and role < GUEST and not admin:
         return _api_deny("group_not_visible", 404, "404 Group Not Found")
+    if ability == "read_namespace":  # /namespaces: members only, whatever the visibility
+        if role < GUEST and not admin:
+            return _api_deny("not_a_member", 404, "404 Namespace Not Found")
+        return _allow("can_read_namespace")
     if ability == "read_group":
         return _allow("can_read_group")
     if principal.kind is Kind.PAT and "api" not in principal.scopes:
         return _api_deny("insufficient_scope", 403, API_INSUFFICIENT_SCOPE)
-    needed = OWNER if ability == "admin_members" else MAINTAINER
+    needed = OWNER if ability in ("admin_members", "admin_group") else MAINTAINER
     if not admin and role < needed:
         return _api_deny("insufficient_role", 403, API_FORBIDDEN)
     return _allow(f"can_{ability}")
@@ -707,8 +724,144 @@ def authorize_current_job(principal: Principal, now: datetime, base_url: str) ->
     return _allow("job_token")
 
 
+def authorize_sudo(principal: Principal, now: datetime, base_url: str) -> Decision:
+    """Decide a `Sudo` header (act as another user): an admin's PAT with the `sudo` scope
+    (lib/api/helpers.rb `sudo!`)."""
+    auth = authenticate_api(principal, now, base_url)
+    if not auth.allowed:
+        return auth
+    user = principal.user
+    if principal.kind is Kind.ANONYMOUS or user is None:
+        return _api_deny("login_required", 401, API_UNAUTHORIZED)
+    if not user.admin or principal.kind is Kind.JOB:
+        return _api_deny("not_admin", 403, "403 Forbidden - Must be admin to use sudo")
+    if principal.kind is not Kind.PAT:
+        return _api_deny("sudo_needs_token", 403, "403 Forbidden - Must be authenticated using an "
+                         "OAuth or Personal Access Token to use sudo")
+    if "sudo" not in principal.scopes:
+        return _api_deny("insufficient_sudo_scope", 403, API_INSUFFICIENT_SCOPE)
+    return _allow("sudo")
+
+
 def acts_as_admin(principal: Principal) -> bool:
     """Whether the principal has administrator rights (never through a job token)."""
     user = principal.user
     return user is not None and user.admin and user.state == "active" and (
         principal.kind in (Kind.PAT, Kind.PASSWORD))
+
+
+# -- runners (lib/api/ci/runner.rb, lib/api/user_runners.rb) -----------------------------
+
+RUNNER_TYPES = ("instance_type", "group_type", "project_type")
+RUNNER_ACCESS_LEVELS = ("not_protected", "ref_protected")
+RUNNER_FORBIDDEN = "403 Forbidden"
+JOB_NOT_RUNNING = "403 Forbidden - Job is not running"
+INSUFFICIENT_PERMISSIONS = "403 Forbidden - Insufficient permissions"
+
+
+@dataclass(frozen=True)
+class Runner:
+    """A registered runner as the rules see it."""
+
+    id: int
+    runner_type: str
+    group_id: int | None = None
+    project_id: int | None = None
+    tags: frozenset[str] = frozenset()
+    run_untagged: bool = True
+    paused: bool = False
+    ref_protected_only: bool = False
+
+
+@dataclass(frozen=True)
+class QueuedJob:
+    """A job waiting for a runner."""
+
+    id: int
+    project_id: int
+    project_group_ids: frozenset[int]
+    status: str
+    tags: frozenset[str] = frozenset()
+    protected_ref: bool = False
+
+
+def authorize_registration(token_matches: bool) -> Decision:
+    """Decide `POST /runners` with a registration token: it must be the instance's."""
+    if not token_matches:
+        return _deny("invalid_registration_token", 403, RUNNER_FORBIDDEN)
+    return _allow("registration_token")
+
+
+def authorize_runner(found: bool) -> Decision:
+    """Decide a request that carries a runner's authentication token."""
+    if not found:
+        return _deny("unknown_runner_token", 403, RUNNER_FORBIDDEN)
+    return _allow("runner_token")
+
+
+def authorize_create_runner(principal: Principal, runner_type: str, role: int, now: datetime,
+                            base_url: str) -> Decision:
+    """Decide `POST /user/runners`: instance runners need an admin, group runners the
+    group's owner, project runners a maintainer of the project (`role` is the user's role
+    in the group or project); a PAT needs the `create_runner` or `api` scope."""
+    auth = authenticate_api(principal, now, base_url)
+    if not auth.allowed:
+        return auth
+    user = principal.user
+    if principal.kind not in (Kind.PAT, Kind.PASSWORD) or user is None:
+        return _api_deny("login_required", 401, API_UNAUTHORIZED)
+    if principal.kind is Kind.PAT and not {"api", "create_runner"} & principal.scopes:
+        return _api_deny("insufficient_scope", 403, API_INSUFFICIENT_SCOPE)
+    if user.admin:
+        return _allow("admin")
+    needed = {"group_type": OWNER, "project_type": MAINTAINER}.get(runner_type)
+    if needed is None or role < needed:
+        return _api_deny("insufficient_role", 403, INSUFFICIENT_PERMISSIONS)
+    return _allow(f"can_create_{runner_type}")
+
+
+def runner_may_take(runner: Runner, job: QueuedJob) -> Decision:
+    """Decide whether `runner` may take the queued `job`, as GitLab's queue matches them:
+    the runner's scope (instance, the project's group or an ancestor, the project), its
+    tags (a tagged job needs all its tags on the runner, an untagged one `run_untagged`),
+    `ref_protected` runners only for protected refs, and paused runners never."""
+    if runner.paused:
+        return _deny("runner_paused", 403, RUNNER_FORBIDDEN)
+    if job.status != "pending":
+        return _deny("job_not_pending", 409, "409 Conflict")
+    if runner.runner_type == "group_type" and runner.group_id not in job.project_group_ids:
+        return _deny("runner_not_in_scope", 403, RUNNER_FORBIDDEN)
+    if runner.runner_type == "project_type" and runner.project_id != job.project_id:
+        return _deny("runner_not_in_scope", 403, RUNNER_FORBIDDEN)
+    if runner.ref_protected_only and not job.protected_ref:
+        return _deny("runner_ref_protected", 403, RUNNER_FORBIDDEN)
+    if job.tags and not job.tags <= runner.tags:
+        return _deny("runner_missing_tags", 403, RUNNER_FORBIDDEN)
+    if not job.tags and not runner.run_untagged:
+        return _deny("runner_no_untagged", 403, RUNNER_FORBIDDEN)
+    return _allow("runner_matches")
+
+
+def authorize_job_update(job: Job | None, token_matches: bool, now: datetime) -> Decision:
+    """Decide a runner's request for its job (`PUT /jobs/:id`, the trace, artifacts upload)
+    with the job's token: 403 for an unknown job or wrong token, and `Job is not running`
+    for a job that is not running or is past its timeout (the runner then stops it)."""
+    if job is None or not token_matches:
+        return _deny("unknown_job_token", 403, RUNNER_FORBIDDEN)
+    if job.status != "running":
+        return _deny("job_not_running", 403, JOB_NOT_RUNNING)
+    if job.started_at is not None and now >= job.started_at + timedelta(seconds=job.timeout):
+        return _deny("job_timed_out", 403, JOB_NOT_RUNNING)
+    return _allow("job_token")
+
+
+def authorize_artifacts_download(own_token: bool, principal: Principal, project: Project | None,
+                                 now: datetime, base_url: str) -> Decision:
+    """Decide `GET /jobs/:id/artifacts`: the job's own token (running or not), or the token
+    of a running job that may read the job's project (a job that needs it); else 403."""
+    if own_token:
+        return _allow("own_job_token")
+    if principal.kind is not Kind.JOB or project is None:
+        return _deny(principal.failure or "unknown_job_token", 403, RUNNER_FORBIDDEN)
+    decision = authorize(principal, Action.READ, project, now, base_url)
+    return decision if decision.allowed else _deny(decision.reason, 403, RUNNER_FORBIDDEN)

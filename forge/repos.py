@@ -202,6 +202,13 @@ class RepositoryBackend(Backend):
             sha = refs.get(Ref(f"refs/heads/{ref}".encode())) or refs.get(Ref(f"refs/tags/{ref}".encode()))
         return sha.decode() if sha else ""
 
+    def is_empty(self, key: int) -> bool:
+        """Tell whether the project's repository is missing or has no branch yet."""
+        if not self.exists(key):
+            return True
+        with open_repo(self.path_for(key)) as repo:
+            return not repo.refs.keys(base=Ref(b"refs/heads/"))
+
     def delete(self, key: int) -> None:
         """Remove the project's repository from disk."""
         shutil.rmtree(self.path_for(key), ignore_errors=True)

@@ -32,7 +32,8 @@ SCOPE_KEYS = {"inbound_enabled", "outbound_enabled", "push_repository_allowed",
               "ci_push_repository_for_job_token_allowed", "allowlist", "outbound"}
 ALLOWLIST_KEYS = {"projects", "groups"}
 ENTRY_KEYS = {"path", "default_permissions", "job_token_policies"}
-JOB_KEYS = {"project", "user", "status", "ref", "name", "stage", "timeout", "token", "pipeline"}
+JOB_KEYS = {"project", "user", "status", "ref", "name", "stage", "timeout", "token", "pipeline",
+            "script", "image", "variables", "tags", "needs", "artifacts"}
 MAX_JOB_TIMEOUT = 30 * 24 * 3600  # GitLab refuses job timeouts above a month
 NO_TEMPLATES_DIR = ("this forge has no templates directory: start it with `forge serve "
                     "--templates-dir DIR` (or --seed FILE, whose directory is used), or send the "
@@ -315,18 +316,42 @@ def _apply(state: ForgeState, scenario: Mapping[str, Any], templates_dir: Path |
             raise SeedError(f"{where}.timeout: {exc}") from None
         label = _opt_text(entry, "pipeline", where)
         shared = pipelines.get((project.id, label)) if label else None
+        spec = named(where, _job_spec, entry, where)
         job, token = named(where, jobs.create_job, now, state.backend, project, user,
                            ref=_opt_text(entry, "ref", where),
                            name=_opt_text(entry, "name", where, "build"),
                            stage=_opt_text(entry, "stage", where, "test"), timeout=timeout,
-                           status=_opt_text(entry, "status", where, "running"),
-                           token=_opt_text(entry, "token", where), pipeline=shared)
+                           status=_opt_text(entry, "status", where,
+                                            None if jobs.is_runner_job(spec) else "running"),
+                           token=_opt_text(entry, "token", where), pipeline=shared, spec=spec,
+                           seal=state.seal)
         if label:
             pipelines[(project.id, label)] = job.pipeline
         result["jobs"].append({"id": job.id, "project": project.full_path, "user": user.username,
                                "status": job.status, "token": token, "pipeline": job.pipeline_id})
     db.session.flush()
     return result
+
+
+def _job_spec(entry: Mapping[str, Any], where: str) -> dict[str, Any] | None:
+    """A seed job's runner definition (`script`, `image`, `variables`, `tags`, `needs`,
+    `artifacts`), or None for a job the test runs itself."""
+    if not any(entry.get(key) is not None for key in ("script", "image", "variables", "tags",
+                                                       "needs", "artifacts")):
+        return None
+    variables = entry.get("variables") or {}
+    if not isinstance(variables, dict):
+        raise SeedError(f"{where}.variables: expected a mapping of name to value, got {_kind(variables)}")
+    artifacts = entry.get("artifacts")
+    if artifacts is not None and not isinstance(artifacts, dict):
+        raise SeedError(f"{where}.artifacts: expected a mapping, got {_kind(artifacts)}")
+    script = entry.get("script")
+    return jobs.job_spec(
+        script=None if script is None else script if isinstance(script, str)
+        else _texts(script, f"{where}.script"),
+        image=_opt_text(entry, "image", where), variables=variables,
+        tags=_texts(entry.get("tags") or [], f"{where}.tags"),
+        needs=_texts(entry.get("needs") or [], f"{where}.needs"), artifacts=artifacts)
 
 
 def _contents(entry: Mapping[str, Any], key: str, where: str) -> dict[str, str | bytes] | None:

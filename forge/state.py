@@ -12,12 +12,14 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from flask import Flask
@@ -59,6 +61,7 @@ class ForgeState:
     _signing_key: SigningKey | None = None
     _offset_seen: tuple[int, int, int] | None = None
     _offset: timedelta = timedelta()
+    _secret_key: bytes | None = None
 
     def now(self) -> datetime:
         """Return the forge's current time: its clock plus the shared offset tests set."""
@@ -121,6 +124,27 @@ class ForgeState:
                 continue
         return found
 
+    def secret_key(self) -> bytes:
+        """Return the forge's own secret (`secret-key` in the data directory), made once.
+
+        It encrypts what the forge must give out again later but never stores in clear:
+        the token of a queued job, handed to the runner that takes it.
+        """
+        with self._lock:
+            if self._secret_key is None:
+                self._secret_key = _load_or_create_secret(self.config.data_dir / "secret-key")
+            return self._secret_key
+
+    def seal(self, text: str) -> str:
+        """Encrypt `text` with the forge's secret key."""
+        from cryptography.fernet import Fernet
+        return Fernet(self.secret_key()).encrypt(text.encode()).decode()
+
+    def unseal(self, sealed: str) -> str:
+        """Decrypt what `seal` encrypted."""
+        from cryptography.fernet import Fernet
+        return Fernet(self.secret_key()).decrypt(sealed.encode()).decode()
+
     def take_errors(self) -> list[str]:
         """Return and forget the recorded server errors."""
         taken = []
@@ -146,6 +170,26 @@ class ForgeState:
                     self._signing_key = load_or_create_key(
                         self.config.signing_key_path, self.config.signing_cert_path, self.now())
             return self._signing_key
+
+
+def _load_or_create_secret(path: Path) -> bytes:
+    """Read a Fernet key from `path`, creating it (mode 0600) if absent; processes that race
+    to create it all end up with the one that was linked into place first."""
+    if not path.exists():
+        import base64
+        import secrets
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".secret-")
+        try:
+            os.write(fd, base64.urlsafe_b64encode(secrets.token_bytes(32)) + b"\n")
+            os.close(fd)
+            try:
+                os.link(temporary, path)
+            except FileExistsError:
+                pass
+        finally:
+            os.unlink(temporary)
+    return path.read_bytes().strip()
 
 
 def state_of(app: Flask) -> ForgeState:

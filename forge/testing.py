@@ -74,6 +74,7 @@ class Forge:
         self.state = server.state
         self.url = server.url
         self.root_token = self.state.config.root_token
+        self.runner_registration_token = self.state.config.runner_registration_token
 
     # -- plumbing ----------------------------------------------------------------------
 
@@ -100,6 +101,9 @@ class Forge:
         """Empty the forge (root and its token stay) and restore the real clock."""
         self.state.set_clock_offset(0)
         self.state.take_errors()
+        # Housekeeping still at work on a repository of the last test would sweep the "stale"
+        # ref locks of a new repository that reuses its directory (ids restart after a reset).
+        self.state.housekeeper.wait_idle(30)
         with self._session():
             domain.reset(self.state.backend, self.state.lfs)
 
@@ -264,12 +268,37 @@ class Forge:
 
     def start_job(self, project: ProjectRef, user: UserRef, *, ref: str | None = None,
                   name: str = "build", timeout: int = 3600, status: str = "running",
-                  pipeline: JobHandle | int | None = None) -> JobHandle:
+                  pipeline: JobHandle | int | None = None,
+                  variables: Mapping[str, Any] | None = None) -> JobHandle:
         """Start a job triggered by `user`; refused unless the user may run jobs there.
 
         Each job gets a new pipeline at `ref` (writing `refs/pipelines/<id>`), unless
-        `pipeline` names one (an id, or a job whose pipeline to join).
+        `pipeline` names one (an id, or a job whose pipeline to join). `variables` are
+        the job's own (`{"NAME": "value"}` or `{"NAME": {"value": ..., "masked": True}}`).
         """
+        spec = jobs.job_spec(variables=variables) if variables else None
+        return self._create_job(project, user, ref=ref, name=name, timeout=timeout,
+                                status=status, pipeline=pipeline, spec=spec)
+
+    def queue_job(self, project: ProjectRef, user: UserRef, script: str | list[str], *,
+                  ref: str | None = None, name: str = "build", stage: str = "test",
+                  timeout: int = 3600, image: str | None = None,
+                  variables: Mapping[str, Any] | None = None, tags: tuple[str, ...] = (),
+                  needs: tuple[str, ...] = (), artifacts: Mapping[str, Any] | None = None,
+                  pipeline: JobHandle | int | None = None) -> JobHandle:
+        """Queue a job for a runner: pending (its token refused) until a runner takes it.
+
+        `needs` names jobs of the same pipeline that must succeed first (their artifacts
+        are the job's dependencies); `tags` pick runners as GitLab does.
+        """
+        spec = jobs.job_spec(script=script, image=image, variables=variables, tags=tags,
+                             needs=needs, artifacts=artifacts)
+        return self._create_job(project, user, ref=ref, name=name, stage=stage, timeout=timeout,
+                                status=None, pipeline=pipeline, spec=spec)
+
+    def _create_job(self, project: ProjectRef, user: UserRef, *, ref: str | None, name: str,
+                    timeout: int, status: str | None, pipeline: JobHandle | int | None,
+                    spec: dict[str, Any] | None, stage: str = "test") -> JobHandle:
         with self._session():
             joined = None
             if pipeline is not None:
@@ -277,9 +306,10 @@ class Forge:
                     pipeline.pipeline if isinstance(pipeline, JobHandle) else pipeline)
             job, token = jobs.create_job(
                 self.now(), self.state.backend, domain.get_project(_path(project)),
-                domain.get_user(_name(user)), ref=ref, name=name, timeout=timeout, status=status,
-                pipeline=joined)
-            variables = jobs.job_variables(job, token, self.url, self.state.config.registry_url)
+                domain.get_user(_name(user)), ref=ref, name=name, stage=stage, timeout=timeout,
+                status=status, pipeline=joined, spec=spec, seal=self.state.seal)
+            variables = jobs.job_variables(job, token, self.url, self.state.config.registry_url,
+                                           self.state.backend)
             return JobHandle(job.id, token, job.project.full_path, job.user.username, variables,
                              job.pipeline_id)
 
@@ -293,11 +323,42 @@ class Forge:
         """Finish a job; its token dies for the very next request."""
         self.set_job_status(job, status)
 
+    def job(self, job: JobHandle | int) -> dict[str, Any]:
+        """Return a job as the control API shows it: status, failure_reason, exit_code, runner..."""
+        from forge.control import job_json
+        with self._session():
+            return job_json(jobs.get_job(job.id if isinstance(job, JobHandle) else job),
+                            state=self.state)
+
+    def job_log(self, job: JobHandle | int) -> str:
+        """Return the log a runner sent for the job (what `GET .../jobs/:id/trace` answers)."""
+        from forge import runners
+        with self._session():
+            runners.fail_timed_out(self.now())
+            found = jobs.get_job(job.id if isinstance(job, JobHandle) else job)
+            return runners.job_log(found).decode("utf-8", "replace")
+
+    def create_runner(self, *, tags: tuple[str, ...] = (), run_untagged: bool = True,
+                      description: str = "test runner", paused: bool = False,
+                      project: ProjectRef | None = None, group: str | None = None,
+                      access_level: str = "not_protected") -> tuple[int, str]:
+        """Create a runner directly (instance, or `project=` / `group=` scoped); return its
+        id and authentication token (`glrt-...`), as `POST /api/v4/user/runners` would."""
+        from forge import runners
+        with self._session():
+            kind = "project_type" if project is not None else "group_type" if group else "instance_type"
+            runner, token = runners.create_runner(
+                self.now(), runner_type=kind, description=description, tags=tags,
+                run_untagged=run_untagged, paused=paused, access_level=access_level,
+                project=domain.get_project(_path(project)) if project is not None else None,
+                group=domain.get_group(group) if group else None)
+            return runner.id, token
+
     def job_variables(self, job: JobHandle) -> dict[str, str]:
         """Return the CI_* variables of a job, as a runner would export them."""
         with self._session():
             return jobs.job_variables(jobs.get_job(job.id), job.token, self.url,
-                                        self.state.config.registry_url)
+                                      self.state.config.registry_url, self.state.backend)
 
     # -- URLs and the decision log -----------------------------------------------------
 

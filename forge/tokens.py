@@ -25,3 +25,17 @@ def new_personal_token() -> str:
 def new_job_token(partition_id: int = 100) -> str:
     """Mint a job token in GitLab's classic format: `glcbt-<partition hex>_<random>`."""
     return f"glcbt-{partition_id:x}_{secrets.token_urlsafe(15)}"
+
+
+RUNNER_TOKEN_PREFIX = "glrt-"  # GitLab's runner authentication tokens
+REGISTRATION_TOKEN_PREFIX = "GR1348941"  # GitLab's runner registration tokens
+
+
+def new_registration_token() -> str:
+    """Mint an instance runner registration token in GitLab's format."""
+    return REGISTRATION_TOKEN_PREFIX + secrets.token_urlsafe(15)
+
+
+def new_runner_token() -> str:
+    """Mint a runner authentication token: `glrt-` and random characters."""
+    return RUNNER_TOKEN_PREFIX + secrets.token_urlsafe(20)

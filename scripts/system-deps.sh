@@ -3,6 +3,7 @@
 set -euo pipefail
 need=()
 command -v git >/dev/null 2>&1 || need+=(git)
+command -v curl >/dev/null 2>&1 || need+=(curl)  # job scripts in the runner tests and the README
 git lfs version >/dev/null 2>&1 || need+=(git-lfs)
 # The registry tests: a real Docker registry (CNCF distribution 2.8) and skopeo.
 command -v docker-registry >/dev/null 2>&1 || [ -x /usr/bin/docker-registry ] || need+=(docker-registry)

@@ -48,7 +48,7 @@ def test_scope_read_and_toggle(forge: Forge, world: dict[str, Any]) -> None:
 @pytest.mark.parametrize("who,status,body", [
     ("developer", 403, {"message": "403 Forbidden"}),
     ("outsider", 404, {"message": "404 Project Not Found"}),
-    (None, 404, {"message": "404 Project Not Found"}),
+    (None, 401, {"message": "401 Unauthorized"}),  # authenticate! comes first
 ])
 def test_scope_needs_maintainer(forge: Forge, world: dict[str, Any], who: str | None, status: int,
                                 body: dict[str, str]) -> None:
@@ -72,9 +72,9 @@ def test_project_allowlist(forge: Forge, world: dict[str, Any]) -> None:
     path = f"/projects/{lib}/job_token_scope/allowlist"
     assert [p["id"] for p in api("GET", path).json()] == [lib]  # the project itself, first
     added = api("POST", path, json={"target_project_id": app})
+    # GitLab's entity: the two ids, nothing else (forge's extension fields were not sent)
     assert (added.status_code, added.json()) == (201, {
-        "source_project_id": lib, "target_project_id": app, "default_permissions": True,
-        "job_token_policies": []})
+        "source_project_id": lib, "target_project_id": app})
     listing = api("GET", path)
     assert [p["path_with_namespace"] for p in listing.json()] == ["acme/lib", "acme/app"]
     assert listing.headers["X-Total"] == "2"
@@ -107,7 +107,8 @@ def test_group_allowlist(forge: Forge, world: dict[str, Any]) -> None:
     groups = requests.get(f"{forge.url}/api/v4/groups", headers={"PRIVATE-TOKEN": forge.root_token})
     acme_id = next(g["id"] for g in groups.json() if g["full_path"] == "acme")
     added = api("POST", path, json={"target_group_id": acme_id})
-    assert (added.status_code, added.json()["target_group_id"]) == (201, acme_id)
+    assert (added.status_code, added.json()) == (201, {"source_project_id": lib,
+                                                       "target_group_id": acme_id})
     assert [g["full_path"] for g in api("GET", path).json()] == ["acme"]
     duplicate = api("POST", path, json={"target_group_id": acme_id})
     assert (duplicate.status_code, duplicate.json()) == (400, {
@@ -117,7 +118,7 @@ def test_group_allowlist(forge: Forge, world: dict[str, Any]) -> None:
     assert api("POST", path, json={}).json() == {"error": "target_group_id is missing"}
     assert api("DELETE", f"{path}/{acme_id}").status_code == 204
     assert api("DELETE", f"{path}/{acme_id}").status_code == 404
-    assert api("DELETE", f"{path}/nope").status_code == 404
+    assert api("DELETE", f"{path}/nope").json() == {"error": "target_group_id is invalid"}
 
 
 def test_allowlist_limit_is_200_groups(forge: Forge, world: dict[str, Any]) -> None:
@@ -148,3 +149,48 @@ def test_fine_grained_entry_fields_are_validated(forge: Forge, world: dict[str, 
                                    "job_token_policies": ["read_packages", "admin_releases"]})
     assert good.json()["job_token_policies"] == ["read_packages", "admin_releases"]
     assert good.json()["default_permissions"] is False
+
+
+def test_scope_anonymous_gets_401_before_any_lookup(forge: Forge, world: dict[str, Any]) -> None:
+    api = Api(forge, None)
+    for project in (world["target"].id, 99999999, "no%2Fsuch"):
+        for method, suffix in (("GET", ""), ("PATCH", ""), ("GET", "/allowlist"),
+                               ("POST", "/allowlist"), ("DELETE", "/allowlist/1"),
+                               ("GET", "/groups_allowlist"), ("POST", "/groups_allowlist"),
+                               ("DELETE", "/groups_allowlist/1")):
+            response = api(method, f"/projects/{project}/job_token_scope{suffix}",
+                           json={"enabled": True, "target_project_id": 1, "target_group_id": 1})
+            assert (response.status_code, response.json()) == (401, {"message": "401 Unauthorized"}), (
+                method, project, suffix)
+
+
+@pytest.mark.parametrize("value", ["maybe", "", "tru", "2", "null", [True], {"a": 1}])
+def test_scope_enabled_must_be_a_boolean(forge: Forge, world: dict[str, Any], value: Any) -> None:
+    api = Api(forge, world["people"]["maintainer"].token)
+    path = f"/projects/{world['target'].id}/job_token_scope"
+    response = api("PATCH", path, json={"enabled": value})
+    want = {"error": "enabled is missing"} if value == "" else {"error": "enabled is invalid"}
+    assert (response.status_code, response.json()) == (400, want)
+    assert api("GET", path).json()["inbound_enabled"] is True  # a typo never opens the allowlist
+
+
+@pytest.mark.parametrize("value,enabled", [(False, False), ("false", False), ("0", False),
+                                           (True, True), ("true", True), ("1", True)])
+def test_scope_enabled_spellings_grape_accepts(forge: Forge, world: dict[str, Any], value: Any,
+                                               enabled: bool) -> None:
+    api = Api(forge, world["people"]["maintainer"].token)
+    path = f"/projects/{world['target'].id}/job_token_scope"
+    assert api("PATCH", path, data={"enabled": value} if isinstance(value, str) else None,
+               json=None if isinstance(value, str) else {"enabled": value}).status_code == 204
+    assert api("GET", path).json()["inbound_enabled"] is enabled
+
+
+def test_allowlist_entry_shows_forge_fields_only_when_sent(forge: Forge, world: dict[str, Any]) -> None:
+    api = Api(forge, forge.root_token)
+    path = f"/projects/{world['target'].id}/job_token_scope/allowlist"
+    sent = api("POST", path, json={"target_project_id": world["source"].id, "default_permissions": "maybe"})
+    assert (sent.status_code, sent.json()) == (400, {"error": "default_permissions is invalid"})
+    sent = api("POST", path, json={"target_project_id": world["source"].id, "default_permissions": True})
+    assert sent.json() == {"source_project_id": world["target"].id,
+                           "target_project_id": world["source"].id,
+                           "default_permissions": True, "job_token_policies": []}

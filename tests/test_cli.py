@@ -64,7 +64,8 @@ def test_serve_prints_listening_line_root_token_and_working_clone_commands(
         served: Served, git_env: dict[str, str], tmp_path: Path) -> None:
     assert served.lines[1].startswith("root token: glpat-")
     assert served.lines[1].endswith("   (admin `root`; header PRIVATE-TOKEN)")
-    assert served.lines[2:4] == ["", "Paste any of these into a terminal:"]
+    assert served.lines[2].startswith("runner registration token: GR1348941")
+    assert served.lines[3:5] == ["", "Paste any of these into a terminal:"]
     pairs = [(served.lines[i], served.lines[i + 1]) for i in range(len(served.lines) - 1)
              if served.lines[i].startswith("# ") and "git clone" in served.lines[i + 1]]
     assert [comment for comment, _ in pairs] == [hint.format(url=served.url) for hint, _ in DEMO_HINTS]

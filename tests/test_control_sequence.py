@@ -46,7 +46,8 @@ def _paste(script: str, demo: Served, tmp_path: Path, git_env: dict[str, str]
     script = (script.replace("http://127.0.0.1:8929", demo.url)
               .replace(".forge-data/demo", str(demo.log.parent / "demo"))
               .replace("/tmp/forge-clones", str(tmp_path / "clones"))
-              .replace("/tmp/forge-registry", str(tmp_path / "registry")))
+              .replace("/tmp/forge-registry", str(tmp_path / "registry"))
+              .replace("/tmp/forge-runner", str(tmp_path / "runner")))
     env = {**git_env, "PATH": f"{Path(sys.executable).parent}:{git_env['PATH']}"}
     # curl -s prints 4xx bodies and exits 0: make any HTTP error stop the paste
     prelude = "set -eo pipefail\ncurl() { command curl --fail-with-body \"$@\"; echo; }\n"
@@ -85,6 +86,21 @@ def test_readme_control_api_and_cli_sequences_work_after_make_serve(
     seeded = json.loads(result.stdout[result.stdout.index("{"):result.stdout.rindex("}") + 1])
     assert [job["token"] for job in seeded["jobs"]] == ["glcbt-64_demoRunningJob00001",
                                                         "glcbt-64_demoFinishedJob0001"]
+
+
+def test_readme_run_real_jobs_sequence_runs_a_job_on_a_real_runner(
+        demo: Served, tmp_path: Path, git_env: dict[str, str]) -> None:
+    script = _block("Run real jobs")
+    assert "gitlab-runner.py --register" in script and "--once" in script
+    reset = f"forge seed --reset --url {demo.url} --token {demo.root_token} fixtures/demo.yml >/dev/null\n"
+    result = _paste(reset + script, demo, tmp_path, git_env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"^job \d+ is success$", result.stderr, re.M), result.stderr
+    log = result.stdout
+    assert re.search(r"^acme/app at [0-9a-f]{8} on main$", log, re.M), log
+    assert "Cloning into 'lib'" in log and "lib.py" in log
+    assert log.count("Job complete success=True") == 2  # forge job log, then the API
+    assert "Registration complete" in result.stdout + result.stderr
 
 
 def test_seed_command_seeds_the_demo_with_templates_after_a_reset(

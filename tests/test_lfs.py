@@ -160,6 +160,9 @@ def test_lfs_force_unlock_needs_maintainer(forge: Forge, world: dict[str, Any]) 
     response = requests.post(url, auth=("ops", other.password), json={"force": True})
     assert response.json() == {"message": "You must have maintainer access to force delete a lock"}
     forge.set_role(other, "maintainer", project="acme/app")
+    for not_true in ("false", "no", 0, "maybe"):  # only JSON true forces: a typo never does
+        refused = requests.post(url, auth=("ops", other.password), json={"force": not_true})
+        assert refused.status_code == 403, not_true
     assert requests.post(url, auth=("ops", other.password), json={"force": True}).status_code == 200
     verify = requests.post(f"{forge.url}/acme/app.git/info/lfs/locks/verify",
                            auth=("dev", dev.password), json={})

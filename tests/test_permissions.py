@@ -326,3 +326,138 @@ def test_authorize_catalog() -> None:
     assert perm.authorize_catalog(perm.Principal(Kind.PASSWORD, user=ADMIN), NOW, BASE).allowed
     assert not perm.authorize_catalog(DEV, NOW, BASE).allowed
     assert not perm.authorize_catalog(job_principal(ADMIN), NOW, BASE).allowed
+
+
+# -- runners ------------------------------------------------------------------------------
+
+GROUP, PARENT = 7, 3
+
+
+def queued(tags: tuple[str, ...] = (), protected: bool = True, status: str = "pending") -> perm.QueuedJob:
+    return perm.QueuedJob(id=1, project_id=20, project_group_ids=frozenset({GROUP, PARENT}),
+                          status=status, tags=frozenset(tags), protected_ref=protected)
+
+
+def runner(kind: str = "instance_type", **kw: object) -> perm.Runner:
+    return perm.Runner(id=1, runner_type=kind, **kw)  # type: ignore[arg-type]
+
+
+RUNNER_CASES = [
+    ("instance-untagged", runner(), queued(), True, "runner_matches"),
+    ("instance-tagged-job", runner(), queued(("docker",)), False, "runner_missing_tags"),
+    ("all-tags", runner(tags=frozenset({"docker", "linux"})), queued(("docker", "linux")), True, "runner_matches"),
+    ("some-tags", runner(tags=frozenset({"docker"})), queued(("docker", "gpu")), False, "runner_missing_tags"),
+    ("no-untagged", runner(tags=frozenset({"docker"}), run_untagged=False), queued(), False, "runner_no_untagged"),
+    ("paused", runner(paused=True), queued(), False, "runner_paused"),
+    ("taken", runner(), queued(status="running"), False, "job_not_pending"),
+    ("group-ancestor", runner("group_type", group_id=PARENT), queued(), True, "runner_matches"),
+    ("group-other", runner("group_type", group_id=99), queued(), False, "runner_not_in_scope"),
+    ("project-own", runner("project_type", project_id=20), queued(), True, "runner_matches"),
+    ("project-other", runner("project_type", project_id=21), queued(), False, "runner_not_in_scope"),
+    ("protected-only", runner(ref_protected_only=True), queued(protected=False), False, "runner_ref_protected"),
+    ("protected-ok", runner(ref_protected_only=True), queued(protected=True), True, "runner_matches"),
+]
+
+
+@pytest.mark.parametrize("runner_facts,job,allowed,reason",
+                         [pytest.param(*case[1:], id=case[0]) for case in RUNNER_CASES])
+def test_runner_may_take_matrix(runner_facts: perm.Runner, job: perm.QueuedJob, allowed: bool,
+                                reason: str) -> None:
+    decision = perm.runner_may_take(runner_facts, job)
+    assert (decision.allowed, decision.reason) == (allowed, reason)
+
+
+CREATE_RUNNER_CASES = [
+    ("admin-instance", perm.Principal(Kind.PAT, user=ADMIN, scopes=frozenset({"api"})), "instance_type", 0, True),
+    ("user-instance", perm.Principal(**PAT), "instance_type", perm.OWNER, False),
+    ("owner-group", perm.Principal(**PAT), "group_type", perm.OWNER, True),
+    ("maintainer-group", perm.Principal(**PAT), "group_type", M, False),
+    ("maintainer-project", perm.Principal(**PAT), "project_type", M, True),
+    ("developer-project", perm.Principal(**PAT), "project_type", D, False),
+    ("create-runner-scope", perm.Principal(**{**PAT, "scopes": frozenset({"create_runner"})}), "project_type", M, True),
+    ("read-api-scope", perm.Principal(**{**PAT, "scopes": frozenset({"read_api"})}), "project_type", M, False),
+    ("anonymous", perm.ANONYMOUS, "project_type", M, False),
+    ("job-token", job_principal(), "project_type", M, False),
+]
+
+
+@pytest.mark.parametrize("principal,runner_type,role,allowed",
+                         [pytest.param(*case[1:], id=case[0]) for case in CREATE_RUNNER_CASES])
+def test_authorize_create_runner_matrix(principal: perm.Principal, runner_type: str, role: int,
+                                        allowed: bool) -> None:
+    decision = perm.authorize_create_runner(principal, runner_type, role, NOW, BASE)
+    assert decision.allowed is allowed
+    if not allowed and decision.reason == "insufficient_role":
+        assert decision.message == "403 Forbidden - Insufficient permissions"
+
+
+def test_authorize_job_update_follows_the_job_token_rules() -> None:
+    running = job_principal().job
+    assert running is not None
+    assert perm.authorize_job_update(running, True, NOW).allowed
+    assert perm.authorize_job_update(running, False, NOW).message == "403 Forbidden"
+    assert perm.authorize_job_update(None, False, NOW).reason == "unknown_job_token"
+    for status in ("pending", "success", "failed", "canceled"):
+        decision = perm.authorize_job_update(replace(running, status=status), True, NOW)
+        assert (decision.status, decision.message) == (403, "403 Forbidden - Job is not running")
+    late = NOW + timedelta(seconds=running.timeout + 1)
+    assert perm.authorize_job_update(running, True, late).reason == "job_timed_out"
+    assert perm.authorize_registration(False).status == 403
+    assert perm.authorize_runner(False).message == "403 Forbidden"
+
+
+def test_authorize_artifacts_download() -> None:
+    assert perm.authorize_artifacts_download(True, perm.ANONYMOUS, None, NOW, BASE).reason == "own_job_token"
+    refused = perm.authorize_artifacts_download(False, perm.ANONYMOUS, target(), NOW, BASE)
+    assert (refused.status, refused.message) == (403, "403 Forbidden")
+    assert perm.authorize_artifacts_download(False, job_principal(), own(), NOW, BASE).allowed
+    other = perm.authorize_artifacts_download(False, job_principal(), target(role=R), NOW, BASE)
+    assert (other.allowed, other.reason, other.status) == (False, "not_in_inbound_allowlist", 403)
+    dead = perm.authorize_artifacts_download(False, job_principal(status="success"), own(), NOW, BASE)
+    assert (dead.reason, dead.status) == ("job_not_running", 403)
+
+
+# -- REST rules added for GitLab's clients (issue 10) -------------------------------------
+
+def test_sudo_needs_an_admin_pat_with_the_sudo_scope() -> None:
+    admin = perm.Principal(Kind.PAT, user=ADMIN, scopes=frozenset({"api", "sudo"}))
+    assert perm.authorize_sudo(admin, NOW, BASE).allowed
+    cases = [
+        (perm.ANONYMOUS, 401, "401 Unauthorized"),
+        (replace(admin, user=user()), 403, "403 Forbidden - Must be admin to use sudo"),
+        (replace(admin, kind=Kind.PASSWORD), 403, "403 Forbidden - Must be authenticated using an "
+         "OAuth or Personal Access Token to use sudo"),
+        (replace(admin, scopes=frozenset({"api"})), 403, perm.API_INSUFFICIENT_SCOPE),
+        (replace(admin, revoked=True), 401, "401 Unauthorized"),
+    ]
+    for principal, status, message in cases:
+        decision = perm.authorize_sudo(principal, NOW, BASE)
+        assert (decision.allowed, decision.status, decision.message) == (False, status, message)
+
+
+def test_job_token_scope_abilities_authenticate_before_the_project_lookup() -> None:
+    for ability in ("read_job_token_scope", "admin_job_token_scope"):
+        for project in (None, target(visibility="public")):
+            decision = perm.authorize_api(perm.ANONYMOUS, ability, project, NOW, BASE)
+            assert (decision.status, decision.message, decision.reason) == (
+                401, "401 Unauthorized", "login_required")
+    assert perm.authorize_api(perm.ANONYMOUS, "read_project", None, NOW, BASE).status == 404
+
+
+def test_group_writes_authenticate_first_and_namespaces_need_membership() -> None:
+    pat = perm.Principal(Kind.PAT, user=user(), scopes=frozenset({"api"}))
+    anonymous_write = perm.authorize_group(perm.ANONYMOUS, "admin_group", "private", 0, NOW, BASE)
+    assert (anonymous_write.status, anonymous_write.message) == (401, "401 Unauthorized")
+    assert perm.authorize_group(pat, "admin_group", "public", perm.MAINTAINER, NOW, BASE).status == 403
+    assert perm.authorize_group(pat, "admin_group", "public", perm.OWNER, NOW, BASE).allowed
+    outsider = perm.authorize_group(pat, "read_namespace", "public", 0, NOW, BASE)
+    assert (outsider.status, outsider.message) == (404, "404 Namespace Not Found")
+    assert perm.authorize_group(pat, "read_namespace", "private", perm.GUEST, NOW, BASE).allowed
+
+
+def test_an_admin_never_blocks_itself() -> None:
+    admin = perm.Principal(Kind.PAT, user=ADMIN, scopes=frozenset({"api"}))
+    itself = perm.authorize_instance(admin, "block_user", NOW, BASE, ADMIN.id)
+    assert (itself.status, itself.reason) == (403, "block_self")
+    assert perm.authorize_instance(admin, "block_user", NOW, BASE, ADMIN.id + 1).allowed
+    assert perm.authorize_instance(replace(admin, user=user()), "block_user", NOW, BASE, 99).status == 403

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any, NoReturn, TypeVar
 from urllib.parse import quote, unquote, urlencode
 
-from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException
 
@@ -63,9 +63,25 @@ def iso(value: datetime | None) -> str | None:
 # -- credentials ------------------------------------------------------------------------
 
 def principal(job_token_endpoint: bool = False, basic: bool = False) -> perm.Principal:
-    """The request's principal, as GitLab's API reads credentials (see `auth.api_principal`)."""
-    return auth.api_principal(request.headers, request.args,
-                              job_token_endpoint=job_token_endpoint, basic=basic)
+    """The request's principal, as GitLab's API reads credentials (see `auth.api_principal`).
+
+    With a `Sudo` header (or `sudo` parameter) an admin's PAT with the `sudo` scope acts
+    as the user it names (id or username).
+    """
+    who = auth.api_principal(request.headers, request.args,
+                             job_token_endpoint=job_token_endpoint, basic=basic)
+    target = request.headers.get("Sudo") or request.args.get("sudo")
+    if not target:
+        return who
+    name = f"forge_sudo_{job_token_endpoint}_{basic}"  # checked and logged once per request
+    if name not in g:
+        check(who, "api_sudo", perm.authorize_sudo(who, now(), state().config.base_url))
+        user = auth.find_user(target)
+        if user is None:
+            fail(404, f"404 User with ID or username '{target}' Not Found")
+        setattr(g, name, auth.acting_as(who, user))
+    acting: perm.Principal = getattr(g, name)
+    return acting
 
 
 def record(who: perm.Principal, action: str, decision: perm.Decision,
@@ -85,7 +101,7 @@ def check(who: perm.Principal, action: str, decision: perm.Decision,
                 "error": "insufficient_scope",
                 "error_description": "The request requires higher privileges than provided by "
                                      "the access token.",
-                "scope": "api"})
+                "scope": "sudo" if decision.reason == "insufficient_sudo_scope" else "api"})
         fail(decision.status, decision.message)
 
 
@@ -199,6 +215,19 @@ def text(values: dict[str, Any], name: str, required: bool = False) -> str | Non
     return str(value)
 
 
+def choice(values: dict[str, Any], name: str, options: Iterable[Any]) -> str | None:
+    """Read a String parameter declared with Grape `values:`; anything else gets Grape's 400."""
+    value = text(values, name)
+    if value is not None and value not in {str(o) for o in options}:
+        not_a_value(name)
+    return value
+
+
+def not_a_value(name: str) -> NoReturn:
+    """Raise Grape's refusal of a value outside a parameter's `values:`."""
+    raise ApiError(400, {"error": f"{name} does not have a valid value"})
+
+
 BOOLEAN_WORDS = {"true": True, "t": True, "1": True, "yes": True, "y": True, "on": True,
                  "false": False, "f": False, "0": False, "no": False, "n": False, "off": False}
 
@@ -219,11 +248,6 @@ def flag(values: dict[str, Any], name: str, default: bool = False) -> bool:
 def by_id(model: type[Row], key: Any) -> Row | None:
     """A row by a numeric id taken from a request; None when the key is no id the table can hold."""
     return domain.by_id(model, key)
-
-
-def boolean(value: Any) -> bool:
-    """Read a Grape-style boolean."""
-    return value is True or str(value).lower() in ("true", "1", "yes", "on")
 
 
 def _page_number(values: Any, name: str, default: int) -> int:
@@ -358,7 +382,7 @@ class EncodedIds:
 
 def init_app(app: Flask) -> None:
     """Register the API."""
-    from forge.api import ci, projects, repository, scope, users  # noqa: F401 - registers routes
+    from forge.api import ci, commits, instance, projects, repository, runners, scope, users  # noqa: F401 - registers routes
 
     app.register_blueprint(bp)
     app.wsgi_app = EncodedIds(app.wsgi_app)  # type: ignore[method-assign]

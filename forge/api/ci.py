@@ -25,6 +25,7 @@ from forge.api import (
     principal,
     project_ability,
     state,
+    text,
     web_url,
 )
 from forge.api.repository import commit_json, create_tag_ref, repository, resolve
@@ -41,7 +42,7 @@ def job_json(job: Job) -> dict[str, Any]:
     duration = ((job.finished_at or now()) - job.started_at).total_seconds() if job.started_at else None
     return {
         "id": job.id, "status": job.status, "stage": job.stage, "name": job.name, "ref": job.ref,
-        "tag": False, "coverage": None, "allow_failure": False,
+        "tag": bool(job.pipeline and job.pipeline.tag), "coverage": None, "allow_failure": False,
         "created_at": iso(job.created_at), "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at), "duration": duration,
         "user": user_json(job.user), "commit": {"id": job.sha, "short_id": job.sha[:8]},
@@ -118,6 +119,36 @@ def download_package(project_id: str, name: str, version: str, file_name: str) -
                      download_name=file_name, as_attachment=True)
 
 
+def package_json(project: Project, first: PackageFile) -> dict[str, Any]:
+    """A generic package (name and version) as GitLab's Package entity."""
+    path = f"/{project.full_path}/-/packages/{first.id}"
+    return {"id": first.id, "name": first.name, "version": first.version, "package_type": "generic",
+            "status": "default", "_links": {"web_path": path, "delete_api_path":
+                                            f"{state().config.base_url}/api/v4/projects/"
+                                            f"{project.id}/packages/{first.id}"},
+            "created_at": iso(first.created_at), "last_downloaded_at": None, "conan_package_name": None,
+            "tags": [], "pipeline": None, "pipelines": [],
+            "project_id": project.id, "project_path": project.full_path}
+
+
+def packages_of(projects: list[Project]) -> list[tuple[Project, PackageFile]]:
+    """Each (name, version) package of the projects, by its first file, oldest first."""
+    found: dict[tuple[int, str, str], tuple[Project, PackageFile]] = {}
+    by_id = {p.id: p for p in projects}
+    rows = db.session.scalars(select(PackageFile).where(PackageFile.project_id.in_(list(by_id)))
+                              .order_by(PackageFile.id))
+    for row in rows:
+        found.setdefault((row.project_id, row.name, row.version), (by_id[row.project_id], row))
+    return list(found.values())
+
+
+@bp.get("/projects/<project_id>/packages")
+def list_packages(project_id: str) -> Response:
+    """A project's packages (forge has generic ones only)."""
+    project, _ = project_ability(project_id, "read_packages", job_token_endpoint=True)
+    return paginate(packages_of([project]), lambda item: package_json(*item))
+
+
 # -- releases ---------------------------------------------------------------------------
 
 def release_json(project: Project, release: Release) -> dict[str, Any]:
@@ -125,13 +156,30 @@ def release_json(project: Project, release: Release) -> dict[str, Any]:
     with repository(project) as repo:
         commit = resolve(repo, release.sha)
         commit_data = commit_json(project, commit) if commit else None
+    archive = f"{project.full_path}/-/archive/{release.tag_name}/{project.path}-{release.tag_name}"
+    sources = [{"format": fmt, "url": web_url(f"{archive}.{fmt}")}
+               for fmt in ("zip", "tar.gz", "tar.bz2", "tar")]
+    links = [link_json(project, release, link) for link in release.links or []]
     return {
         "tag_name": release.tag_name, "name": release.name, "description": release.description,
         "created_at": iso(release.created_at), "released_at": iso(release.created_at),
         "upcoming_release": False, "author": user_json(release.author) if release.author else None,
-        "commit": commit_data, "assets": {"count": 0, "sources": [], "links": []},
-        "_links": {"self": web_url(f"{project.full_path}/-/releases/{release.tag_name}")},
+        "commit": commit_data, "commit_path": f"/{project.full_path}/-/commit/{release.sha}",
+        "tag_path": f"/{project.full_path}/-/tags/{release.tag_name}",
+        "description_html": release.description, "milestones": [], "evidences": [],
+        "assets": {"count": len(sources) + len(links), "sources": sources, "links": links},
+        "_links": {"self": web_url(f"{project.full_path}/-/releases/{release.tag_name}"),
+                   "edit_url": web_url(f"{project.full_path}/-/releases/{release.tag_name}/edit")},
     }
+
+
+def link_json(project: Project, release: Release, link: dict[str, Any]) -> dict[str, Any]:
+    """A release asset link as GitLab renders one."""
+    path = link.get("direct_asset_path")
+    direct = web_url(f"{project.full_path}/-/releases/{release.tag_name}/downloads{path}") if path \
+        else link["url"]
+    return {"id": link["id"], "name": link["name"], "url": link["url"], "direct_asset_url": direct,
+            "link_type": link.get("link_type") or "other"}
 
 
 def _releases(project: Project) -> list[Release]:
@@ -180,3 +228,108 @@ def create_release(project_id: str) -> tuple[Response, int]:
     db.session.add(release)
     db.session.commit()
     return created(release_json(project, release))
+
+
+def _release(project: Project, tag_name: str) -> Release:
+    for release in _releases(project):
+        if release.tag_name == unquote(tag_name):
+            return release
+    fail(404, "404 Not Found")
+
+
+@bp.put("/projects/<project_id>/releases/<path:tag_name>")
+def update_release(project_id: str, tag_name: str) -> Response:
+    """Change a release's name or description (developer)."""
+    project, _ = project_ability(project_id, "create_release", job_token_endpoint=True)
+    release, values = _release(project, tag_name), params()
+    for key in ("name", "description"):
+        if values.get(key) is not None:
+            setattr(release, key, text(values, key) or "")
+    db.session.commit()
+    return jsonify(release_json(project, release))
+
+
+@bp.delete("/projects/<project_id>/releases/<path:tag_name>")
+def delete_release(project_id: str, tag_name: str) -> Response:
+    """Delete a release (its tag stays), answering with the release as GitLab does."""
+    project, _ = project_ability(project_id, "create_release", job_token_endpoint=True)
+    release = _release(project, tag_name)
+    data = release_json(project, release)
+    db.session.delete(release)
+    db.session.commit()
+    return jsonify(data)
+
+
+LINKS = "/projects/<project_id>/releases/<path:tag_name>/assets/links"
+LINK_TYPES = ("other", "runbook", "image", "package")
+
+
+@bp.get(LINKS)
+def list_links(project_id: str, tag_name: str) -> Response:
+    """A release's asset links."""
+    project, _ = project_ability(project_id, "read_release", job_token_endpoint=True)
+    release = _release(project, tag_name)
+    return paginate(release.links or [], lambda link: link_json(project, release, link))
+
+
+@bp.get(f"{LINKS}/<int:link_id>")
+def show_link(project_id: str, tag_name: str, link_id: int) -> Response:
+    """One asset link."""
+    project, _ = project_ability(project_id, "read_release", job_token_endpoint=True)
+    release = _release(project, tag_name)
+    return jsonify(link_json(project, release, _link(release, link_id)))
+
+
+def _link(release: Release, link_id: int) -> dict[str, Any]:
+    for link in release.links or []:
+        if link["id"] == link_id:
+            return link
+    fail(404, "404 Not found")
+
+
+def _link_fields(values: dict[str, Any], link: dict[str, Any]) -> dict[str, Any]:
+    for key in ("name", "url", "direct_asset_path", "filepath", "link_type"):
+        if values.get(key) is not None:
+            link["direct_asset_path" if key == "filepath" else key] = text(values, key)
+    if link.get("link_type") not in (None, *LINK_TYPES):
+        raise ApiError(400, {"error": "link_type does not have a valid value"})
+    return link
+
+
+@bp.post(LINKS)
+def create_link(project_id: str, tag_name: str) -> tuple[Response, int]:
+    """Add an asset link (`name`, `url`, optional `direct_asset_path`, `link_type`)."""
+    project, _ = project_ability(project_id, "create_release", job_token_endpoint=True)
+    release, values = _release(project, tag_name), params()
+    text(values, "name", required=True)
+    text(values, "url", required=True)
+    links = list(release.links or [])
+    for key in ("url", "name"):
+        if any(link[key] == text(values, key) for link in links):
+            fail(400, f"400 Bad request - {key.title()} has already been taken")
+    link = _link_fields(values, {"id": max((x["id"] for x in links), default=0) + 1})
+    release.links = [*links, link]  # a new list, so the JSON column is written
+    db.session.commit()
+    return created(link_json(project, release, link))
+
+
+@bp.put(f"{LINKS}/<int:link_id>")
+def update_link(project_id: str, tag_name: str, link_id: int) -> Response:
+    """Change an asset link."""
+    project, _ = project_ability(project_id, "create_release", job_token_endpoint=True)
+    release, values = _release(project, tag_name), params()
+    link = _link_fields(values, dict(_link(release, link_id)))
+    release.links = [link if x["id"] == link_id else x for x in release.links or []]
+    db.session.commit()
+    return jsonify(link_json(project, release, link))
+
+
+@bp.delete(f"{LINKS}/<int:link_id>")
+def delete_link(project_id: str, tag_name: str, link_id: int) -> Response:
+    """Remove an asset link, answering with it."""
+    project, _ = project_ability(project_id, "create_release", job_token_endpoint=True)
+    release = _release(project, tag_name)
+    link = _link(release, link_id)
+    release.links = [x for x in release.links or [] if x["id"] != link_id] or None
+    db.session.commit()
+    return jsonify(link_json(project, release, link))

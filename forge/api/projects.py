@@ -12,9 +12,9 @@ from forge import domain
 from forge import permissions as perm
 from forge.api import (
     ApiError,
-    boolean,
     bp,
     by_id,
+    choice,
     created,
     current_user,
     fail,
@@ -25,6 +25,7 @@ from forge.api import (
     integer,
     iso,
     no_content,
+    not_a_value,
     now,
     paginate,
     params,
@@ -34,6 +35,7 @@ from forge.api import (
     text,
     web_url,
 )
+from forge.api.ci import package_json, packages_of
 from forge.api.users import user_json
 from forge.models import Group, Membership, Project, ProtectedBranch, User, db
 
@@ -57,14 +59,29 @@ def namespace_json(project: Project) -> dict[str, Any]:
 def project_json(project: Project) -> dict[str, Any]:
     """A project as GitLab renders one (the fields python-gitlab and CI scripts use)."""
     base = state().config.base_url
+    owner = user_json(project.owner) if project.owner is not None else None
     return {
         "id": project.id, "name": project.name, "path": project.path,
         "name_with_namespace": project.full_path.replace("/", " / "),
-        "path_with_namespace": project.full_path, "description": None,
+        "path_with_namespace": project.full_path, "description": project.description,
+        "description_html": project.description, "tag_list": [], "topics": [],
+        "readme_url": None, "forks_count": 0, "avatar_url": None, "star_count": 0,
+        "last_activity_at": iso(project.created_at), "owner": owner,
+        "container_registry_image_prefix": (f"{state().config.registry_url}/{project.full_path.lower()}"
+                                            if state().config.registry_url else None),
+        "_links": {"self": f"{base}/api/v4/projects/{project.id}"},
+        "issues_enabled": False, "merge_requests_enabled": False, "wiki_enabled": False,
+        "jobs_enabled": True, "snippets_enabled": False, "packages_enabled": True,
+        "shared_runners_enabled": True, "creator_id": None, "forked_from_project": None,
+        "open_issues_count": 0, "public_jobs": True, "shared_with_groups": [],
+        "only_allow_merge_if_pipeline_succeeds": False,
+        "remove_source_branch_after_merge": True, "request_access_enabled": False,
+        "merge_method": "merge", "marked_for_deletion_on": None,
         "visibility": project.visibility, "default_branch": project.default_branch,
         "http_url_to_repo": f"{base}/{project.full_path}.git", "ssh_url_to_repo": None,
         "web_url": web_url(project.full_path), "namespace": namespace_json(project),
-        "created_at": iso(project.created_at), "archived": False, "empty_repo": False,
+        "created_at": iso(project.created_at), "archived": False,
+        "empty_repo": state().backend.is_empty(project.id),
         "lfs_enabled": project.lfs_enabled, "container_registry_enabled": True,
         "ci_push_repository_for_job_token_allowed": project.job_push_allowed,
         "ci_inbound_job_token_scope_enabled": project.inbound_enabled,
@@ -77,8 +94,16 @@ def group_json(group: Group) -> dict[str, Any]:
     """A group as GitLab renders one."""
     return {"id": group.id, "name": group.name, "path": group.path, "full_path": group.full_path,
             "full_name": group.full_path.replace("/", " / "), "parent_id": group.parent_id,
-            "visibility": group.visibility, "description": "",
-            "web_url": web_url(f"groups/{group.full_path}"), "created_at": iso(group.created_at)}
+            "visibility": group.visibility, "description": group.description or "",
+            "web_url": web_url(f"groups/{group.full_path}"), "created_at": iso(group.created_at),
+            "avatar_url": None, "share_with_group_lock": False,
+            "require_two_factor_authentication": False, "two_factor_grace_period": 48,
+            "project_creation_level": "developer", "auto_devops_enabled": None,
+            "subgroup_creation_level": "maintainer", "emails_disabled": False,
+            "emails_enabled": True, "mentions_disabled": None, "lfs_enabled": True,
+            "default_branch": None, "request_access_enabled": True,
+            "organization_id": 1, "ldap_cn": None, "ldap_access": None,
+            "marked_for_deletion_on": None, "shared_with_groups": []}
 
 
 def member_json(member: Membership) -> dict[str, Any]:
@@ -92,9 +117,10 @@ def protected_json(rule: ProtectedBranch) -> dict[str, Any]:
         return [{"id": rule.id, "access_level": level,
                  "access_level_description": LEVEL_NAMES.get(level, str(level)),
                  "user_id": None, "group_id": None}]
+    merge = perm.MAINTAINER if rule.merge_access_level is None else rule.merge_access_level
     return {"id": rule.id, "name": rule.name, "push_access_levels": levels(rule.push_access_level),
-            "merge_access_levels": levels(perm.MAINTAINER), "allow_force_push": rule.allow_force_push,
-            "code_owner_approval_required": False}
+            "merge_access_levels": levels(merge), "allow_force_push": rule.allow_force_push,
+            "unprotect_access_levels": [], "code_owner_approval_required": False}
 
 
 def _visible_projects(query: Any) -> list[Project]:
@@ -133,13 +159,32 @@ def show_group(group_id: str) -> Response:
     return jsonify(group_json(group))
 
 
-@bp.get("/groups/<group_id>/subgroups")
-def list_subgroups(group_id: str) -> Response:
-    """A group's direct subgroups."""
+@bp.get("/groups/<group_id>/<any(subgroups, descendant_groups):kind>")
+def list_subgroups(group_id: str, kind: str) -> Response:
+    """A group's direct subgroups, or all groups below it (`descendant_groups`) the caller sees."""
     group = find_group(group_id)
-    group_ability(group, "read_group")
-    children = db.session.scalars(select(Group).where(Group.parent_id == group.id).order_by(Group.id))
-    return paginate(list(children), group_json)
+    who = group_ability(group, "read_group")
+    found = domain.descendants(group)[1:] if kind == "descendant_groups" else list(
+        db.session.scalars(select(Group).where(Group.parent_id == group.id).order_by(Group.id)))
+    user = current_user(who)
+    visible = [g for g in found if perm.authorize_group(
+        who, "read_group", g.visibility, domain.group_role(g, user), now(),
+        state().config.base_url).allowed]
+    return paginate(visible, group_json)
+
+
+@bp.put("/groups/<group_id>")
+def update_group(group_id: str) -> Response:
+    """Change a group's name, description or visibility (owner)."""
+    group = find_group(group_id)
+    group_ability(group, "admin_group")
+    values = params()
+    choice(values, "visibility", perm.VISIBILITIES)
+    changes = {key: text(values, key) for key in ("name", "description", "visibility")
+               if values.get(key) is not None}
+    domain.update_group(group, **changes)
+    db.session.commit()
+    return jsonify(group_json(group))
 
 
 @bp.get("/groups/<group_id>/projects")
@@ -156,7 +201,7 @@ def create_group() -> tuple[Response, int]:
     """Create a group, or a subgroup with `parent_id` (maintainer of the parent)."""
     values = params()
     name, path = text(values, "name", required=True), text(values, "path", required=True)
-    visibility = text(values, "visibility") or "private"
+    visibility = choice(values, "visibility", perm.VISIBILITIES) or "private"
     parent_id = integer(values, "parent_id", required=False)
     if parent_id is not None:
         parent = find_group(str(parent_id))
@@ -166,6 +211,8 @@ def create_group() -> tuple[Response, int]:
         who = instance_ability("create_group")
         full_path = str(path)
     group = domain.create_group(now(), full_path, name=name, visibility=visibility)
+    if text(values, "description") is not None:
+        domain.update_group(group, description=text(values, "description"))
     user = current_user(who)
     if user is not None:
         domain.set_member(user, group, perm.OWNER)
@@ -194,12 +241,24 @@ def list_projects() -> Response:
     query = select(Project)
     if values.get("search"):
         query = query.where(Project.full_path.contains(str(values["search"])))
+    membership, owned = flag(values, "membership"), flag(values, "owned")
     projects = _visible_projects(query)
-    if boolean(values.get("membership")):
-        user = current_user(principal())
+    user = current_user(principal())
+    if membership:
         projects = [p for p in projects if user is not None and
                     domain.project_facts(p, user).role >= perm.GUEST]
+    if owned:  # GitLab: projects in the caller's own namespace
+        projects = [p for p in projects if user is not None and p.owner_id == user.id]
     return paginate(projects, project_json)
+
+
+@bp.get("/users/<user_id>/projects")
+def list_user_projects(user_id: str) -> Response:
+    """The projects in a user's namespace that the caller can see."""
+    owner = by_id(User, user_id) or db.session.scalar(select(User).where(User.username == user_id))
+    if owner is None:
+        fail(404, "404 User Not Found")
+    return paginate(_visible_projects(select(Project).where(Project.owner_id == owner.id)), project_json)
 
 
 @bp.get("/projects/<project_id>")
@@ -214,7 +273,8 @@ def create_project() -> tuple[Response, int]:
     """Create a project in a group (`namespace_id`) or in the caller's namespace."""
     values = params()
     name, given_path = text(values, "name"), text(values, "path")
-    visibility, default_branch = text(values, "visibility"), text(values, "default_branch")
+    visibility = choice(values, "visibility", perm.VISIBILITIES)
+    default_branch = text(values, "default_branch")
     readme = flag(values, "initialize_with_readme")
     if not name and not given_path:
         raise ApiError(400, {"error": "name, path are missing, at least one parameter must be provided"})
@@ -233,12 +293,14 @@ def create_project() -> tuple[Response, int]:
     project = domain.create_project(
         now(), state().backend, f"{namespace}/{path}", name=name or path,
         visibility=visibility or "private", default_branch=default_branch or "main", files=files)
+    if text(values, "description") is not None:
+        domain.update_project(project, description=text(values, "description"))
     db.session.commit()
     return created(project_json(project))
 
 
 PROJECT_SETTINGS = {"visibility": "visibility", "default_branch": "default_branch",
-                    "name": "name", "lfs_enabled": "lfs_enabled",
+                    "name": "name", "lfs_enabled": "lfs_enabled", "description": "description",
                     "ci_push_repository_for_job_token_allowed": "job_push_allowed",
                     "ci_job_token_scope_enabled": "outbound_enabled",
                     "job_token_policies_enabled": "job_token_policies_enabled"}
@@ -249,6 +311,7 @@ def update_project(project_id: str) -> Response:
     """Change settings (maintainer): visibility, ci_push_repository_for_job_token_allowed, ..."""
     project, _ = project_ability(project_id, "admin_project")
     values = params()
+    choice(values, "visibility", perm.VISIBILITIES)
     changes: dict[str, Any] = {}
     for key, attr in PROJECT_SETTINGS.items():
         if values.get(key) is not None:
@@ -302,6 +365,15 @@ def _member_user(values: dict[str, Any]) -> User:
     return user
 
 
+def _member_level(values: dict[str, Any]) -> int:
+    """`access_level`: an Integer among Gitlab::Access.all_values (minimal access too)."""
+    level = integer(values, "access_level")
+    if level not in (perm.MINIMAL, perm.GUEST, perm.REPORTER, perm.DEVELOPER, perm.MAINTAINER,
+                     perm.OWNER):
+        not_a_value("access_level")
+    return level
+
+
 @bp.get("/<any(projects, groups):kind>/<ref>/members")
 @bp.get("/<any(projects, groups):kind>/<ref>/members/all")
 def list_members(kind: str, ref: str) -> Response:
@@ -327,7 +399,7 @@ def add_member(kind: str, ref: str) -> tuple[Response, int]:
     target = _target(kind, ref, "admin_members")
     values = params()
     user = _member_user(values)
-    level = integer(values, "access_level")
+    level = _member_level(values)
     try:
         member = domain.add_member(user, target, int(level or 0))
     except domain.Conflict as exc:
@@ -340,7 +412,7 @@ def add_member(kind: str, ref: str) -> tuple[Response, int]:
 def update_member(kind: str, ref: str, user_id: int) -> Response:
     """Change a member's access level."""
     target = _target(kind, ref, "admin_members")
-    level = integer(params(), "access_level")
+    level = _member_level(params())
     if not any(m.user_id == user_id for m in _members(target, False)):
         fail(404, "404 Member Not Found")
     user = by_id(User, user_id)
@@ -394,13 +466,45 @@ def protect(project_id: str) -> tuple[Response, int]:
     name = text(values, "name", required=True)
     assert name is not None
     level = integer(values, "push_access_level", required=False)
+    merge = integer(values, "merge_access_level", required=False)
+    _check_levels(level, merge)
     try:
         rule = domain.protect_branch(project, name, perm.MAINTAINER if level is None else level,
-                                     boolean(values.get("allow_force_push")), replace=False)
+                                     flag(values, "allow_force_push"), replace=False,
+                                     merge_access_level=merge)
     except domain.Conflict as exc:
         fail(409, str(exc))
     db.session.commit()
     return created(protected_json(rule))
+
+
+PROTECTION_LEVELS = (perm.NO_ACCESS, perm.DEVELOPER, perm.MAINTAINER, 60)  # 60: admin
+
+
+def _check_levels(*levels: int | None) -> None:
+    """Access levels a protection takes (Grape `values:` of lib/api/protected_branches.rb)."""
+    for name, level in zip(("push_access_level", "merge_access_level"), levels, strict=False):
+        if level is not None and level not in PROTECTION_LEVELS:
+            not_a_value(name)
+
+
+@bp.patch("/projects/<project_id>/protected_branches/<path:name>")
+def update_protected(project_id: str, name: str) -> Response:
+    """Change a rule: `allow_force_push` (and forge also takes the two access levels)."""
+    project, _ = project_ability(project_id, "admin_project")
+    rule = next((r for r in _rules(project) if r.name == unquote(name)), None)
+    if rule is None:
+        fail(404, "404 Not found")
+    values = params()
+    level = integer(values, "push_access_level", required=False)
+    merge = integer(values, "merge_access_level", required=False)
+    _check_levels(level, merge)
+    rule = domain.protect_branch(
+        project, rule.name, rule.push_access_level if level is None else level,
+        flag(values, "allow_force_push", rule.allow_force_push),
+        merge_access_level=rule.merge_access_level if merge is None else merge)
+    db.session.commit()
+    return jsonify(protected_json(rule))
 
 
 @bp.delete("/projects/<project_id>/protected_branches/<path:name>")
@@ -414,3 +518,30 @@ def unprotect(project_id: str, name: str) -> Response:
     db.session.commit()
     return no_content()
 
+
+
+@bp.get("/groups/<group_id>/packages")
+def list_group_packages(group_id: str) -> Response:
+    """The packages of the projects below a group that the caller may read packages of."""
+    group = find_group(group_id)
+    who = group_ability(group, "read_group")
+    user = current_user(who)
+    ids = [g.id for g in domain.descendants(group)]
+    projects = [p for p in db.session.scalars(select(Project).where(Project.group_id.in_(ids))
+                                              .order_by(Project.id))
+                if perm.authorize_api(who, "read_packages", domain.project_facts(p, user), now(),
+                                      state().config.base_url).allowed]
+    return paginate(packages_of(projects), lambda item: package_json(*item))
+
+
+@bp.get("/projects/<project_id>/groups")
+def list_project_groups(project_id: str) -> Response:
+    """The project's group and its ancestors (the groups whose members reach the project)."""
+    project, _ = project_ability(project_id, "read_project")
+    groups = []
+    group = project.group
+    while group is not None:
+        groups.append(group)
+        group = group.parent
+    search = text(params(), "search")
+    return paginate([g for g in reversed(groups) if not search or search in g.full_path], group_json)

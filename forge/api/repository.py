@@ -12,13 +12,14 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote
 
-from dulwich.object_store import commit_tree_changes
-from dulwich.objects import Blob, Commit, Tag, Tree
+from dulwich.objects import Blob, Commit, Tag
 from dulwich.repo import Repo
 from flask import Response, jsonify
+from sqlalchemy import select
 
 from forge import domain, repos
 from forge import permissions as perm
+from forge import repository_ops as ops
 from forge.api import (
     ApiError,
     bp,
@@ -26,6 +27,7 @@ from forge.api import (
     created,
     current_user,
     fail,
+    flag,
     missing,
     no_content,
     now,
@@ -36,7 +38,7 @@ from forge.api import (
     text,
     web_url,
 )
-from forge.models import Project
+from forge.models import Project, Release, db
 from forge.repos import RepositoryBusy, compare_and_swap, current_ref, in_use, open_repo
 
 ZERO = perm.ZERO_SHA
@@ -104,7 +106,13 @@ def _available() -> Iterator[None]:
 def resolve(repo: Repo, ref: str) -> Commit | None:
     """The commit a branch, tag or sha names."""
     refs = repo.refs.as_dict()
-    for name in (f"refs/heads/{ref}", f"refs/tags/{ref}"):
+    if ref == "HEAD":  # what HEAD names (the default branch)
+        try:
+            head = repo.refs[b"HEAD"]  # type: ignore[index]
+        except KeyError:
+            return None
+        return ops.peel(repo, head)
+    for name in (f"refs/heads/{ref}", f"refs/tags/{ref}", ref):
         sha = refs.get(name.encode())  # type: ignore[call-overload]
         if sha is not None:
             break
@@ -138,7 +146,7 @@ def commit_json(project: Project, commit: Commit) -> dict[str, Any]:
             "authored_date": _when(commit.author_time), "committer_name": split(committer)[0],
             "committer_email": split(committer)[1], "committed_date": _when(commit.commit_time),
             "created_at": _when(commit.commit_time),
-            "parent_ids": [p.decode() for p in commit.parents],
+            "parent_ids": [p.decode() for p in commit.parents], "trailers": {}, "extended_trailers": {},
             "web_url": web_url(f"{project.full_path}/-/commit/{sha}")}
 
 
@@ -175,9 +183,14 @@ def tag_json(project: Project, repo: Repo, name: str) -> dict[str, Any]:
     obj = repo[sha]
     message = obj.message.decode(errors="replace") if isinstance(obj, Tag) else ""
     commit = resolve(repo, name)
+    release = db.session.scalar(select(Release).where(Release.project_id == project.id,
+                                                      Release.tag_name == name))
     return {"name": name, "message": message or None, "target": sha.decode(),
-            "commit": commit_json(project, commit) if commit else None, "release": None,
-            "protected": False}
+            "commit": commit_json(project, commit) if commit else None,
+            "release": {"tag_name": release.tag_name, "description": release.description}
+            if release is not None else None,
+            "protected": False,
+            "created_at": _when(obj.tag_time) if isinstance(obj, Tag) else None}
 
 
 def _authorize_ref(project: Project, who: perm.Principal, ref: str, old: str, new: str) -> None:
@@ -248,6 +261,11 @@ def create_branch(project_id: str) -> tuple[Response, int]:
     values = params()
     branch, ref = text(values, "branch", required=True), text(values, "ref", required=True)
     assert branch is not None and ref is not None
+    with repository(project) as repo:
+        empty = not _branches(repo)
+    if empty:  # Branches::CreateService#create_default_branch: an empty README.md first
+        commit_actions(project, who, project.default_branch, None,
+                       [ops.Action("create", "README.md", b"")], "Add README.md", author_of(who, {}))
     # lib/api/branches.rb answers the service's errors with render_api_error!: no prefix.
     if not domain.valid_ref_name(branch):
         fail(400, "Branch name is invalid")
@@ -297,117 +315,143 @@ def create_tag_ref(project: Project, who: perm.Principal, tag: str, ref: str) ->
     return commit.id.decode()
 
 
-def _file(project: Project, file_path: str) -> tuple[bytes, bytes, Commit, str]:
+def _file(project: Project, file_path: str) -> tuple[bytes, bytes, Commit, str, str]:
+    """A file's content, blob id, commit, path, and the ref it was read at.
+
+    `ref` defaults to the default branch (GitLab's raw endpoint; the JSON one requires it);
+    `HEAD` is what the repository's HEAD names.
+    """
+    from flask import request
     parts = file_path_parts(file_path)
-    ref = text(params(), "ref", required=True)
-    assert ref is not None
+    raw = request.path.endswith("/raw")
+    ref = text(params(), "ref", required=not raw) or project.default_branch
     path = "/".join(parts)
     with repository(project) as repo:
         commit = resolve(repo, ref)
         if commit is None:
             fail(404, "404 Commit Not Found")
-        tree = repo[commit.tree]
-        obj: Any = tree
-        for part in parts:
-            if not isinstance(obj, Tree) or part.encode() not in obj:
-                fail(404, "404 File Not Found")
-            _, sha = obj[part.encode()]
-            obj = repo[sha]
-        if not isinstance(obj, Blob):
+        found = ops.lookup(repo, commit, path)
+        if found is None or found[0] != "file":
             fail(404, "404 File Not Found")
-        return obj.data, obj.id, commit, path
+        blob = repo[found[2]]
+        assert isinstance(blob, Blob)
+        return blob.data, blob.id, commit, path, ref
+
+
+def author_of(who: perm.Principal, values: dict[str, Any]) -> str:
+    """`author_name <author_email>` from the request, else the caller."""
+    user = current_user(who)
+    name = text(values, "author_name") or (user.name if user else "Forge")
+    email = text(values, "author_email") or (user.email if user else "forge@example.com")
+    return f"{name} <{email}>"
+
+
+def commit_actions(project: Project, who: perm.Principal, branch: str, start_branch: str | None,
+                   actions: list[ops.Action], message: str, author: str) -> Commit:
+    """Commit `actions` on `branch` (from `start_branch` when it is new) as Commits::CreateService does.
+
+    An empty repository takes any branch: its first commit creates it. Otherwise the
+    start branch must exist, and a new branch must not. The ref moves under the
+    repository's ref lock after the per-ref push rules allowed it.
+    """
+    if not domain.valid_ref_name(branch):  # no such branch can exist; dulwich would raise
+        fail(400, ON_A_BRANCH)
+    start = start_branch or branch
+    with writing(project) as repo:
+        heads = _branches(repo)
+        empty = not heads
+        if not empty and start != branch and branch in heads:
+            fail(400, f"400 Bad request - A branch called '{branch}' already exists. "
+                      "Switch to that branch in order to make changes")
+        if not empty and start not in heads:
+            fail(400, ON_A_BRANCH)
+        parent = resolve(repo, start) if not empty else None
+        try:
+            tree = ops.apply_actions(repo, parent, actions)
+        except ops.ContentError as exc:
+            fail(400, f"400 Bad request - {exc}")
+        commit = ops.new_commit(repo, tree, [parent.id] if parent else [], author, message, now())
+        ref = f"refs/heads/{branch}"
+        old = current_ref(repo, ref.encode()).decode()
+        _authorize_ref(project, who, ref, old, commit.id.decode())
+        if not compare_and_swap(repo, ref.encode(), old.encode(), commit.id):
+            fail(409, "409 Conflict - the reference changed meanwhile")
+    return commit
+
+
+def file_content(values: dict[str, Any], required: bool = True) -> bytes | None:
+    """`content` with `encoding` (text or base64), as the files and commits APIs take it."""
+    content = text(values, "content")
+    if content is None:
+        if required:
+            missing("content")
+        return None
+    encoding = text(values, "encoding") or "text"
+    if encoding not in ("text", "base64"):
+        raise ApiError(400, {"error": "encoding does not have a valid value"})
+    if encoding == "base64":
+        try:
+            return base64.b64decode(content, validate=True)
+        except ValueError:
+            fail(400, "400 Bad request - content is not valid base64")
+    return content.encode()
 
 
 @bp.post("/projects/<project_id>/repository/files/<path:file_path>")
 @bp.put("/projects/<project_id>/repository/files/<path:file_path>")
-def write_file(project_id: str, file_path: str) -> tuple[Response, int]:
-    """Create (POST) or update (PUT) a file with a new commit on `branch` (developer)."""
+@bp.delete("/projects/<project_id>/repository/files/<path:file_path>")
+def write_file(project_id: str, file_path: str) -> tuple[Response, int] | Response:
+    """Create (POST), update (PUT) or delete (DELETE) a file with a new commit on `branch` (developer)."""
     from flask import request
     project, who = project_ability(project_id, "push_code")
-    parts = file_path_parts(file_path)
-    path = "/".join(parts)
+    path = "/".join(file_path_parts(file_path))
     values = params()
     branch = text(values, "branch", required=True)
-    content = text(values, "content")
+    action = {"POST": "create", "PUT": "update", "DELETE": "delete"}[request.method]
+    data = file_content(values) if action != "delete" else None
     message = text(values, "commit_message", required=True)
-    if content is None:
-        missing("content")
     assert branch is not None and message is not None
-    if text(values, "encoding") == "base64":
-        try:
-            data = base64.b64decode(content, validate=True)
-        except ValueError:
-            fail(400, "400 Bad request - content is not valid base64")
-    else:
-        data = content.encode()
-    user = current_user(who)
-    author = f"{user.name} <{user.email}>" if user else "Forge <forge@example.com>"
-    ref = f"refs/heads/{branch}"
-    if not domain.valid_ref_name(branch):  # no such branch can exist; dulwich would raise
-        fail(400, ON_A_BRANCH)
-    with repository(project) as repo:
-        head = current_ref(repo, ref.encode()).decode()
-    _authorize_ref(project, who, ref, head, head)
-    # Read the branch, commit on it and move it under one ref lock, so parallel writes
-    # to a branch queue up and each lands on top of the one before.
-    with writing(project) as repo:
-        parent = resolve(repo, branch) if branch in _branches(repo) else None
-        if parent is None:
-            fail(400, ON_A_BRANCH)
-        found = _find(repo, parent, parts)
-        if found == "directory":
-            fail(400, "400 Bad request - A directory with this name already exists")
-        if found == "under a file" or (request.method == "POST" and found == "file"):
-            fail(400, "400 Bad request - A file with this name already exists")
-        if request.method == "PUT" and found != "file":
-            fail(400, "400 Bad request - A file with this name doesn't exist")
-        blob = Blob.from_string(data)
-        repo.object_store.add_object(blob)
-        commit = Commit()
-        commit.tree = commit_tree_changes(repo.object_store, parent.tree,
-                                          [(path.encode(), 0o100644, blob.id)])
-        commit.parents = [parent.id]
-        commit.author = commit.committer = author.encode()
-        commit.author_time = commit.commit_time = int(now().replace(tzinfo=UTC).timestamp())
-        commit.author_timezone = commit.commit_timezone = 0
-        commit.message = message.encode() + b"\n"
-        repo.object_store.add_object(commit)
-        if not compare_and_swap(repo, ref.encode(), parent.id, commit.id):
-            fail(409, "409 Conflict - the reference changed meanwhile")
-    status = 201 if request.method == "POST" else 200
-    return jsonify(file_path=path, branch=branch), status
-
-
-def _find(repo: Repo, commit: Commit, parts: list[str]) -> str | None:
-    """What `parts` names in the commit: a file, a directory, a path under a file, or nothing."""
-    obj: Any = repo[commit.tree]
-    for part in parts:
-        if not isinstance(obj, Tree):
-            return "under a file"
-        if part.encode() not in obj:
-            return None
-        obj = repo[obj[part.encode()][1]]
-    return "file" if isinstance(obj, Blob) else "directory"
+    mode = flag(values, "execute_filemode") if values.get("execute_filemode") not in (None, "") else None
+    commit_actions(project, who, branch, text(values, "start_branch"),
+                   [ops.Action(action, path, data, execute_filemode=mode)], message,
+                   author_of(who, values))
+    if action == "delete":
+        return no_content()
+    return jsonify(file_path=path, branch=branch), 201 if action == "create" else 200
 
 
 @bp.get("/projects/<project_id>/repository/files/<path:file_path>/raw")
 def raw_file(project_id: str, file_path: str) -> Response:
-    """A file's content at `ref`."""
+    """A file's content at `ref` (default: the default branch)."""
     project, _ = project_ability(project_id, "read_repository", job_token_endpoint=True)
-    data, _, _, _ = _file(project, file_path)
-    return Response(data, mimetype="text/plain")
+    data, blob_id, commit, path, ref = _file(project, file_path)
+    response = Response(data, mimetype="text/plain")
+    response.headers.update(_file_headers(data, blob_id, commit, path, ref))
+    return response
+
+
+def _file_headers(data: bytes, blob_id: bytes, commit: Commit, path: str, ref: str) -> dict[str, str]:
+    """GitLab's X-Gitlab-* headers of a file answer (what `files.head()` reads)."""
+    return {"X-Gitlab-File-Name": path.rsplit("/", 1)[-1], "X-Gitlab-File-Path": path,
+            "X-Gitlab-Size": str(len(data)), "X-Gitlab-Encoding": "base64", "X-Gitlab-Ref": ref,
+            "X-Gitlab-Blob-Id": blob_id.decode(), "X-Gitlab-Commit-Id": commit.id.decode(),
+            "X-Gitlab-Last-Commit-Id": commit.id.decode(),
+            "X-Gitlab-Content-Sha256": hashlib.sha256(data).hexdigest(),
+            "X-Gitlab-Execute-Filemode": "false"}
 
 
 @bp.get("/projects/<project_id>/repository/files/<path:file_path>")
 def show_file(project_id: str, file_path: str) -> Response:
-    """A file at `ref`, base64-encoded, with its metadata."""
+    """A file at `ref`, base64-encoded, with its metadata (HEAD: the headers alone)."""
     project, _ = project_ability(project_id, "read_repository", job_token_endpoint=True)
-    data, blob_id, commit, path = _file(project, file_path)
-    return jsonify(file_name=path.rsplit("/", 1)[-1], file_path=path, size=len(data),
-                   encoding="base64", content=base64.b64encode(data).decode(),
-                   content_sha256=hashlib.sha256(data).hexdigest(), ref=params().get("ref"),
-                   blob_id=blob_id.decode(), commit_id=commit.id.decode(),
-                   last_commit_id=commit.id.decode(), execute_filemode=False)
+    data, blob_id, commit, path, ref = _file(project, file_path)
+    response = jsonify(file_name=path.rsplit("/", 1)[-1], file_path=path, size=len(data),
+                       encoding="base64", content=base64.b64encode(data).decode(),
+                       content_sha256=hashlib.sha256(data).hexdigest(), ref=ref,
+                       blob_id=blob_id.decode(), commit_id=commit.id.decode(),
+                       last_commit_id=commit.id.decode(), execute_filemode=False)
+    response.headers.update(_file_headers(data, blob_id, commit, path, ref))
+    return response
 
 
 @bp.get("/projects/<project_id>/repository/commits/<sha>")

@@ -1,7 +1,9 @@
 """The job token scope API: `/projects/:id/job_token_scope` and its allowlists.
 
-Maintainer or higher only. As a forge extension (GitLab has no REST for it), adding an
-entry also takes `default_permissions` and `job_token_policies`.
+Authenticated callers only (GitLab's `before { authenticate! }`), maintainer or higher.
+As a forge extension (GitLab has no REST for it), adding an entry also takes
+`default_permissions` and `job_token_policies`; the answer shows them only when the
+request sent them, so GitLab's clients see GitLab's entity.
 """
 
 from __future__ import annotations
@@ -15,13 +17,14 @@ from forge import domain
 from forge import permissions as perm
 from forge.api import (
     ApiError,
-    boolean,
     bp,
     by_id,
     created,
     current_user,
     fail,
+    flag,
     integer,
+    invalid,
     missing,
     no_content,
     now,
@@ -34,6 +37,8 @@ from forge.api.projects import group_json, project_json
 from forge.models import Group, Project, ScopeLink, db
 
 PREFIX = "/projects/<project_id>/job_token_scope"
+# forge's extension of the allowlist entry; echoed back only to a caller that sent them.
+EXTENSION_FIELDS = frozenset({"default_permissions", "job_token_policies"})
 
 
 def _links(project: Project, column: str) -> list[ScopeLink]:
@@ -48,7 +53,7 @@ def _options(values: dict[str, Any]) -> dict[str, Any]:
         policies = [p for p in policies.split(",") if p]
     if not isinstance(policies, list):
         raise ApiError(400, {"error": "job_token_policies is invalid"})
-    return {"default_permissions": boolean(values.get("default_permissions", True)),
+    return {"default_permissions": flag(values, "default_permissions", True),
             "job_token_policies": [str(p) for p in policies]}
 
 
@@ -71,7 +76,7 @@ def update_scope(project_id: str) -> Response:
     values = params()
     if "enabled" not in values or values["enabled"] in (None, ""):
         missing("enabled")
-    domain.update_project(project, inbound_enabled=boolean(values["enabled"]))
+    domain.update_project(project, inbound_enabled=flag(values, "enabled"))
     db.session.commit()
     return no_content()
 
@@ -115,9 +120,11 @@ def _add_entry(project: Project, source: Project | Group, values: dict[str, Any]
         raise _bad_request(exc) from None
     db.session.commit()
     key = "target_project_id" if isinstance(source, Project) else "target_group_id"
-    return created({"source_project_id": project.id, key: source.id,
-                    "default_permissions": link.default_permissions,
-                    "job_token_policies": link.job_token_policies})
+    entity: dict[str, Any] = {"source_project_id": project.id, key: source.id}
+    if EXTENSION_FIELDS & values.keys():  # GitLab's entity has the two ids only
+        entity.update(default_permissions=link.default_permissions,
+                      job_token_policies=link.job_token_policies)
+    return created(entity)
 
 
 @bp.delete(f"{PREFIX}/<any(allowlist, groups_allowlist):kind>/<entry_id>")
@@ -125,6 +132,8 @@ def remove_entry(project_id: str, kind: str, entry_id: str) -> Response:
     """Remove a project (`allowlist`) or group (`groups_allowlist`) entry."""
     project, _ = project_ability(project_id, "admin_job_token_scope")
     source: Project | Group | None = None
+    if not entry_id.isdigit():  # declared `type: Integer`
+        invalid("target_project_id" if kind == "allowlist" else "target_group_id")
     if entry_id.isdigit():
         source = by_id(Project, entry_id) if kind == "allowlist" else by_id(Group, entry_id)
     if source is None:

@@ -38,11 +38,22 @@ def user_json(user: User, full: bool = False) -> dict[str, Any]:
     """A user as GitLab renders one."""
     data: dict[str, Any] = {
         "id": user.id, "username": user.username, "name": user.name, "state": user.state,
-        "locked": False, "avatar_url": None, "web_url": web_url(user.username),
+        "locked": user.state == "blocked", "avatar_url": None, "web_url": web_url(user.username),
+        "public_email": None,
     }
-    if full:
-        data.update(email=user.email, is_admin=user.admin, external=user.external,
-                    created_at=iso(user.created_at), bot=False)
+    if full:  # GitLab's UserPublic and UserWithAdmin keys; null where forge has no such thing
+        data.update(
+            email=user.email, is_admin=user.admin, external=user.external,
+            created_at=iso(user.created_at), bot=False, bio="", location="", skype="",
+            linkedin="", twitter="", discord="", website_url="", organization="", job_title="",
+            pronouns=None, work_information=None, followers=0, following=0, is_followed=False,
+            local_time=None, last_sign_in_at=None, confirmed_at=iso(user.created_at),
+            last_activity_on=None, theme_id=1, color_scheme_id=1, projects_limit=100000,
+            current_sign_in_at=None, identities=[], can_create_group=True,
+            can_create_project=True, two_factor_enabled=False, private_profile=False,
+            commit_email=user.email, note=None, namespace_id=None, created_by=None,
+            is_auditor=False, using_license_seat=False, highest_role=0, current_sign_in_ip=None,
+            last_sign_in_ip=None, sign_in_count=0)
     return data
 
 
@@ -60,6 +71,8 @@ def token_json(token: PersonalAccessToken, secret: str | None = None) -> dict[st
 
 
 def _user(user_id: str) -> User:
+    if not user_id.isdigit():  # the routes require a numeric id: Grape's catch-all answers
+        raise ApiError(404, {"error": "404 Not Found"})
     found = by_id(User, user_id)
     if found is None:
         fail(404, "404 User Not Found")
@@ -86,7 +99,12 @@ def list_users() -> Response:
     if username:
         query = query.where(User.username == username)
     if search:
-        query = query.where(User.username.contains(search))
+        query = query.where(User.username.contains(search) | User.email.contains(search)
+                            | User.name.contains(search))
+    if flag(values, "blocked"):
+        query = query.where(User.state == "blocked")
+    if flag(values, "active"):
+        query = query.where(User.state == "active")
     users = list(db.session.scalars(query))
     return paginate(users, lambda u: user_json(u, full=admin))
 
@@ -138,9 +156,25 @@ def update_user(user_id: str) -> Response:
 
 @bp.post("/users/<user_id>/<any(block, unblock):change>")
 def block_user(user_id: str, change: str) -> tuple[Response, int]:
-    """Block or unblock a user (admin)."""
+    """Block or unblock a user (admin), answering as lib/api/users.rb does.
+
+    Blocking oneself is refused; blocking a blocked user answers `null` (the endpoint
+    `break`s), unblocking a user who is not blocked `false`; a deactivated user cannot be
+    unblocked here.
+    """
     instance_ability("admin")
-    domain.set_user_state(_user(user_id), "blocked" if change == "block" else "active")
+    user = _user(user_id)
+    if change == "block":
+        instance_ability("block_user", user.id)  # never oneself
+        if user.state == "blocked":
+            return jsonify(None), 201
+        domain.set_user_state(user, "blocked")
+    else:
+        if user.state == "deactivated":
+            fail(403, "403 Forbidden - Deactivated users cannot be unblocked by the API")
+        if user.state != "blocked":
+            return jsonify(False), 201
+        domain.set_user_state(user, "active")
     db.session.commit()
     return jsonify(True), 201
 
