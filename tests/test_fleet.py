@@ -67,13 +67,16 @@ class Fleet:
                 live.add(int(child))
         return live
 
-    def wait_for_workers(self, count: int = WORKERS, timeout: float = 60) -> set[int]:
+    def wait_for_workers(self, count: int = WORKERS, timeout: float = 120) -> set[int]:
         """Wait until `count` workers run and each answers."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if len(self.workers()) == count:
-                seen = self.everywhere(lambda: requests.get(f"{self.url}/-/health", timeout=30),
-                                       lambda r: r.status_code == 200)
+                try:  # a new worker answers once it has built its app
+                    seen = self.everywhere(lambda: requests.get(f"{self.url}/-/health", timeout=30),
+                                           lambda r: r.status_code == 200, rounds=10)
+                except AssertionError:
+                    continue
                 if seen == self.workers():
                     return seen
             time.sleep(0.2)
