@@ -378,7 +378,9 @@ def job_log(url: str, token: str, job_id: int) -> None:
         _check(response)
     click.echo(response.text, nl=False)
     data = _check(_request(session, "GET", f"{base}/-/forge/jobs/{job_id}"))
-    click.echo(f"job {job_id} is {data['status']}", err=True)
+    # stdout stays the log as sent; in a terminal the status still gets a line of its own
+    apart = "\n" if response.text and not response.text.endswith("\n") else ""
+    click.echo(f"{apart}job {job_id} is {data['status']}", err=True)
 
 
 @main.command("seed")

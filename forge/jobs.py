@@ -6,10 +6,11 @@ caller commits. A pipeline pins a commit (`refs/pipelines/<id>`); its jobs run f
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -17,6 +18,7 @@ from dulwich.objects import Commit, Tag
 from dulwich.refs import Ref
 from sqlalchemy import func, select
 
+from forge import GITLAB_REVISION, GITLAB_VERSION
 from forge import permissions as perm
 from forge.domain import (
     Conflict,
@@ -276,8 +278,6 @@ def set_job_status(now: datetime, job: Job, status: str) -> None:
 
 # -- CI_* variables ------------------------------------------------------------------------
 
-GITLAB_VERSION = "18.6.0"  # the GitLab release whose behaviour forge follows (CI_SERVER_VERSION)
-GITLAB_REVISION = "f0f0f0f0"  # a placeholder: forge is no build of GitLab
 ZERO_SHA = "0" * 40
 
 
@@ -285,6 +285,15 @@ def slugify(value: str) -> str:
     """GitLab's slug (`Gitlab::Utils.slugify`): lower case, anything but a-z0-9 to `-`,
     at most 63 characters, no `-` at either end."""
     return re.sub(r"[^a-z0-9]", "-", value.lower())[:63].strip("-")
+
+
+PARALLEL_SUFFIX = re.compile(r"([\b\s:]+((\[.*\])|(\d+[\s:/\\]+\d+))){1,3}\s*\Z")
+
+
+def group_name(name: str) -> str:
+    """GitLab's `CommitStatus#group_name`: the job's name without the suffix `parallel:`
+    gives it (`rspec 1/3`, `rspec: [ruby, ubuntu]`)."""
+    return PARALLEL_SUFFIX.sub("", name).strip()
 
 
 def iso8601(value: datetime) -> str:
@@ -321,25 +330,32 @@ def commit_facts(backend: RepositoryBackend, pipeline: Pipeline) -> CommitFacts 
             tag = repo[target] if target is not None else None
             if isinstance(tag, Tag):
                 tag_message = tag.message.decode("utf-8", "replace").rstrip("\n")
-        when = datetime.fromtimestamp(commit.commit_time, UTC).replace(tzinfo=None)
+        # GitLab reads the committer date with its own offset (Gitlab::Git::Commit's
+        # init_date_from_gitaly) and writes it with Time#xmlschema: 2022-01-31T18:47:55+02:00
+        zone = timezone(timedelta(seconds=commit.commit_timezone))
+        when = datetime.fromtimestamp(commit.commit_time, zone)
         return CommitFacts(
             message=commit.message.decode("utf-8", "replace"),
             author=commit.author.decode("utf-8", "replace"),
-            timestamp=iso8601(when),
-            # GitLab's before_sha is the branch's previous tip at the push; for a push of
-            # one commit that is its parent (zeros for a first commit).
-            before_sha=commit.parents[0].decode() if commit.parents else ZERO_SHA,
+            timestamp=when.isoformat(),
+            # GitLab's before_sha is the ref's previous value at the push: for a branch
+            # pushed one commit at a time, the commit's parent (zeros for a first commit);
+            # for a tag, which a push creates, zeros.
+            before_sha=commit.parents[0].decode() if commit.parents and not pipeline.tag
+            else ZERO_SHA,
             tag_message=tag_message)
 
 
 def _title_and_description(message: str) -> tuple[str, str]:
-    """CI_COMMIT_TITLE is the first line; CI_COMMIT_DESCRIPTION the rest, or the whole
-    message when the title has 100 characters or more (GitLab's `Commit#description`)."""
-    title, _, rest = message.partition("\n")
-    title = title.rstrip("\r")
+    """CI_COMMIT_TITLE is the first line (`Commit#full_title`); CI_COMMIT_DESCRIPTION
+    (`Commit#description`) what follows the first newline with one line ending chomped
+    (a blank line after the title stays), or the whole message when the title has 100
+    characters or more."""
+    title = re.split(r"[\r\n]", message, maxsplit=1)[0]
     if len(title) >= 100:
-        return title, message.rstrip("\n")
-    return title, rest.strip("\n")
+        return title, message
+    rest = message.split("\n", 1)[1] if "\n" in message else ""
+    return title, rest.removesuffix("\n").removesuffix("\r")
 
 
 def variables(job: Job, token: str | None, base_url: str, registry: str,
@@ -374,10 +390,12 @@ def variables(job: Job, token: str | None, base_url: str, registry: str,
         "CI_SERVER_SHELL_SSH_PORT": "22",
         "CI_API_V4_URL": f"{base_url}/api/v4",
         "CI_API_GRAPHQL_URL": f"{base_url}/api/graphql",
+        "CI_TEMPLATE_REGISTRY_HOST": "registry.gitlab.com",  # GitLab's default
         "GITLAB_FEATURES": "",
         "CI_JOB_ID": str(job.id),
         "CI_JOB_NAME": job.name,
         "CI_JOB_NAME_SLUG": slugify(job.name),
+        "CI_JOB_GROUP_NAME": group_name(job.name),
         "CI_JOB_STAGE": job.stage,
         "CI_JOB_STATUS": job.status,
         "CI_JOB_URL": f"{project_url}/-/jobs/{job.id}",
@@ -391,7 +409,8 @@ def variables(job: Job, token: str | None, base_url: str, registry: str,
         "CI_PROJECT_ID": str(project.id),
         "CI_PROJECT_NAME": project.path,
         "CI_PROJECT_TITLE": project.name,
-        "CI_PROJECT_DESCRIPTION": "",
+        "CI_PROJECT_DESCRIPTION": project.description or "",
+        "CI_PROJECT_TOPICS": "",  # forge projects have no topics
         "CI_PROJECT_PATH": project.full_path,
         "CI_PROJECT_PATH_SLUG": slugify(project.full_path),
         "CI_PROJECT_NAMESPACE": namespace,
@@ -418,7 +437,6 @@ def variables(job: Job, token: str | None, base_url: str, registry: str,
         if facts is not None:
             title, description = _title_and_description(facts.message)
             out.update({"CI_COMMIT_BEFORE_SHA": facts.before_sha, "CI_COMMIT_MESSAGE": facts.message,
-                        "CI_COMMIT_MESSAGE_IS_TRUNCATED": "false",
                         "CI_COMMIT_TITLE": title, "CI_COMMIT_DESCRIPTION": description,
                         "CI_COMMIT_TIMESTAMP": facts.timestamp, "CI_COMMIT_AUTHOR": facts.author})
             if facts.tag_message is not None:
@@ -428,7 +446,8 @@ def variables(job: Job, token: str | None, base_url: str, registry: str,
         runner = db.session.get(Runner, job.runner_id)
         if runner is not None:
             out.update({"CI_RUNNER_ID": str(runner.id), "CI_RUNNER_DESCRIPTION": runner.description,
-                        "CI_RUNNER_TAGS": ", ".join(runner.tags or [])})
+                        # Ruby's Array#to_s of the tag list: `["docker", "linux"]`
+                        "CI_RUNNER_TAGS": json.dumps(list(runner.tags or []))})
     out.update({"GITLAB_USER_ID": str(user.id), "GITLAB_USER_EMAIL": user.email,
                 "GITLAB_USER_LOGIN": user.username, "GITLAB_USER_NAME": user.name})
     listed = [{"key": key, "value": value, "public": True, "masked": False, "file": False,

@@ -783,6 +783,7 @@ class QueuedJob:
     status: str
     tags: frozenset[str] = frozenset()
     protected_ref: bool = False
+    user_state: str = "active"  # the triggering user's
 
 
 def authorize_registration(token_matches: bool) -> Decision:
@@ -824,7 +825,9 @@ def runner_may_take(runner: Runner, job: QueuedJob) -> Decision:
     """Decide whether `runner` may take the queued `job`, as GitLab's queue matches them:
     the runner's scope (instance, the project's group or an ancestor, the project), its
     tags (a tagged job needs all its tags on the runner, an untagged one `run_untagged`),
-    `ref_protected` runners only for protected refs, and paused runners never."""
+    `ref_protected` runners only for protected refs, and paused runners never. A runner that
+    could take it refuses the job of a blocked user as `user_blocked` (GitLab's pre-assign
+    check: the job is then dropped, not handed out)."""
     if runner.paused:
         return _deny("runner_paused", 403, RUNNER_FORBIDDEN)
     if job.status != "pending":
@@ -839,6 +842,8 @@ def runner_may_take(runner: Runner, job: QueuedJob) -> Decision:
         return _deny("runner_missing_tags", 403, RUNNER_FORBIDDEN)
     if not job.tags and not runner.run_untagged:
         return _deny("runner_no_untagged", 403, RUNNER_FORBIDDEN)
+    if job.user_state == "blocked":
+        return _deny("user_blocked", 403, RUNNER_FORBIDDEN)
     return _allow("runner_matches")
 
 

@@ -27,7 +27,8 @@ GIT_DEPTH = 20  # GitLab's default "Git shallow clone" project setting
 FAILURE_REASONS = ("unknown_failure", "script_failure", "api_failure", "stuck_or_timeout_failure",
                    "runner_system_failure", "missing_dependency_failure", "runner_unsupported",
                    "job_execution_timeout", "archived_failure", "unmet_prerequisites",
-                   "scheduler_failure", "data_integrity_failure", "image_pull_failure")
+                   "scheduler_failure", "data_integrity_failure", "image_pull_failure",
+                   "trace_size_exceeded", "user_blocked")
 MAX_INT = 2**31 - 1  # GitLab's integer columns
 TIMEOUT_MESSAGE = "ERROR: Job failed: execution took longer than {limit} seconds (forge)\n"
 
@@ -97,7 +98,8 @@ def queued_facts(job: Job) -> perm.QueuedJob:
     return perm.QueuedJob(id=job.id, project_id=job.project_id,
                           project_group_ids=frozenset(ancestor_ids(job.project.group)),
                           status=job.status, tags=frozenset(spec.get("tags") or ()),
-                          protected_ref=protected_ref(job.project, job.ref, tag))
+                          protected_ref=protected_ref(job.project, job.ref, tag),
+                          user_state=job.user.state)
 
 
 def heartbeat(now: datetime, runner: Runner, info: Any) -> None:
@@ -117,11 +119,36 @@ def job_log(job: Job) -> bytes:
     return row.content if row is not None else b""
 
 
-def append_log(job: Job, start: int, data: bytes) -> tuple[bool, int]:
-    """Append `data` at byte `start`; return whether it fit and the log's size after.
+def log_secrets(job: Job, token: str) -> list[bytes]:
+    """What the job's log must never show: its token and its masked variables' values."""
+    values = [token] + [str(own["value"]) for own in (job.spec or {}).get("variables") or []
+                        if own.get("masked")]
+    return [value.encode() for value in values if value]
+
+
+def hide_secrets(data: bytes, secrets: Sequence[bytes]) -> bytes:
+    """GitLab's `Ci::Build#hide_secrets`: each secret becomes as many `x`s, so the log keeps
+    the length the runner counts its offsets in."""
+    for secret in secrets:
+        data = data.replace(secret, b"x" * len(secret))
+    return data
+
+
+TRACE_SIZE_LIMIT_MB = 100  # GitLab's default plan limit `ci_jobs_trace_size_limit`
+
+
+def trace_too_large(start: int, data: bytes) -> bool:
+    """Whether a patch would bring the log to GitLab's size limit (whole megabytes count)."""
+    return (start + len(data)) // (1 << 20) >= TRACE_SIZE_LIMIT_MB
+
+
+def append_log(job: Job, start: int, data: bytes, secrets: Sequence[bytes] = ()) -> tuple[bool, int]:
+    """Append `data` at byte `start`, `secrets` hidden; return whether it fit and the log's
+    size after.
 
     Like GitLab, a patch must start exactly where the log ends; otherwise nothing is
-    written and the caller answers 416 with the size.
+    written and the caller answers 416 with the size. A secret the runner split between
+    two patches is hidden too: the end of the log is searched again with the new data.
     """
     row = db.session.get(JobLog, job.id)
     if row is None:
@@ -130,7 +157,9 @@ def append_log(job: Job, start: int, data: bytes) -> tuple[bool, int]:
     size = len(row.content)
     if start != size:
         return False, size
-    row.content = row.content + data
+    overlap = max((len(secret) - 1 for secret in secrets), default=0)
+    keep = max(size - overlap, 0)
+    row.content = row.content[:keep] + hide_secrets(row.content[keep:] + data, secrets)
     return True, len(row.content)
 
 
@@ -200,6 +229,10 @@ def take_job(now: datetime, runner: Runner, unseal: Callable[[str], str]) -> Tak
         if state == "waiting":
             continue
         decision = perm.runner_may_take(facts, queued_facts(job))
+        if decision.reason == "user_blocked":
+            set_job_status(now, job, "failed")
+            job.failure_reason = "user_blocked"
+            continue
         if not decision.allowed:
             continue
         timeout = min(job.timeout, runner.maximum_timeout or job.timeout)
@@ -224,17 +257,39 @@ def finish_job(now: datetime, job: Job, state: str, *, exit_code: int | None = N
     set_job_status(now, job, state)
     job.exit_code = exit_code
     if state == "failed":
-        job.failure_reason = failure_reason if failure_reason in FAILURE_REASONS else "script_failure"
+        job.failure_reason = failure_reason if failure_reason in FAILURE_REASONS else "unknown_failure"
 
 
 # -- artifacts ------------------------------------------------------------------------
 
+# Ci::JobArtifact.file_types and file_formats: what `artifact_type` and `artifact_format` may be
+ARTIFACT_TYPES = (
+    "archive", "metadata", "trace", "junit", "sast", "dependency_scanning", "container_scanning",
+    "dast", "codequality", "license_scanning", "performance", "metrics", "metrics_referee",
+    "network_referee", "lsif", "dotenv", "cobertura", "terraform", "accessibility",
+    "cluster_applications", "secret_detection", "requirements", "coverage_fuzzing",
+    "browser_performance", "load_performance", "api_fuzzing", "cluster_image_scanning",
+    "cyclonedx", "requirements_v2", "annotations", "repository_xray", "jacoco")
+ARTIFACT_FORMATS = ("raw", "zip", "gzip")
+
+
+class ArtifactExists(DomainError):
+    """The job already has another file of that artifact type."""
+
+
 def add_artifact(now: datetime, job: Job, filename: str, sha256: str, size: int, *,
                  file_type: str = "archive", file_format: str = "zip") -> JobArtifact:
-    """Record an uploaded artifacts file (stored by content hash); one per type per job."""
-    if db.session.scalar(select(JobArtifact).where(JobArtifact.job_id == job.id,
-                                                   JobArtifact.file_type == file_type)):
-        raise DomainError("Job already has artifacts of this type")
+    """Record an uploaded artifacts file (stored by content hash); one per type per job.
+
+    As on GitLab, uploading the same file again (a runner's retry) succeeds, another file
+    of the same type is refused.
+    """
+    existing: JobArtifact | None = db.session.scalar(select(JobArtifact).where(
+        JobArtifact.job_id == job.id, JobArtifact.file_type == file_type))
+    if existing is not None:
+        if existing.sha256 == sha256:
+            return existing
+        raise ArtifactExists("another artifact of the same type already exists")
     artifact = JobArtifact(job_id=job.id, file_type=file_type, file_format=file_format,
                            filename=filename, size=size, sha256=sha256, created_at=now)
     db.session.add(artifact)

@@ -64,8 +64,15 @@ def world(forge: Forge) -> dict[str, Any]:
         group = domain.get_group("acme").id
         token = domain.db.session.scalar(select(PersonalAccessToken.id).where(
             PersonalAccessToken.user_id == dev.id))
+    # a runner holding a running job, for the runner API
+    runner_id, runner_token = forge.create_runner()
+    job = forge.queue_job("acme/app", dev, "true")
+    taken = requests.post(f"{forge.url}/api/v4/jobs/request", json={"token": runner_token})
+    assert taken.status_code == 201
     # `t` is dev's token: the probe must never revoke root's, which outlives the reset.
-    return {"dev": dev, "p": app.id, "p2": lib.id, "g": group, "u": dev.id, "t": token}
+    return {"dev": dev, "p": app.id, "p2": lib.id, "g": group, "u": dev.id, "t": token,
+            "reg": forge.runner_registration_token, "rt": runner_token, "r": runner_id,
+            "j": job.id, "jt": job.token}
 
 
 def root(forge: Forge) -> dict[str, str]:
@@ -581,6 +588,23 @@ ROUTES: list[tuple[str, str, dict[str, Any]]] = [
      {"name": "l{n}", "url": "https://example.org/{n}", "link_type": "other", "direct_asset_path": "/b"}),
     ("PUT", "/api/v4/projects/{p}/releases/v1/assets/links/1", {"name": "l", "url": "https://x.org"}),
     ("DELETE", "/api/v4/projects/{p}/repository/files/README.md", {"branch": "main", "commit_message": "rm"}),
+    # issue 11's runner API and jobs
+    ("POST", "/api/v4/runners", {"token": "{reg}", "description": "d", "tag_list": ["a"],
+                                 "run_untagged": True, "maximum_timeout": 3600, "paused": False,
+                                 "locked": False, "access_level": "not_protected", "info": {"name": "r"}}),
+    ("POST", "/api/v4/runners/verify", {"token": "{rt}"}),
+    ("POST", "/api/v4/user/runners", {"runner_type": "project_type", "project_id": "{p}",
+                                      "description": "d", "tag_list": ["a"], "run_untagged": True}),
+    ("POST", "/api/v4/jobs/request", {"token": "{rt}", "last_update": "x", "info": {"name": "r"}}),
+    ("PUT", "/api/v4/jobs/{j}", {"token": "{jt}", "state": "running", "exit_code": 0,
+                                 "failure_reason": "script_failure"}),
+    ("PATCH", "/api/v4/jobs/{j}/trace", {"token": "{jt}"}),
+    ("POST", "/api/v4/jobs/{j}/artifacts", {"token": "{jt}", "artifact_type": "archive",
+                                            "artifact_format": "zip"}),
+    ("GET", "/api/v4/jobs/{j}/artifacts", {"token": "{jt}"}),
+    ("GET", "/api/v4/projects/{p}/jobs", {"scope": "running"}),
+    ("GET", "/api/v4/projects/{p}/jobs/{j}", {}),
+    ("GET", "/api/v4/projects/{p}/jobs/{j}/trace", {}),
     ("POST", "/acme/app.git/info/lfs/objects/batch",
      {"operation": "download", "transfers": ["basic"], "objects": [{"oid": "a" * 64, "size": 1}]}),
     ("GET", "/acme/app.git/info/lfs/locks", {"path": "a.bin", "id": 1}),
@@ -591,6 +615,7 @@ ROUTES: list[tuple[str, str, dict[str, Any]]] = [
     ("PUT", "/acme/app.git/gitlab-lfs/objects/" + "a" * 64 + "/1", {}),
     ("POST", "/acme/app.git/info/lfs/objects", {}),
     ("GET", "/acme/app.git/info/lfs/objects/" + "a" * 64, {}),
+    ("DELETE", "/api/v4/runners", {"token": "{rt}"}),
     ("DELETE", "/api/v4/projects/{p}/job_token_scope/allowlist/{p2}", {}),
     ("DELETE", "/api/v4/projects/{p}/job_token_scope/groups_allowlist/{g}", {}),
     ("DELETE", "/api/v4/projects/{p}/repository/tags/gone", {}),

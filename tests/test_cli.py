@@ -12,6 +12,8 @@ import pytest
 import requests
 from serving import FORGE, ROOT, Served
 
+from forge.testing import Forge
+
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Served]:
@@ -180,3 +182,21 @@ def test_seed_command_posts_a_scenario(served: Served, tmp_path: Path) -> None:
     result = subprocess.run([FORGE, "seed", str(scenario)], env=env, capture_output=True,
                             text=True, check=True)
     assert '"zed"' in result.stdout and "glpat-" in result.stdout
+
+
+def test_job_log_status_line_starts_a_line_of_its_own(forge: Forge) -> None:
+    """gitlab-python-runner's last log line has no newline: pasted, `job N is ...` must not
+    stick to it."""
+    forge.create_group("acme")
+    bob = forge.create_user("bob")
+    forge.create_project("acme/app", files={"README.md": "v1\n"}, members={"bob": "developer"})
+    _, runner = forge.create_runner()
+    job = forge.queue_job("acme/app", bob, "true")
+    taken = requests.post(f"{forge.url}/api/v4/jobs/request", json={"token": runner})
+    assert taken.status_code == 201
+    requests.patch(f"{forge.url}/api/v4/jobs/{job.id}/trace", data=b"Job complete success=True",
+                   headers={"Job-Token": job.token, "Content-Range": "0-25"})
+    env = {**os.environ, "FORGE_URL": forge.url, "FORGE_TOKEN": forge.root_token}
+    result = subprocess.run(f"{FORGE} job log {job.id} 2>&1", shell=True, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.stdout == f"Job complete success=True\njob {job.id} is running\n"

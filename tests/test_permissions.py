@@ -333,9 +333,11 @@ def test_authorize_catalog() -> None:
 GROUP, PARENT = 7, 3
 
 
-def queued(tags: tuple[str, ...] = (), protected: bool = True, status: str = "pending") -> perm.QueuedJob:
+def queued(tags: tuple[str, ...] = (), protected: bool = True, status: str = "pending",
+           user_state: str = "active") -> perm.QueuedJob:
     return perm.QueuedJob(id=1, project_id=20, project_group_ids=frozenset({GROUP, PARENT}),
-                          status=status, tags=frozenset(tags), protected_ref=protected)
+                          status=status, tags=frozenset(tags), protected_ref=protected,
+                          user_state=user_state)
 
 
 def runner(kind: str = "instance_type", **kw: object) -> perm.Runner:
@@ -356,6 +358,11 @@ RUNNER_CASES = [
     ("project-other", runner("project_type", project_id=21), queued(), False, "runner_not_in_scope"),
     ("protected-only", runner(ref_protected_only=True), queued(protected=False), False, "runner_ref_protected"),
     ("protected-ok", runner(ref_protected_only=True), queued(protected=True), True, "runner_matches"),
+    # RegisterJobService's pre-assign check: a matching runner drops the job of a blocked user
+    ("user-blocked", runner(), queued(user_state="blocked"), False, "user_blocked"),
+    ("user-blocked-other-runner", runner(tags=frozenset({"x"}), run_untagged=False),
+     queued(user_state="blocked"), False, "runner_no_untagged"),
+    ("user-deactivated", runner(), queued(user_state="deactivated"), True, "runner_matches"),
 ]
 
 

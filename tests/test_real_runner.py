@@ -69,6 +69,7 @@ SCRIPT = [
     'curl --fail -sS -H "JOB-TOKEN: $CI_JOB_TOKEN" --upload-file lib/lib.py '
     '"$CI_API_V4_URL/projects/$CI_PROJECT_ID/packages/generic/lib/$CI_COMMIT_SHORT_SHA/lib.py"',
     'echo "vars: $CI_PROJECT_PATH $CI_COMMIT_REF_NAME $CI_COMMIT_BRANCH $CI_JOB_NAME_SLUG $DEPLOY_ENV"',
+    'echo "secrets: $CI_JOB_TOKEN $API_KEY"',
 ]
 
 
@@ -77,7 +78,8 @@ def test_real_runner_runs_a_job_that_clones_and_publishes(forge: Forge, world: d
     bob = world["bob"]
     assert isinstance(bob, UserHandle)
     job = forge.queue_job("acme/app", bob, SCRIPT, name="Publish Lib", tags=(TAG,),
-                          variables={"DEPLOY_ENV": "staging"})
+                          variables={"DEPLOY_ENV": "staging",
+                                     "API_KEY": {"value": "s3cr3t-value-xyz", "masked": True}})
     assert info_refs(forge, job) == 401  # pending: its token is refused
     assert forge.last_event()["reason"] == "job_not_running"
     result, seconds = run_once(runner, git_env)
@@ -88,6 +90,9 @@ def test_real_runner_runs_a_job_that_clones_and_publishes(forge: Forge, world: d
     sha = shown["sha"][:8]
     assert "VERSION = '1.2'" in log
     assert "vars: acme/app main main publish-lib staging" in log
+    # gitlab-python-runner masks nothing: forge hides the token and masked values itself
+    assert f"secrets: {'x' * len(job.token)} {'x' * len('s3cr3t-value-xyz')}" in log
+    assert job.token not in log and "s3cr3t-value-xyz" not in log
     package = requests.get(f"{forge.url}/api/v4/projects/acme%2Fapp/packages/generic/lib/{sha}/lib.py",
                            headers={"PRIVATE-TOKEN": bob.token or ""})
     assert (package.status_code, package.text) == (200, "VERSION = '1.2'\n")

@@ -308,3 +308,172 @@ def test_runners_racing_for_one_job_never_share_it(forge: Forge, bob: UserHandle
     assert sorted(answer.status_code for answer in answers) == [201] + [204] * 5
     assert next(a for a in answers if a.status_code == 201).json()["id"] == job.id
     assert len(forge.events(action="runner_take_job")) == 1
+
+
+def taken_job(forge: Forge, bob: UserHandle, **extra: Any) -> dict[str, Any]:
+    """Queue a job and let a fresh runner take it; return the runner's payload."""
+    runner = register(forge)
+    forge.queue_job("acme/app", bob, ["true"], **extra)
+    response = poll(forge, runner["token"])
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def test_runners_job_log_of_an_id_out_of_range_is_not_found(forge: Forge, bob: UserHandle) -> None:
+    response = requests.get(f"{forge.url}{API}/projects/acme%2Fapp/jobs/{2**63}/trace",
+                            headers={"PRIVATE-TOKEN": forge.root_token})
+    assert (response.status_code, response.json()) == (404, {"message": "404 Job Not Found"})
+
+
+def test_runners_update_with_an_exit_code_out_of_range_gets_400(forge: Forge, bob: UserHandle) -> None:
+    job = taken_job(forge, bob)
+    url = f"{forge.url}{API}/jobs/{job['id']}"
+    response = requests.put(url, json={"token": job["token"], "state": "failed", "exit_code": 2**70})
+    assert (response.status_code, response.json()) == (400, {"error": "exit_code is invalid"})
+    ended = requests.put(url, json={"token": job["token"], "state": "failed", "exit_code": 2})
+    assert ended.status_code == 200
+    assert (forge.job(job["id"])["status"], forge.job(job["id"])["exit_code"]) == ("failed", 2)
+
+
+def test_runners_job_log_hides_the_job_token_and_masked_values(forge: Forge, bob: UserHandle) -> None:
+    secret = "hunter2-hunter2"
+    job = taken_job(forge, bob, variables={"SECRET": {"value": secret, "masked": True},
+                                           "PLAIN": "plain-value"})
+    token, trace = job["token"], f"{forge.url}{API}/jobs/{job['id']}/trace"
+    # GitLab's Ci::Build#hide_secrets: each character of the token becomes `x`, so the log
+    # keeps the length the runner counts its offsets in; a secret split between two
+    # patches is hidden all the same.
+    text = f"token={token} secret={secret} plain=plain-value\n".encode()
+    cut = text.index(token.encode()) + 5
+    first = requests.patch(trace, data=text[:cut], headers={"Job-Token": token,
+                                                            "Content-Range": f"0-{cut}"})
+    second = requests.patch(trace, data=text[cut:], headers={
+        "Job-Token": token, "Content-Range": f"{cut}-{len(text)}"})
+    assert (first.status_code, second.status_code) == (202, 202)
+    assert second.headers["Range"] == f"0-{len(text)}"
+    log = forge.job_log(job["id"])
+    assert log == f"token={'x' * len(token)} secret={'x' * len(secret)} plain=plain-value\n"
+
+
+@pytest.mark.parametrize("sent", [{}, {"failure_reason": "no_such_reason"}])
+def test_runners_failure_without_a_known_reason_is_unknown_failure(forge: Forge, bob: UserHandle,
+                                                                   sent: dict[str, str]) -> None:
+    # GitLab's Build::Status::Reason: a reason it does not know is nil, shown as unknown_failure
+    # (gitlab-python-runner sends none; the official runner sends script_failure itself)
+    job = taken_job(forge, bob)
+    response = requests.put(f"{forge.url}{API}/jobs/{job['id']}",
+                            json={"token": job["token"], "state": "failed", **sent})
+    assert response.status_code == 200
+    assert forge.job(job["id"])["failure_reason"] == "unknown_failure"
+
+
+def test_runners_artifacts_upload_checks_type_and_retries_as_gitlab(forge: Forge, bob: UserHandle) -> None:
+    job = taken_job(forge, bob)
+    url, auth = f"{forge.url}{API}/jobs/{job['id']}/artifacts", {"Job-Token": job["token"]}
+    for field, value in (("artifact_type", "x" * 5000), ("artifact_format", "rar")):
+        refused = requests.post(url, headers=auth, data={field: value}, files={"file": ("a.zip", b"PK")})
+        assert (refused.status_code, refused.json()) == (
+            400, {"error": f"{field} does not have a valid value"})
+    first = requests.post(url, headers=auth, files={"file": ("a" * 300 + ".zip", b"PK1")})
+    assert (first.status_code, first.json()) == (201, 201)
+    # a runner retrying the same upload succeeds; a different archive is refused
+    again = requests.post(url, headers=auth, files={"file": ("a.zip", b"PK1")})
+    assert again.status_code == 201
+    other = requests.post(url, headers=auth, files={"file": ("a.zip", b"PK2")})
+    assert (other.status_code, other.json()) == (
+        400, {"message": "another artifact of the same type already exists"})
+    junit = requests.post(url, headers=auth, data={"artifact_type": "junit", "artifact_format": "gzip"},
+                          files={"file": ("junit.xml.gz", b"gz")})
+    assert junit.status_code == 201
+    download = requests.get(url, headers=auth)
+    assert (download.status_code, download.content) == (200, b"PK1")
+
+
+def test_runners_job_log_past_the_size_limit_fails_the_job(forge: Forge, bob: UserHandle,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from forge import runners
+
+    monkeypatch.setattr(runners, "TRACE_SIZE_LIMIT_MB", 1)  # GitLab's default is 100 MB
+    job = taken_job(forge, bob)
+    trace, token = f"{forge.url}{API}/jobs/{job['id']}/trace", job["token"]
+    small = requests.patch(trace, data=b"x" * 1000, headers={"Job-Token": token, "Content-Range": "0-1000"})
+    assert small.status_code == 202
+    big = b"y" * (1 << 20)
+    refused = requests.patch(trace, data=big, headers={"Job-Token": token,
+                                                       "Content-Range": f"1000-{1000 + len(big)}"})
+    assert (refused.status_code, refused.json()) == (403, {"message": "403 Forbidden"})
+    shown = forge.job(job["id"])
+    assert (shown["status"], shown["failure_reason"]) == ("failed", "trace_size_exceeded")
+    assert forge.job_log(job["id"]) == "x" * 1000
+    assert info_refs(forge, token) == 401
+
+
+def test_runners_jobs_api_shows_jobs_as_gitlab(forge: Forge, bob: UserHandle) -> None:
+    runner = register(forge, description="my runner")
+    build = forge.queue_job("acme/app", bob, ["make"], name="build")
+    lint = forge.queue_job("acme/app", bob, ["make lint"], name="lint", tags=("docker",))
+    assert poll(forge, runner["token"]).json()["id"] == build.id
+    requests.put(f"{forge.url}{API}/jobs/{build.id}", json={
+        "token": build.token, "state": "failed", "failure_reason": "script_failure", "exit_code": 1})
+    headers = {"PRIVATE-TOKEN": bob.token or ""}
+    jobs = f"{forge.url}{API}/projects/acme%2Fapp/jobs"
+    shown = requests.get(f"{jobs}/{build.id}", headers=headers)
+    assert shown.status_code == 200
+    body = shown.json()
+    assert (body["id"], body["name"], body["status"], body["failure_reason"]) == (
+        build.id, "build", "failed", "script_failure")
+    assert (body["runner"]["id"], body["runner"]["description"]) == (runner["id"], "my runner")
+    assert body["web_url"] == f"{forge.url}/acme/app/-/jobs/{build.id}"
+    assert body["pipeline"]["id"] == forge.job(build)["pipeline"]
+    listed = requests.get(jobs, headers=headers)
+    assert [job["id"] for job in listed.json()] == [lint.id, build.id]  # newest first
+    assert listed.json()[0]["tag_list"] == ["docker"] and listed.json()[0]["runner"] is None
+    pending = requests.get(jobs, params={"scope[]": ["pending", "running"]}, headers=headers)
+    assert [job["id"] for job in pending.json()] == [lint.id]
+    failed = requests.get(jobs, params={"scope": "failed"}, headers=headers)
+    assert [job["id"] for job in failed.json()] == [build.id]
+    bad = requests.get(jobs, params={"scope": "nope"}, headers=headers)
+    assert (bad.status_code, bad.json()) == (400, {"error": "scope does not have a valid value"})
+    for missing_id in (999, 2**63):
+        gone = requests.get(f"{jobs}/{missing_id}", headers=headers)
+        assert (gone.status_code, gone.json()) == (404, {"message": "404 Job Not Found"})
+    outsider = forge.create_user("eve")
+    hidden = requests.get(f"{jobs}/{build.id}", headers={"PRIVATE-TOKEN": outsider.token or ""})
+    assert (hidden.status_code, hidden.json()) == (404, {"message": "404 Project Not Found"})
+    log = requests.get(f"{jobs}/{build.id}/trace", headers=headers)
+    assert log.headers["Content-Disposition"] == f'infile; filename="{build.id}.log"'
+
+
+@pytest.mark.parametrize("tags", [{"a": 1}, [["a"]], [{"a": 1}]])
+def test_runners_tag_list_of_the_wrong_type_is_invalid(forge: Forge, tags: Any) -> None:
+    # Grape's Array[String]: a hash, or a list holding lists or hashes, is no tag list
+    refused = requests.post(f"{forge.url}{API}/runners",
+                            json={"token": forge.runner_registration_token, "tag_list": tags})
+    assert (refused.status_code, refused.json()) == (400, {"error": "tag_list is invalid"})
+
+
+def test_runners_job_of_a_blocked_user_is_dropped_not_handed_out(forge: Forge, bob: UserHandle) -> None:
+    # GitLab's RegisterJobService drops it (user_blocked) instead of giving it to the runner
+    tagged = register(forge, tag_list="docker", run_untagged=False)
+    untagged = register(forge)
+    job = forge.queue_job("acme/app", bob, ["true"])
+    forge.block_user(bob)
+    assert poll(forge, tagged["token"]).status_code == 204
+    assert forge.job(job)["status"] == "pending"  # a runner that cannot run it leaves it be
+    assert poll(forge, untagged["token"]).status_code == 204
+    shown = forge.job(job)
+    assert (shown["status"], shown["failure_reason"], shown["runner"]) == ("failed", "user_blocked", None)
+
+
+def test_runners_trace_content_range_is_read_as_gitlab_reads_it(forge: Forge, bob: UserHandle) -> None:
+    # AppendBuildTraceService: `content_range.split('-')[0].to_i`, so text that is no number
+    # counts as 0 (never a 400); only a missing header is refused
+    job = taken_job(forge, bob)
+    trace, token = f"{forge.url}{API}/jobs/{job['id']}/trace", job["token"]
+    first = requests.patch(trace, data=b"abc", headers={"Job-Token": token, "Content-Range": "garbage"})
+    assert (first.status_code, first.headers["Range"]) == (202, "0-3")
+    standard = requests.patch(trace, data=b"d", headers={"Job-Token": token, "Content-Range": "bytes 3-4"})
+    assert (standard.status_code, standard.headers["Range"]) == (416, "0-3")  # "bytes 3".to_i is 0
+    suffixed = requests.patch(trace, data=b"d", headers={"Job-Token": token, "Content-Range": "3x-9"})
+    assert (suffixed.status_code, suffixed.headers["Range"]) == (202, "0-4")  # "3x".to_i is 3
+    assert forge.job_log(job["id"]) == "abcd"

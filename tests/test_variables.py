@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from forge import domain
-from forge.jobs import GITLAB_VERSION, slugify
+from forge import GITLAB_VERSION, domain
+from forge.jobs import slugify
 from forge.testing import Forge, UserHandle
 
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")  # 2022-01-31T16:47:55Z
+ISO_OFFSET = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d$")  # ...T18:47:55+02:00
 SHA = re.compile(r"^[0-9a-f]{40}$")
 
 
@@ -68,9 +69,10 @@ def test_variables_branch_job(forge: Forge, bob: UserHandle, git, tmp_path: Path
     assert v["CI_COMMIT_REF_PROTECTED"] == "true"  # the default branch is protected
     assert v["CI_COMMIT_MESSAGE"] == "Add b\n\nWhy b matters.\nSecond line.\n"
     assert v["CI_COMMIT_TITLE"] == "Add b"
-    assert v["CI_COMMIT_DESCRIPTION"] == "Why b matters.\nSecond line."
-    assert v["CI_COMMIT_MESSAGE_IS_TRUNCATED"] == "false"
-    assert ISO_UTC.match(v["CI_COMMIT_TIMESTAMP"]), v["CI_COMMIT_TIMESTAMP"]
+    # Commit#description: the message after its first newline, one trailing newline chomped
+    # (so the blank line after the title stays)
+    assert v["CI_COMMIT_DESCRIPTION"] == "\nWhy b matters.\nSecond line."
+    assert ISO_OFFSET.match(v["CI_COMMIT_TIMESTAMP"]), v["CI_COMMIT_TIMESTAMP"]
     assert v["CI_COMMIT_AUTHOR"] == "Test <test@example.com>"
     assert v["CI_JOB_NAME"] == "Build Image: amd64" and v["CI_JOB_NAME_SLUG"] == "build-image--amd64"
     assert v["CI_JOB_TIMEOUT"] == "900" and ISO_UTC.match(v["CI_JOB_STARTED_AT"])
@@ -96,7 +98,7 @@ def test_variables_server_describe_the_forge(forge: Forge, bob: UserHandle) -> N
     assert (v["CI_SERVER_VERSION_MAJOR"], v["CI_SERVER_VERSION_MINOR"],
             v["CI_SERVER_VERSION_PATCH"]) == (major, minor, patch)
     assert re.match(r"^\d+\.\d+\.\d+$", v["CI_SERVER_VERSION"])
-    assert re.match(r"^[0-9a-f]{8}$", v["CI_SERVER_REVISION"])
+    assert v["CI_SERVER_REVISION"]  # GitLab's revision; forge's is a placeholder
     assert v["CI_SERVER_FQDN"] == f"{host}:{port}"  # the port, as it is not 80
     assert (v["CI_SERVER_HOST"], v["CI_SERVER_PORT"], v["CI_SERVER_URL"]) == (host, port, forge.url)
     assert (v["CI_SERVER_SHELL_SSH_HOST"], v["CI_SERVER_SHELL_SSH_PORT"]) == (host, "22")
@@ -123,6 +125,8 @@ def test_variables_tag_job_has_the_tag_and_no_branch(forge: Forge, bob: UserHand
     assert v["CI_COMMIT_SHA"] == shas["second"]  # the commit, not the annotated tag object
     assert v["CI_COMMIT_TAG_MESSAGE"] == "Release 1.0"
     assert v["CI_COMMIT_REF_PROTECTED"] == "false"
+    # a pushed tag is new: the push's old value, GitLab's before_sha, is the zero sha
+    assert v["CI_COMMIT_BEFORE_SHA"] == "0" * 40 != shas["first"]
     light = forge.start_job(APP, bob, ref="light").variables
     assert (light["CI_COMMIT_TAG"], light["CI_COMMIT_TAG_MESSAGE"]) == ("light", "")
 
@@ -187,7 +191,7 @@ def test_variables_every_one_forge_sets_has_gitlabs_format(forge: Forge, bob: Us
         "CI": "true", "GITLAB_CI": "true", "CI_SERVER": "yes", "CI_SERVER_NAME": "GitLab",
         "CI_SERVER_VERSION": r"\d+\.\d+\.\d+", "CI_SERVER_VERSION_MAJOR": r"\d+",
         "CI_SERVER_VERSION_MINOR": r"\d+", "CI_SERVER_VERSION_PATCH": r"\d+",
-        "CI_SERVER_REVISION": r"[0-9a-f]{8}", "CI_SERVER_URL": re.escape(url),
+        "CI_SERVER_REVISION": r"forge0000000", "CI_SERVER_URL": re.escape(url),
         "CI_SERVER_HOST": re.escape(host), "CI_SERVER_PORT": port, "CI_SERVER_PROTOCOL": "http",
         "CI_SERVER_FQDN": re.escape(f"{host}:{port}"), "CI_SERVER_SHELL_SSH_HOST": re.escape(host),
         "CI_SERVER_SHELL_SSH_PORT": "22", "CI_API_V4_URL": re.escape(f"{url}/api/v4"),
@@ -203,9 +207,9 @@ def test_variables_every_one_forge_sets_has_gitlabs_format(forge: Forge, bob: Us
         "CI_COMMIT_SHA": SHA.pattern[1:-1], "CI_COMMIT_SHORT_SHA": r"[0-9a-f]{8}",
         "CI_COMMIT_BEFORE_SHA": "0{40}", "CI_COMMIT_REF_NAME": "main", "CI_COMMIT_REF_SLUG": "main",
         "CI_COMMIT_BRANCH": "main", "CI_COMMIT_REF_PROTECTED": "true|false",
-        "CI_COMMIT_MESSAGE": "Initial commit\n", "CI_COMMIT_MESSAGE_IS_TRUNCATED": "false",
+        "CI_COMMIT_MESSAGE": "Initial commit\n",
         "CI_COMMIT_TITLE": "Initial commit", "CI_COMMIT_DESCRIPTION": "",
-        "CI_COMMIT_TIMESTAMP": ISO_UTC.pattern[1:-1], "CI_COMMIT_AUTHOR": r"[^<>]+ <[^<>@]+@[^<>]+>",
+        "CI_COMMIT_TIMESTAMP": ISO_OFFSET.pattern[1:-1], "CI_COMMIT_AUTHOR": r"[^<>]+ <[^<>@]+@[^<>]+>",
         "CI_PROJECT_ID": n, "CI_PROJECT_NAME": "My_App", "CI_PROJECT_TITLE": "My_App",
         "CI_PROJECT_DESCRIPTION": "", "CI_PROJECT_PATH": re.escape(APP),
         "CI_PROJECT_PATH_SLUG": "acme-corp-platform-team-my-app",
@@ -214,9 +218,10 @@ def test_variables_every_one_forge_sets_has_gitlabs_format(forge: Forge, bob: Us
         "CI_PROJECT_ROOT_NAMESPACE": "Acme-Corp", "CI_PROJECT_URL": re.escape(project),
         "CI_PROJECT_VISIBILITY": "private|internal|public", "CI_DEFAULT_BRANCH": "main",
         "CI_DEFAULT_BRANCH_SLUG": "main", "CI_RUNNER_ID": n, "CI_RUNNER_DESCRIPTION": "my runner",
-        "CI_RUNNER_TAGS": "docker, linux", "GITLAB_USER_ID": str(bob.id),
+        "CI_RUNNER_TAGS": re.escape('["docker", "linux"]'), "GITLAB_USER_ID": str(bob.id),
         "GITLAB_USER_EMAIL": "bob@example.com", "GITLAB_USER_LOGIN": "bob", "GITLAB_USER_NAME": "Bob",
-        "OWN": "x",
+        "OWN": "x", "CI_JOB_GROUP_NAME": "build:linux", "CI_PROJECT_TOPICS": "",
+        "CI_TEMPLATE_REGISTRY_HOST": r"registry\.gitlab\.com",
         # tag jobs (test_variables_tag_job_has_the_tag_and_no_branch), with --registry (test_registry_*)
         "CI_COMMIT_TAG": None, "CI_COMMIT_TAG_MESSAGE": None, "CI_REGISTRY": None,
         "CI_REGISTRY_IMAGE": None, "CI_REGISTRY_USER": None, "CI_REGISTRY_PASSWORD": None,
@@ -226,3 +231,60 @@ def test_variables_every_one_forge_sets_has_gitlabs_format(forge: Forge, bob: Us
     for key, value in listed.items():
         pattern = formats[key]
         assert pattern is not None and re.fullmatch(pattern, value), (key, value)
+
+
+def test_variables_long_title_description_is_the_whole_message(forge: Forge, bob: UserHandle, git,
+                                                                tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    git("clone", "-q", forge.clone_url(APP, user=bob), work)
+    message = "T" * 100 + "\n\nbody\n"
+    git("commit", "-q", "--allow-empty", "-m", message, cwd=work)
+    git("push", "-q", "origin", "main", cwd=work)
+    v = forge.start_job(APP, bob).variables
+    assert (v["CI_COMMIT_TITLE"], v["CI_COMMIT_DESCRIPTION"]) == ("T" * 100, message)
+
+
+def test_variables_project_description_is_the_projects(forge: Forge, bob: UserHandle) -> None:
+    import requests
+
+    response = requests.put(f"{forge.url}/api/v4/projects/{APP.replace('/', '%2F')}",
+                            json={"description": "The app, as users see it"},
+                            headers={"PRIVATE-TOKEN": forge.root_token})
+    assert response.status_code == 200, response.text
+    assert forge.start_job(APP, bob).variables["CI_PROJECT_DESCRIPTION"] == "The app, as users see it"
+
+
+def test_variables_commit_timestamp_keeps_the_committers_offset(forge: Forge, bob: UserHandle, git,
+                                                                 git_env: dict[str, str],
+                                                                 tmp_path: Path) -> None:
+    # Gitlab::Git::Commit#init_date_from_gitaly: Time.strptime("<seconds> <timezone>", "%s %z"),
+    # written with Time#xmlschema (GitLab.com shows e.g. 2026-07-31T19:38:51+02:00)
+    work = tmp_path / "work"
+    git("clone", "-q", forge.clone_url(APP, user=bob), work)
+    for date, shown in (("2022-01-31T18:47:55+0200", "2022-01-31T18:47:55+02:00"),
+                        ("2022-01-31T11:17:55-0530", "2022-01-31T11:17:55-05:30"),
+                        ("2022-01-31T16:47:55+0000", "2022-01-31T16:47:55+00:00")):
+        git_env["GIT_COMMITTER_DATE"] = date
+        git("commit", "-q", "--allow-empty", "-m", "x", cwd=work)
+        git("push", "-q", "origin", "main", cwd=work)
+        assert forge.start_job(APP, bob).variables["CI_COMMIT_TIMESTAMP"] == shown
+
+
+@pytest.mark.parametrize(("name", "group"), [
+    ("build", "build"), ("build:linux", "build:linux"), ("rspec 1/3", "rspec"),
+    ("rspec:test: [ruby, ubuntu]", "rspec:test"), ("test 2:4", "test"), ("a 1/2 3/4", "a")])
+def test_variables_job_group_name_is_gitlabs(forge: Forge, bob: UserHandle, name: str,
+                                              group: str) -> None:
+    # CommitStatus#group_name: the name without a `parallel:` suffix (`1/3`, `[ruby, ubuntu]`)
+    assert forge.start_job(APP, bob, name=name).variables["CI_JOB_GROUP_NAME"] == group
+
+
+def test_variables_server_version_is_the_one_the_api_reports(forge: Forge, bob: UserHandle) -> None:
+    """One forge is one GitLab: a script comparing CI_SERVER_VERSION with GET /version agrees."""
+    import requests
+
+    version = requests.get(f"{forge.url}/api/v4/version",
+                           headers={"PRIVATE-TOKEN": forge.root_token}).json()
+    v = forge.start_job(APP, bob).variables
+    assert (v["CI_SERVER_VERSION"], v["CI_SERVER_REVISION"]) == (version["version"], version["revision"])
+    assert "CI_COMMIT_MESSAGE_IS_TRUNCATED" not in v  # GitLab 18.6's, after the 18.3 forge follows

@@ -30,7 +30,7 @@ from forge.api import (
 )
 from forge.api.repository import commit_json, create_tag_ref, repository, resolve
 from forge.api.users import user_json
-from forge.models import Job, PackageFile, Project, Release, db
+from forge.models import Job, JobArtifact, PackageFile, Project, Release, Runner, db
 
 PACKAGE_NAME = re.compile(r"^[A-Za-z0-9._+-]+$")
 PACKAGE_VERSION = re.compile(r"^(?!.*\.\.)[A-Za-z0-9._+-]+$")
@@ -38,9 +38,11 @@ FILE_NAME = re.compile(r"^[A-Za-z0-9._+~@-]+$")
 
 
 def job_json(job: Job) -> dict[str, Any]:
-    """A job as `GET /job` renders it."""
+    """A job as GitLab's `Entities::Ci::Job` renders it (`GET /job`, the jobs API)."""
     duration = ((job.finished_at or now()) - job.started_at).total_seconds() if job.started_at else None
-    return {
+    artifacts = list(db.session.scalars(select(JobArtifact).where(JobArtifact.job_id == job.id)
+                                        .order_by(JobArtifact.id)))
+    data: dict[str, Any] = {
         "id": job.id, "status": job.status, "stage": job.stage, "name": job.name, "ref": job.ref,
         "tag": bool(job.pipeline and job.pipeline.tag), "coverage": None, "allow_failure": False,
         "created_at": iso(job.created_at), "started_at": iso(job.started_at),
@@ -51,8 +53,29 @@ def job_json(job: Job) -> dict[str, Any]:
         "project": {"id": job.project_id, "path_with_namespace": job.project.full_path,
                     "ci_job_token_scope_enabled": job.project.outbound_enabled},
         "web_url": web_url(f"{job.project.full_path}/-/jobs/{job.id}"),
-        "artifacts": [], "runner": None,
+        "artifacts": [{"file_type": a.file_type, "size": a.size, "filename": a.filename,
+                       "file_format": a.file_format} for a in artifacts],
+        "runner": _runner_json(job.runner_id), "runner_manager": None,
+        "tag_list": list((job.spec or {}).get("tags") or []), "erased_at": None,
+        "archived": False,
     }
+    archive = next((a for a in artifacts if a.file_type == "archive"), None)
+    if archive is not None:
+        data["artifacts_file"] = {"filename": archive.filename, "size": archive.size}
+    if job.status == "failed":  # Entities::Ci::Job shows it for failed jobs only
+        data["failure_reason"] = job.failure_reason or "unknown_failure"
+    return data
+
+
+def _runner_json(runner_id: int | None) -> dict[str, Any] | None:
+    runner = db.session.get(Runner, runner_id) if runner_id is not None else None
+    if runner is None:
+        return None
+    return {"id": runner.id, "description": runner.description, "ip_address": None,
+            "active": not runner.paused, "paused": runner.paused,
+            "is_shared": runner.runner_type == "instance_type", "runner_type": runner.runner_type,
+            "name": (runner.info or {}).get("name"), "online": True,
+            "status": "paused" if runner.paused else "online"}
 
 
 @bp.get("/job")

@@ -8,7 +8,7 @@ from urllib.parse import unquote
 from flask import Response, jsonify
 from sqlalchemy import select
 
-from forge import domain
+from forge import GITLAB_REVISION, GITLAB_VERSION, domain
 from forge import permissions as perm
 from forge.api import (
     bp,
@@ -27,10 +27,6 @@ from forge.api import (
     web_url,
 )
 from forge.models import Group, Project, User, db
-
-# The GitLab release whose REST API forge follows (README: "Which GitLab").
-GITLAB_VERSION = "18.3.0"
-GITLAB_REVISION = "forge0000000"
 
 
 def metadata_json() -> dict[str, Any]:

@@ -8,6 +8,7 @@ with the job's token, which works only while the job runs. Refusals are GitLab's
 
 from __future__ import annotations
 
+import re
 import secrets
 from typing import Any
 
@@ -27,8 +28,10 @@ from forge.api import (
     find_project,
     flag,
     integer,
+    invalid,
     missing,
     now,
+    paginate,
     params,
     principal,
     project_ability,
@@ -36,6 +39,7 @@ from forge.api import (
     state,
     text,
 )
+from forge.api.ci import job_json
 from forge.models import Job, Runner, db
 
 TRACE_UPDATE_INTERVAL = "3"  # seconds; GitLab's default while nobody watches the log
@@ -50,6 +54,9 @@ def _tags(values: dict[str, Any]) -> list[str]:
     raw = values.get("tag_list", values.get("tag_list[]"))
     if raw is None or raw == "":
         return []
+    if isinstance(raw, dict) or (isinstance(raw, list)
+                                 and any(isinstance(tag, list | dict) for tag in raw)):
+        invalid("tag_list")
     if isinstance(raw, list):
         return [str(tag) for tag in raw]
     return [tag.strip() for tag in str(raw).split(",")]
@@ -225,8 +232,10 @@ def update_job(job_id: int) -> Response:
     """The runner reports the job's state: `success` or `failed` end it (its token dies)."""
     values = params()
     job = _authenticated_job(job_id, values, "runner_update_job")
-    runners.finish_job(now(), job, text(values, "state") or "",
-                       exit_code=integer(values, "exit_code", required=False),
+    exit_code = integer(values, "exit_code", required=False)
+    if exit_code is not None and not -runners.MAX_INT - 1 <= exit_code <= runners.MAX_INT:
+        raise ApiError(400, {"error": "exit_code is invalid"})  # more than the column holds
+    runners.finish_job(now(), job, text(values, "state") or "", exit_code=exit_code,
                        failure_reason=text(values, "failure_reason"))
     db.session.commit()
     response = jsonify(200)
@@ -239,14 +248,23 @@ def update_job(job_id: int) -> Response:
 def patch_trace(job_id: int) -> Response:
     """Append to the job's log at the byte `Content-Range` starts at; 416 when it does not
     start where the log ends."""
-    job = _authenticated_job(job_id, dict(request.args), "runner_patch_trace")
+    values = dict(request.args)
+    job = _authenticated_job(job_id, values, "runner_patch_trace")
     content_range = request.headers.get("Content-Range")
     if content_range is None:
         fail(400, "400 Missing header Content-Range")
-    start_text = content_range.strip().removeprefix("bytes ").split("-", 1)[0]
-    if not start_text.isdigit():
-        fail(400, "400 Bad request - Content-Range is invalid")
-    ok, size = runners.append_log(job, int(start_text), request.get_data())
+    # GitLab reads the start as Ruby's `content_range.split('-')[0].to_i`: leading digits
+    # (after blanks and a sign), else 0
+    number = re.match(r"\s*([+-]?\d+)", content_range.split("-", 1)[0])
+    start = int(number.group(1)) if number else 0
+    data = request.get_data()
+    if runners.trace_too_large(start, data):
+        # GitLab's AppendBuildTraceService drops the job (trace_size_exceeded) and answers 403
+        runners.finish_job(now(), job, "failed", failure_reason="trace_size_exceeded")
+        db.session.commit()
+        fail(403, perm.RUNNER_FORBIDDEN)
+    ok, size = runners.append_log(job, start, data,
+                                  runners.log_secrets(job, _job_token(values)))
     if not ok:
         db.session.rollback()
         response = jsonify(message="416 Range Not Satisfiable")
@@ -268,12 +286,21 @@ def upload_artifacts(job_id: int) -> tuple[Response, int]:
     upload = request.files.get("file")
     if upload is None:
         missing("file")
+    file_type = text(values, "artifact_type") or "archive"
+    file_format = text(values, "artifact_format") or "zip"
+    for name, value, allowed in (("artifact_type", file_type, runners.ARTIFACT_TYPES),
+                                 ("artifact_format", file_format, runners.ARTIFACT_FORMATS)):
+        if value not in allowed:
+            raise ApiError(400, {"error": f"{name} does not have a valid value"})
     stored = state().packages.put_stream(upload.stream)
     assert stored is not None
     sha256, size = stored
-    runners.add_artifact(now(), job, upload.filename or "artifacts.zip", sha256, size,
-                         file_type=values.get("artifact_type") or "archive",
-                         file_format=values.get("artifact_format") or "zip")
+    filename = (upload.filename or "").rsplit("/", 1)[-1][-255:] or "artifacts.zip"
+    try:
+        runners.add_artifact(now(), job, filename, sha256, size, file_type=file_type,
+                             file_format=file_format)
+    except runners.ArtifactExists as exc:
+        fail(400, str(exc))
     db.session.commit()
     return jsonify(201), 201
 
@@ -301,15 +328,43 @@ def download_artifacts(job_id: int) -> Response:
                      download_name=stored.filename, as_attachment=True)
 
 
-@bp.get("/projects/<project_id>/jobs/<int:job_id>/trace")
-def job_trace(project_id: str, job_id: int) -> Response:
-    """A job's log, as plain text (reporter and up in private projects)."""
+def _project_job(project_id: str, job_id: int) -> Job:
+    """The project's job, for a caller who may read its jobs (reporter and up in private
+    projects), or GitLab's 404."""
     project, _ = project_ability(project_id, "read_build")
     runners.fail_timed_out(now())
     db.session.commit()
-    job = db.session.scalar(select(Job).where(Job.id == job_id, Job.project_id == project.id))
-    if job is None:
+    job = by_id(Job, job_id)
+    if job is None or job.project_id != project.id:
         fail(404, "404 Job Not Found")
+    return job
+
+
+@bp.get("/projects/<project_id>/jobs")
+def list_jobs(project_id: str) -> Response:
+    """The project's jobs, newest first; `scope` (one status or a list) filters them."""
+    project, _ = project_ability(project_id, "read_build")
+    runners.fail_timed_out(now())
+    db.session.commit()
+    scopes = request.args.getlist("scope") + request.args.getlist("scope[]")
+    if any(scope not in perm.JOB_STATUSES for scope in scopes):
+        raise ApiError(400, {"error": "scope does not have a valid value"})
+    query = select(Job).where(Job.project_id == project.id).order_by(Job.id.desc())
+    if scopes:
+        query = query.where(Job.status.in_(scopes))
+    return paginate(list(db.session.scalars(query)), job_json)
+
+
+@bp.get("/projects/<project_id>/jobs/<int:job_id>")
+def show_job(project_id: str, job_id: int) -> Response:
+    """One job of the project, as GitLab's `Entities::Ci::Job`."""
+    return jsonify(job_json(_project_job(project_id, job_id)))
+
+
+@bp.get("/projects/<project_id>/jobs/<int:job_id>/trace")
+def job_trace(project_id: str, job_id: int) -> Response:
+    """A job's log, as plain text (reporter and up in private projects)."""
+    job = _project_job(project_id, job_id)
     response = Response(runners.job_log(job), mimetype="text/plain")
-    response.headers["Content-Disposition"] = f'inline; filename="{job.id}.log"'
+    response.headers["Content-Disposition"] = f'infile; filename="{job.id}.log"'
     return response
