@@ -25,10 +25,14 @@ system-deps:
 # a second `make serve` fails at once and leaves a running demo alone.
 serve: dev
 	$(BIN)/forge serve --fresh --host $(HOST) --port $(PORT) --data-dir $(DEMO_DATA) --seed fixtures/demo.yml \
-	  $(if $(REGISTRY),--registry $(REGISTRY))
+	  $(if $(REGISTRY),--registry $(REGISTRY)) $(if $(WORKERS),--workers $(WORKERS)) \
+	  $(if $(DATABASE_URL),--database-url $(DATABASE_URL))
 
+# The whole suite twice: on SQLite (the embedded default), then on PostgreSQL (a throwaway
+# cluster the run starts itself); the fleet tests (several server processes) run in the second.
 test: dev
-	$(BIN)/python -m pytest -n 2 -q
+	$(BIN)/python -m pytest -n 2 -q -m "not fleet"
+	FORGE_TEST_DATABASE=postgresql $(BIN)/python -m pytest -n 2 -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check forge tests bench scripts

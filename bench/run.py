@@ -3,7 +3,9 @@
 forge runs as `forge serve` once per fetch engine (git upload-pack, dulwich), each in its
 own process; http-backend sits behind a werkzeug server in this process. The servers take
 turns run by run, so load on the machine hits all alike. Figures are medians in seconds;
-ratio = forge / http-backend (below 1 means forge is faster).
+ratio = forge / http-backend (below 1 means forge is faster). A second table sets 8 and 16
+concurrent clones against `forge serve` with 1 worker and with `--workers 4` (both on a
+throwaway PostgreSQL when its server programs are installed, else on SQLite).
 
     make bench                 # or: .venv/bin/python bench/run.py [--quick]
 """
@@ -85,11 +87,12 @@ def generate_repo(path: Path, commits: int, files: int) -> None:
 class ForgeProcess:
     """`forge serve` in its own process (so its peak RSS is its own), with one engine."""
 
-    def __init__(self, data_dir: Path, engine: str) -> None:
+    def __init__(self, data_dir: Path, engine: str, workers: int = 1, database_url: str = "") -> None:
         self.token = "glpat-bench-root-token-01"
+        extra = ["--workers", str(workers)] + (["--database-url", database_url] if database_url else [])
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "forge.cli", "serve", "--port", "0", "--quiet",
-             "--data-dir", str(data_dir), "--root-token", self.token],
+             "--data-dir", str(data_dir), "--root-token", self.token, *extra],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
             env={**os.environ, "FORGE_GIT_ENGINE": engine})
         assert self.proc.stdout is not None
@@ -165,10 +168,11 @@ class Replay:
 
 OPERATIONS = ("ls-remote", "full clone", "--depth 1 clone", "--depth 20 fetch (runner)",
               "fetch 10 new commits", "8 concurrent clones", "repeated clone", "push")
+FLEET_OPERATIONS = ("8 concurrent clones", "16 concurrent clones")
 
 
-def bench_repo(label: str, source: Path, servers: dict[str, Any], work: Path, runs: int
-               ) -> list[tuple[str, str, dict[str, float]]]:
+def bench_repo(label: str, source: Path, servers: dict[str, Any], work: Path, runs: int,
+               operations: tuple[str, ...] = OPERATIONS) -> list[tuple[str, str, dict[str, float]]]:
     """Time each operation against every server, interleaving them run by run."""
     name = source.name.removesuffix(".git")
     urls: dict[str, str] = {}
@@ -184,7 +188,7 @@ def bench_repo(label: str, source: Path, servers: dict[str, Any], work: Path, ru
             urls[key] = server.add(name, source)
             push_urls[key] = server.push_url(urls[key])
     rows = []
-    for op in OPERATIONS:
+    for op in operations:
         medians = measure(op, urls, push_urls, work / f"{label}-{op.replace(' ', '_')}", runs)
         rows.append((label, op, medians))
         base = medians["http-backend"]
@@ -219,14 +223,16 @@ def prepare(op: str, url: str, push_url: str, work: Path) -> Callable[[int], Cal
     if op in ("full clone", "--depth 1 clone", "repeated clone"):
         extra = ["--depth", "1"] if op.startswith("--depth") else []
         return lambda i: lambda: git("clone", "-q", "--bare", *extra, url, work / f"c{i}")
-    if op == "8 concurrent clones":
+    if op.endswith(" concurrent clones"):
         from concurrent.futures import ThreadPoolExecutor
+
+        clients = int(op.split()[0])
 
         def storm(i: int) -> Callable[[], object]:
             def run() -> None:
-                with ThreadPoolExecutor(max_workers=8) as pool:
+                with ThreadPoolExecutor(max_workers=clients) as pool:
                     list(pool.map(lambda n: git("clone", "-q", "--bare", url, work / f"s{i}-{n}"),
-                                  range(8)))
+                                  range(clients)))
             return run
         return storm
     if op == "--depth 20 fetch (runner)":
@@ -358,6 +364,38 @@ def main() -> None:
         finally:
             for server in servers.values():
                 server.stop()
+        print()
+        bench_workers(sources, tmp, runs)
+
+
+def bench_workers(sources: list[tuple[str, Path]], tmp: Path, runs: int) -> None:
+    """Concurrent clones against 1 and 4 forge workers (git engine) and http-backend."""
+    from forge.pgcluster import PostgresCluster, PostgresUnavailable
+
+    try:
+        cluster: PostgresCluster | None = PostgresCluster()
+    except PostgresUnavailable:
+        cluster = None
+    backend = HttpBackend(tmp / "backend-workers")
+    backend.root.mkdir()
+    servers: dict[str, Any] = {  # both on the same kind of database
+        "1 worker": ForgeProcess(tmp / "forge-1", "git",
+                                 database_url=cluster.create_database() if cluster else ""),
+        "4 workers": ForgeProcess(tmp / "forge-4", "git", workers=4,
+                                  database_url=cluster.create_database() if cluster else ""),
+        "http-backend": backend,
+    }
+    print(f"1 worker and --workers 4, on {'PostgreSQL' if cluster else 'SQLite'}")
+    print(f"  {'repository':<14} {'operation':<26} {'1 wkr':>8} {'4 wkrs':>8} {'backend':>8}"
+          f" {'1/b':>7} {'4/b':>7}")
+    try:
+        for label, source in sources:
+            bench_repo(label, source, servers, tmp / "work-workers", runs, FLEET_OPERATIONS)
+    finally:
+        for server in servers.values():
+            server.stop()
+        if cluster is not None:
+            cluster.stop()
 
 
 if __name__ == "__main__":

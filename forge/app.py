@@ -10,13 +10,12 @@ from typing import Any
 
 from flask import Flask, jsonify
 from flask.signals import got_request_exception
-from sqlalchemy import event
 
-from forge import domain, events
+from forge import database, domain, events
 from forge.config import ForgeConfig
 from forge.datadir import DataDirLock, protect_database
 from forge.housekeeping import Housekeeper, Limits, sweep_orphans
-from forge.models import add_missing_columns, db
+from forge.models import db
 from forge.packcache import PackCache
 from forge.repos import BlobStore, RepositoryBackend
 from forge.state import ForgeState, state_of, utcnow
@@ -26,22 +25,14 @@ __all__ = ["ForgeState", "create_app", "state_of", "utcnow"]
 log = logging.getLogger(__name__)
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    if type(dbapi_connection).__module__.startswith("sqlite3"):
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.close()
-
-
 def create_app(config: ForgeConfig | None = None, clock: Callable[[], datetime] | None = None,
-               lock: DataDirLock | None = None) -> Flask:
+               lock: DataDirLock | None = None, worker: bool = False) -> Flask:
     """Create a forge app; its state is `app.extensions["forge"]`.
 
     The app holds its data directory's lock (`lock`, or one taken here before anything
     is touched) in `app.extensions["forge_lock"]`; release it when the forge stops.
+    A `worker` of a fleet (`forge.fleet`) is given its master's lock and skips what the
+    master did once before forking: the schema, the root user and the start-up sweep.
     """
     config = config or ForgeConfig.from_env()
     lock = lock or DataDirLock.acquire(config.data_dir)
@@ -57,7 +48,7 @@ def create_app(config: ForgeConfig | None = None, clock: Callable[[], datetime] 
     app = Flask("forge")
     app.config.update(
         SQLALCHEMY_DATABASE_URI=config.sqlalchemy_url,
-        SQLALCHEMY_ENGINE_OPTIONS=_engine_options(config.sqlalchemy_url),
+        SQLALCHEMY_ENGINE_OPTIONS=database.engine_options(config.sqlalchemy_url),
         MAX_CONTENT_LENGTH=config.max_body_bytes,
         TESTING=config.testing,
         SECRET_KEY=secrets.token_hex(16),
@@ -73,14 +64,10 @@ def create_app(config: ForgeConfig | None = None, clock: Callable[[], datetime] 
     app.extensions["forge_lock"] = lock
     db.init_app(app)
     with app.app_context():
-        event.listen(db.engine, "connect", _sqlite_pragmas)
-        db.create_all()
-        for column in add_missing_columns(db.engine):
-            log.info("added column %s to the database of an older forge", column)
-        domain.ensure_root(state.now(), config.root_token, config.root_password,
-                           config.password_hash_method)
-        db.session.commit()
-        _sweep_on_start(state)
+        database.on_connect(db.engine)
+        if not worker:
+            _prepare_database(config, state.now())
+            _sweep_on_start(state, lock.alone)
 
     def on_exception(sender: Flask, exception: BaseException, **_: Any) -> None:
         import traceback
@@ -120,19 +107,27 @@ def create_app(config: ForgeConfig | None = None, clock: Callable[[], datetime] 
     return app
 
 
-def _sweep_on_start(state: ForgeState) -> None:
+def _prepare_database(config: ForgeConfig, now: datetime) -> None:
+    """Create or migrate the schema and make sure root exists, once even if N forges start."""
+    connection = db.session.connection()
+    with database.schema_lock(connection):  # until the commit
+        done = database.migrate(connection, db.metadata)
+        if done.startswith("upgraded"):
+            log.warning("database schema %s to %s", done, database.head_revision())
+        domain.ensure_root(now, config.root_token, config.root_password, config.password_hash_method)
+        db.session.commit()
+
+
+def _sweep_on_start(state: ForgeState, alone: bool) -> None:
     """Remove what a crash left (orphan repositories), and look at every repository once."""
     from sqlalchemy import select
 
     from forge.models import Project
     ids = list(db.session.scalars(select(Project.id)))
-    for name in sweep_orphans(state.backend, ids):  # the data directory's lock is held
-        log.warning("removed repository directory %s: no project owns it", name)
+    if alone:  # no other forge (another fleet) can be seeding or fetching now
+        for name in sweep_orphans(state.backend, ids):
+            log.warning("removed repository directory %s: no project owns it", name)
+        state.pack_cache.sweep_temporary()
     for key in ids:
         state.housekeeper.after_push(key)
 
-
-def _engine_options(url: str) -> dict[str, Any]:
-    if url.startswith("sqlite"):
-        return {"connect_args": {"timeout": 30, "check_same_thread": False}}
-    return {"pool_pre_ping": True}

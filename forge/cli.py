@@ -74,21 +74,24 @@ def main() -> None:
 @click.option("--runner-registration-token", default=None, envvar="FORGE_RUNNER_REGISTRATION_TOKEN",
               help="for `POST /api/v4/runners` (default: generated once per data directory)")
 @click.option("--quiet", is_flag=True, help="do not log requests")
+@click.option("--workers", default=1, type=click.IntRange(1, 256), envvar="FORGE_WORKERS",
+              show_default=True, help="server processes (gunicorn) sharing the data directory and "
+                                      "database; more than 1 wants PostgreSQL")
 def serve(host: str, port: int, data_dir: Path, seed_file: Path | None,
           templates_dir: Path | None, fresh: bool, root_token: str | None,
           database_url: str | None, registry: str | None, git_engine: str | None,
-          runner_registration_token: str | None, quiet: bool) -> None:
+          runner_registration_token: str | None, quiet: bool, workers: int) -> None:
     """Serve a forge; print its URL, the root token and clone commands."""
     import logging
 
     from forge.datadir import DataDirBusy, DataDirLock
 
     try:  # before anything in the data directory is read, written or deleted
-        lock = DataDirLock.acquire(data_dir)
+        lock = DataDirLock.acquire(data_dir, shared=workers > 1)  # fleets share a directory
+        if fresh:
+            lock.empty()
     except DataDirBusy as exc:
         raise click.ClickException(str(exc)) from None
-    if fresh:
-        lock.empty()
     if templates_dir is None and seed_file is not None:
         templates_dir = seed_file.parent
     from forge.tokens import new_registration_token
@@ -113,6 +116,9 @@ def serve(host: str, port: int, data_dir: Path, seed_file: Path | None,
     # the socket's queue until the app answers, and scripts can go on at once.
     click.echo(f"forge listening on http://{host}:{sock.getsockname()[1]}", nl=True)
     sys.stdout.flush()
+    if workers > 1:
+        _serve_fleet(config, lock, sock, host, workers, seed_file, quiet)
+        return
     from forge.server import ForgeServer
     server = ForgeServer(config, host, port, lock=lock, sock=sock)
     # The registry's signing key is created on first start (RSA: a quarter second), aside
@@ -138,6 +144,17 @@ def listen(host: str, port: int) -> socket.socket:
     """A listening TCP socket on host:port (0 picks a free port), ready for `ForgeServer`."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     return socket.create_server((host, port), family=family, backlog=128)
+
+
+def _serve_fleet(config: ForgeConfig, lock: Any, sock: socket.socket, host: str, workers: int,
+                 seed_file: Path | None, quiet: bool) -> None:
+    from forge import fleet
+
+    try:
+        fleet.serve(config, lock, sock, host, workers, quiet=quiet,
+                    on_start=(lambda started: _seed_on_start(started, seed_file)) if seed_file else None)
+    finally:
+        lock.release()  # in the master; a worker leaving through here keeps the master's lock
 
 
 def _seed_on_start(server: Any, seed_file: Path) -> None:

@@ -80,8 +80,14 @@ class ForgeConfig:
 
     @property
     def sqlalchemy_url(self) -> str:
-        """The database URL, defaulting to `forge.db` in the data directory."""
+        """The database URL, defaulting to `forge.db` in the data directory.
+
+        `postgresql://` URLs are driven by psycopg 3 (`postgresql+psycopg://`).
+        """
         if self.database_url:
+            for prefix in ("postgresql://", "postgres://"):
+                if self.database_url.startswith(prefix):
+                    return "postgresql+psycopg://" + self.database_url[len(prefix):]
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'forge.db').resolve()}"
 

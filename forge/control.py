@@ -131,7 +131,21 @@ def reset() -> tuple[Response, int]:
     _state().housekeeper.wait_idle(30)  # no sweep of a directory a new project will reuse
     domain.reset(_state().backend, _state().lfs)
     db.session.commit()
+    _state().set_clock_offset(0)
     return jsonify(status="reset"), 200
+
+
+@bp.post("/clock")
+def move_clock() -> tuple[Response, int]:
+    """Move the forge's clock, in every process: `{"advance": seconds}` or `{"offset": seconds}`."""
+    state, body = _state(), _body()
+    key = "advance" if "advance" in body else "offset"
+    value = body.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not -1e9 < value < 1e9:
+        abort(400, "expected {\"advance\": seconds} or {\"offset\": seconds}")
+    offset = value + (state.clock_offset().total_seconds() if key == "advance" else 0)
+    state.set_clock_offset(offset)
+    return jsonify(offset=offset, now=state.now().isoformat() + "Z"), 200
 
 
 @bp.post("/jobs")

@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from werkzeug.security import generate_password_hash
 
 from forge import permissions as perm
+from forge.database import restart_ids
 from forge.models import (
     Event,
     Group,
@@ -777,6 +778,9 @@ def reset(backend: RepositoryBackend, lfs: BlobStore | None = None) -> None:
     keep = root.id if root is not None else -1
     db.session.execute(db.delete(PersonalAccessToken).where(PersonalAccessToken.user_id != keep))
     db.session.execute(db.delete(User).where(User.id != keep))
+    restart_ids(db.session.connection(), [model.__tablename__ for model in (
+        Event, JobArtifact, Job, Pipeline, Runner, LfsLock, LfsObject, PackageFile, Release,
+        ScopeLink, ProtectedBranch, Membership, Project, Group, PersonalAccessToken, User)])
     backend.delete_all()
     if lfs is not None:
         lfs.delete_all()

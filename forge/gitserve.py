@@ -221,13 +221,14 @@ class GitApplication:
                 project_path=project_path, action=action.value,
                 decide=lambda principal, facts, _: perm.authorize(principal, action, facts, now,
                                                                    base_url))
+            # Read before the commit expires it: one query less per request (a round trip on PostgreSQL).
+            project_id = outcome.project.id if outcome.project is not None else 0
             db.session.commit()
             decision = outcome.decision
             if not decision.allowed:
                 headers = [("WWW-Authenticate", 'Basic realm="GitLab"')] if decision.challenge else []
                 return text_response(start_response, decision.status, decision.message, headers)
             assert outcome.project is not None and outcome.facts is not None
-            project_id = outcome.project.id
 
         if op == "info/refs":
             if service == "git-upload-pack" and self.git:

@@ -162,6 +162,7 @@ class Housekeeper:
         self._idle = threading.Condition(self._lock)
         self._busy = 0
         self._thread: threading.Thread | None = None
+        self._stopped = False
         self._tasks: list[list[Any]] = []  # [every seconds, task, last run]
 
     def every(self, seconds: float, task: Callable[[], object]) -> None:
@@ -177,7 +178,12 @@ class Housekeeper:
         return self
 
     def stop(self) -> None:
-        """Stop the worker after the work already queued."""
+        """Stop the worker after the work already queued, for good: later pushes queue nothing.
+
+        A request still finishing, or a retry timer, must not start it again behind the
+        back of whoever stopped it (a stopped server, a fleet's master about to fork).
+        """
+        self._stopped = True
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join(timeout=60)
@@ -186,7 +192,7 @@ class Housekeeper:
     def after_push(self, key: int) -> None:
         """Queue a look at repository `key` (a push just changed it)."""
         with self._lock:
-            if key in self._pending:
+            if self._stopped or key in self._pending:
                 return
             self._pending.add(key)
             self._busy += 1

@@ -10,15 +10,42 @@ from datetime import datetime
 from typing import Any
 
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import JSON, ForeignKey, Index, LargeBinary, String, UniqueConstraint, text
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, registry, relationship
+from sqlalchemy.types import TypeEngine
 
 
 class Base(DeclarativeBase):
-    """Declarative base shared by every model."""
+    """Declarative base shared by every model.
+
+    Integers are 64-bit on PostgreSQL, as SQLite's are (and GitLab's ids): an id from
+    outside up to 2**63-1 is looked up, never an overflow in the driver.
+    """
+
+    registry = registry(type_annotation_map={int: BigInteger().with_variant(Integer(), "sqlite")})
 
 
 db = SQLAlchemy(model_class=Base)
+
+
+def Chars(length: int) -> TypeEngine[str]:  # noqa: N802 - reads as the type it is
+    """VARCHAR(length) on SQLite, which never enforces it; TEXT on PostgreSQL, which would.
+
+    forge checks lengths where GitLab does; elsewhere both databases store what they are
+    given, so a long value behaves the same on either.
+    """
+    return String(length).with_variant(Text(), "postgresql")
 
 
 class User(db.Model):  # type: ignore[name-defined,misc]
@@ -26,13 +53,13 @@ class User(db.Model):  # type: ignore[name-defined,misc]
 
     __tablename__ = "users"
     id: Mapped[int] = mapped_column(primary_key=True)
-    username: Mapped[str] = mapped_column(String(255), unique=True)
-    email: Mapped[str] = mapped_column(String(255), unique=True)
-    name: Mapped[str] = mapped_column(String(255), default="")
-    password_hash: Mapped[str] = mapped_column(String(255), default="")
+    username: Mapped[str] = mapped_column(Chars(255), unique=True)
+    email: Mapped[str] = mapped_column(Chars(255), unique=True)
+    name: Mapped[str] = mapped_column(Chars(255), default="")
+    password_hash: Mapped[str] = mapped_column(Chars(255), default="")
     admin: Mapped[bool] = mapped_column(default=False)
     external: Mapped[bool] = mapped_column(default=False)
-    state: Mapped[str] = mapped_column(String(20), default="active")
+    state: Mapped[str] = mapped_column(Chars(20), default="active")
     created_at: Mapped[datetime]
     # `/user/status`: {"message", "emoji", "availability", "clear_status_at"}; None when unset
     status: Mapped[dict[str, Any] | None] = mapped_column(JSON)
@@ -44,11 +71,11 @@ class PersonalAccessToken(db.Model):  # type: ignore[name-defined,misc]
     __tablename__ = "personal_access_tokens"
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
-    name: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(Chars(255))
     scopes: Mapped[list[str]] = mapped_column(JSON)
     expires_at: Mapped[datetime | None]
     revoked: Mapped[bool] = mapped_column(default=False)
-    token_digest: Mapped[str] = mapped_column(String(64), unique=True)
+    token_digest: Mapped[str] = mapped_column(Chars(64), unique=True)
     created_at: Mapped[datetime]
     user: Mapped[User] = relationship()
 
@@ -59,12 +86,12 @@ class Group(db.Model):  # type: ignore[name-defined,misc]
     __tablename__ = "groups"
     id: Mapped[int] = mapped_column(primary_key=True)
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("groups.id", ondelete="CASCADE"))
-    path: Mapped[str] = mapped_column(String(255))
-    name: Mapped[str] = mapped_column(String(255))
-    full_path: Mapped[str] = mapped_column(String(1024), unique=True)
-    visibility: Mapped[str] = mapped_column(String(10), default="private")
+    path: Mapped[str] = mapped_column(Chars(255))
+    name: Mapped[str] = mapped_column(Chars(255))
+    full_path: Mapped[str] = mapped_column(Chars(1024), unique=True)
+    visibility: Mapped[str] = mapped_column(Chars(10), default="private")
     created_at: Mapped[datetime]
-    description: Mapped[str | None] = mapped_column(String(2000))
+    description: Mapped[str | None] = mapped_column(Chars(2000))
     parent: Mapped[Group | None] = relationship(remote_side=[id])
 
 
@@ -75,18 +102,18 @@ class Project(db.Model):  # type: ignore[name-defined,misc]
     id: Mapped[int] = mapped_column(primary_key=True)
     group_id: Mapped[int | None] = mapped_column(ForeignKey("groups.id", ondelete="CASCADE"))
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
-    path: Mapped[str] = mapped_column(String(255))
-    name: Mapped[str] = mapped_column(String(255))
-    full_path: Mapped[str] = mapped_column(String(1024), unique=True)
-    visibility: Mapped[str] = mapped_column(String(10), default="private")
-    default_branch: Mapped[str] = mapped_column(String(255), default="main")
+    path: Mapped[str] = mapped_column(Chars(255))
+    name: Mapped[str] = mapped_column(Chars(255))
+    full_path: Mapped[str] = mapped_column(Chars(1024), unique=True)
+    visibility: Mapped[str] = mapped_column(Chars(10), default="private")
+    default_branch: Mapped[str] = mapped_column(Chars(255), default="main")
     inbound_enabled: Mapped[bool] = mapped_column(default=True)
     outbound_enabled: Mapped[bool] = mapped_column(default=False)
     job_push_allowed: Mapped[bool] = mapped_column(default=False)
     lfs_enabled: Mapped[bool] = mapped_column(default=True)
     job_token_policies_enabled: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime]
-    description: Mapped[str | None] = mapped_column(String(2000))
+    description: Mapped[str | None] = mapped_column(Chars(2000))
     group: Mapped[Group | None] = relationship()
     owner: Mapped[User | None] = relationship()
 
@@ -121,7 +148,7 @@ class ProtectedBranch(db.Model):  # type: ignore[name-defined,misc]
     __table_args__ = (UniqueConstraint("project_id", "name"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
-    name: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(Chars(255))
     push_access_level: Mapped[int] = mapped_column(default=40)
     allow_force_push: Mapped[bool] = mapped_column(default=False)
     # who may merge (GitLab's merge_access_level); forge has no merge requests, it is kept
@@ -149,7 +176,7 @@ class ScopeLink(db.Model):  # type: ignore[name-defined,misc]
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
-    direction: Mapped[str] = mapped_column(String(10), default="inbound")
+    direction: Mapped[str] = mapped_column(Chars(10), default="inbound")
     source_project_id: Mapped[int | None] = mapped_column(
         ForeignKey("projects.id", ondelete="CASCADE"))
     source_group_id: Mapped[int | None] = mapped_column(ForeignKey("groups.id", ondelete="CASCADE"))
@@ -165,7 +192,7 @@ class LfsObject(db.Model):  # type: ignore[name-defined,misc]
     __table_args__ = (UniqueConstraint("project_id", "oid"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
-    oid: Mapped[str] = mapped_column(String(64))
+    oid: Mapped[str] = mapped_column(Chars(64))
     size: Mapped[int]
     created_at: Mapped[datetime]
 
@@ -177,7 +204,7 @@ class LfsLock(db.Model):  # type: ignore[name-defined,misc]
     __table_args__ = (UniqueConstraint("project_id", "path"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
-    path: Mapped[str] = mapped_column(String(4096))
+    path: Mapped[str] = mapped_column(Chars(4096))
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     created_at: Mapped[datetime]
     user: Mapped[User] = relationship()
@@ -193,11 +220,11 @@ class PackageFile(db.Model):  # type: ignore[name-defined,misc]
     __table_args__ = (Index("ix_package_files_lookup", "project_id", "name", "version", "file_name"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
-    name: Mapped[str] = mapped_column(String(255))
-    version: Mapped[str] = mapped_column(String(255))
-    file_name: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(Chars(255))
+    version: Mapped[str] = mapped_column(Chars(255))
+    file_name: Mapped[str] = mapped_column(Chars(255))
     size: Mapped[int]
-    sha256: Mapped[str] = mapped_column(String(64))
+    sha256: Mapped[str] = mapped_column(Chars(64))
     created_at: Mapped[datetime]
 
 
@@ -208,10 +235,10 @@ class Release(db.Model):  # type: ignore[name-defined,misc]
     __table_args__ = (UniqueConstraint("project_id", "tag_name"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
-    tag_name: Mapped[str] = mapped_column(String(255))
-    name: Mapped[str] = mapped_column(String(255))
-    description: Mapped[str] = mapped_column(String(65535), default="")
-    sha: Mapped[str] = mapped_column(String(64))
+    tag_name: Mapped[str] = mapped_column(Chars(255))
+    name: Mapped[str] = mapped_column(Chars(255))
+    description: Mapped[str] = mapped_column(Chars(65535), default="")
+    sha: Mapped[str] = mapped_column(Chars(64))
     author_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime]
     # asset links: [{"id", "name", "url", "link_type", "direct_asset_path"}]; None when none
@@ -226,9 +253,9 @@ class Pipeline(db.Model):  # type: ignore[name-defined,misc]
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
     iid: Mapped[int]  # numbered per project, as CI_PIPELINE_IID
-    ref: Mapped[str] = mapped_column(String(1024))
-    sha: Mapped[str] = mapped_column(String(64), default="")
-    source: Mapped[str] = mapped_column(String(40), default="push")
+    ref: Mapped[str] = mapped_column(Chars(1024))
+    sha: Mapped[str] = mapped_column(Chars(64), default="")
+    source: Mapped[str] = mapped_column(Chars(40), default="push")
     created_at: Mapped[datetime]
     tag: Mapped[bool | None]  # `ref` is a tag (CI_COMMIT_TAG), not a branch; None: a branch
     project: Mapped[Project] = relationship()
@@ -241,14 +268,14 @@ class Job(db.Model):  # type: ignore[name-defined,misc]
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
-    ref: Mapped[str] = mapped_column(String(255))
-    sha: Mapped[str] = mapped_column(String(64), default="")
-    name: Mapped[str] = mapped_column(String(255), default="build")
-    stage: Mapped[str] = mapped_column(String(255), default="test")
-    status: Mapped[str] = mapped_column(String(20), default="running")
+    ref: Mapped[str] = mapped_column(Chars(255))
+    sha: Mapped[str] = mapped_column(Chars(64), default="")
+    name: Mapped[str] = mapped_column(Chars(255), default="build")
+    stage: Mapped[str] = mapped_column(Chars(255), default="test")
+    status: Mapped[str] = mapped_column(Chars(20), default="running")
     pipeline_id: Mapped[int] = mapped_column(ForeignKey("pipelines.id", ondelete="CASCADE"))
     timeout: Mapped[int] = mapped_column(default=3600)
-    token_digest: Mapped[str] = mapped_column(String(64), unique=True)
+    token_digest: Mapped[str] = mapped_column(Chars(64), unique=True)
     created_at: Mapped[datetime]
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
@@ -257,9 +284,9 @@ class Job(db.Model):  # type: ignore[name-defined,misc]
     spec: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # The token, encrypted with the forge's secret key, for the runner that takes the job
     # (a database dump alone does not reveal it); None once taken, and for other jobs.
-    sealed_token: Mapped[str | None] = mapped_column(String(512))
+    sealed_token: Mapped[str | None] = mapped_column(Chars(512))
     runner_id: Mapped[int | None]
-    failure_reason: Mapped[str | None] = mapped_column(String(80))
+    failure_reason: Mapped[str | None] = mapped_column(Chars(80))
     exit_code: Mapped[int | None]
     project: Mapped[Project] = relationship()
     user: Mapped[User] = relationship()
@@ -271,16 +298,16 @@ class Runner(db.Model):  # type: ignore[name-defined,misc]
 
     __tablename__ = "runners"
     id: Mapped[int] = mapped_column(primary_key=True)
-    token_digest: Mapped[str] = mapped_column(String(64), unique=True)
-    runner_type: Mapped[str] = mapped_column(String(20), default="instance_type")
+    token_digest: Mapped[str] = mapped_column(Chars(64), unique=True)
+    runner_type: Mapped[str] = mapped_column(Chars(20), default="instance_type")
     group_id: Mapped[int | None] = mapped_column(ForeignKey("groups.id", ondelete="CASCADE"))
     project_id: Mapped[int | None] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
-    description: Mapped[str] = mapped_column(String(1024), default="")
+    description: Mapped[str] = mapped_column(Chars(1024), default="")
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)
     run_untagged: Mapped[bool] = mapped_column(default=True)
     paused: Mapped[bool] = mapped_column(default=False)
     locked: Mapped[bool] = mapped_column(default=False)
-    access_level: Mapped[str] = mapped_column(String(20), default="not_protected")
+    access_level: Mapped[str] = mapped_column(Chars(20), default="not_protected")
     maximum_timeout: Mapped[int | None]
     creator_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     info: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # what it said about itself
@@ -302,11 +329,11 @@ class JobArtifact(db.Model):  # type: ignore[name-defined,misc]
     __tablename__ = "job_artifacts"
     id: Mapped[int] = mapped_column(primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
-    file_type: Mapped[str] = mapped_column(String(40), default="archive")
-    file_format: Mapped[str] = mapped_column(String(20), default="zip")
-    filename: Mapped[str] = mapped_column(String(255))
+    file_type: Mapped[str] = mapped_column(Chars(40), default="archive")
+    file_format: Mapped[str] = mapped_column(Chars(20), default="zip")
+    filename: Mapped[str] = mapped_column(Chars(255))
     size: Mapped[int]
-    sha256: Mapped[str] = mapped_column(String(64))
+    sha256: Mapped[str] = mapped_column(Chars(64))
     created_at: Mapped[datetime]
 
 
@@ -316,20 +343,20 @@ class Event(db.Model):  # type: ignore[name-defined,misc]
     __tablename__ = "events"
     id: Mapped[int] = mapped_column(primary_key=True)
     at: Mapped[datetime]
-    method: Mapped[str] = mapped_column(String(10))
-    path: Mapped[str] = mapped_column(String(2048))
-    credential: Mapped[str] = mapped_column(String(40))
-    username: Mapped[str | None] = mapped_column(String(255))
+    method: Mapped[str] = mapped_column(Chars(10))
+    path: Mapped[str] = mapped_column(Chars(2048))
+    credential: Mapped[str] = mapped_column(Chars(40))
+    username: Mapped[str | None] = mapped_column(Chars(255))
     user_id: Mapped[int | None]
     job_id: Mapped[int | None]
-    project: Mapped[str | None] = mapped_column(String(1024))
+    project: Mapped[str | None] = mapped_column(Chars(1024))
     project_id: Mapped[int | None]
-    action: Mapped[str] = mapped_column(String(40))
-    ref: Mapped[str | None] = mapped_column(String(1024))
+    action: Mapped[str] = mapped_column(Chars(40))
+    ref: Mapped[str | None] = mapped_column(Chars(1024))
     allowed: Mapped[bool]
-    reason: Mapped[str] = mapped_column(String(80))
+    reason: Mapped[str] = mapped_column(Chars(80))
     status: Mapped[int]
-    message: Mapped[str] = mapped_column(String(2048), default="")
+    message: Mapped[str] = mapped_column(Chars(2048), default="")
     push_options: Mapped[list[str] | None] = mapped_column(JSON)  # `git push -o`, on push_ref
 
     def to_dict(self) -> dict[str, Any]:
@@ -354,22 +381,3 @@ class Event(db.Model):  # type: ignore[name-defined,misc]
             "push_options": self.push_options,
         }
 
-
-def add_missing_columns(engine: Any) -> list[str]:
-    """Add the nullable columns a data directory from an older forge lacks (`create_all`
-    makes missing tables, never missing columns); return `table.column` for each."""
-    from sqlalchemy import inspect
-    added = []
-    existing = inspect(engine)
-    for table in db.metadata.sorted_tables:
-        if not existing.has_table(table.name):
-            continue
-        have = {column["name"] for column in existing.get_columns(table.name)}
-        for column in table.columns:
-            if column.name not in have and column.nullable and column.server_default is None:
-                kind = column.type.compile(dialect=engine.dialect)
-                with engine.begin() as connection:
-                    connection.execute(text(
-                        f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}'))
-                added.append(f"{table.name}.{column.name}")
-    return added

@@ -6,6 +6,12 @@ under a key made of all three: a repeated request streams the stored bytes, and
 requests that arrive while the first is still being answered follow it, streaming the
 same bytes as they are written. Any ref change makes a new key. Only answers git gave in
 full (exit 0) are kept; the cache is bounded in bytes and age.
+
+The processes of a fleet share the directory: answers are stored by an atomic rename, so
+a reader sees a whole answer or none, and a file deleted while read stays readable. Each
+process follows only its own productions (another process's identical request produces
+the same answer once more). A process killed while producing leaves a `tmp-` file: the
+start-up sweep and eviction (past `STALE_SECONDS`) remove them.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from typing import BinaryIO
 from forge.repos import open_repo
 
 CHUNK = 64 * 1024
+STALE_SECONDS = 3600  # a `tmp-` file untouched this long belongs to no live production
 
 
 def request_key(repo_dir: Path, protocol: str, body: bytes) -> str:
@@ -146,20 +153,29 @@ class PackCache:
         if production is not None:
             _end(production)
 
+    def sweep_temporary(self) -> list[Path]:
+        """Remove every unfinished answer (only while no forge uses the data directory)."""
+        removed = list(self.root.glob("*/tmp-*"))
+        for path in removed:
+            path.unlink(missing_ok=True)
+        return removed
+
     def _evict(self) -> None:
         """Drop stale answers, then the oldest ones, until the cache fits its size."""
         entries = []
+        now = time.time()
         for path in self.root.glob("*/*"):
-            if path.name.startswith("tmp-"):
-                continue
             try:
                 stat = path.stat()
             except FileNotFoundError:
                 continue
+            if path.name.startswith("tmp-"):
+                if now - stat.st_mtime > STALE_SECONDS:  # its process died producing it
+                    path.unlink(missing_ok=True)
+                continue
             entries.append((stat.st_mtime, stat.st_size, path))
         entries.sort()
         total = sum(size for _, size, _ in entries)
-        now = time.time()
         for mtime, size, path in entries:
             if total <= self.max_bytes and now - mtime < self.max_age:
                 break

@@ -1,8 +1,12 @@
 """pytest plugin: a live forge per test session (per xdist worker), reset before each test.
 
 Fixtures: `forge` (the usual one), `forge_server` (the session's server) and
-`forge_factory` (extra, independent forges). Option: `--forge-seed FILE` or the
-ini key `forge_seed`, a scenario applied after every reset.
+`forge_factory` (extra, independent forges), `forge_postgres` (a PostgreSQL server URL
+where databases may be created). Options: `--forge-seed FILE` or the ini key
+`forge_seed`, a scenario applied after every reset; `--forge-database` (ini
+`forge_database`, variable `FORGE_TEST_DATABASE`): `sqlite` (the default),
+`postgresql` (a throwaway cluster started for the run, shared by xdist workers) or the
+`postgresql://` URL of a server where the tests may create databases; each forge gets its own.
 """
 
 from __future__ import annotations
@@ -37,6 +41,49 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--forge-git-engine", default=None, choices=("auto", "git", "dulwich"),
                     help="who answers fetches: git upload-pack, dulwich, or auto (git if installed)")
     parser.addini("forge_git_engine", "who answers fetches: auto, git or dulwich", default="auto")
+    group.addoption("--forge-database", default=None,
+                    help="sqlite (default), postgresql (a throwaway cluster) or a postgresql:// URL "
+                         "where databases may be created (env FORGE_TEST_DATABASE)")
+    parser.addini("forge_database", "sqlite, postgresql or a postgresql:// server URL", default="")
+
+
+# Set by the process that started the run's throwaway cluster; xdist workers (and nested
+# pytester runs) inherit it and share that cluster.
+CLUSTER_ENV = "FORGE_TEST_POSTGRES_URL"
+
+
+def database_choice(config: pytest.Config) -> str:
+    """The database the run's forges use: "sqlite", "postgresql" or a server URL."""
+    value = config.getoption("--forge-database") or config.getini("forge_database") or (
+        os.environ.get("FORGE_TEST_DATABASE", "")) or "sqlite"
+    if value not in ("sqlite", "postgresql") and not value.startswith(("postgresql", "postgres:")):
+        raise pytest.UsageError(f"--forge-database: expected sqlite, postgresql or a URL, got {value!r}")
+    return str(value)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Start the run's PostgreSQL cluster once, before xdist starts its workers."""
+    if database_choice(config) != "postgresql" or os.environ.get(CLUSTER_ENV):
+        return
+    from forge.pgcluster import PostgresCluster
+
+    cluster = PostgresCluster()
+    os.environ[CLUSTER_ENV] = cluster.admin_url
+    def stop() -> None:
+        os.environ.pop(CLUSTER_ENV, None)
+        cluster.stop()
+
+    config.add_cleanup(stop)
+
+
+def postgres_admin_url(config: pytest.Config) -> str | None:
+    """The PostgreSQL server where this run creates its forges' databases; None for SQLite."""
+    choice = database_choice(config)
+    if choice == "sqlite":
+        return None
+    if choice == "postgresql":
+        return os.environ[CLUSTER_ENV]
+    return choice
 
 
 def _option(config: pytest.Config, name: str) -> Any:
@@ -46,22 +93,37 @@ def _option(config: pytest.Config, name: str) -> Any:
     return value
 
 
-def _start(data_dir: Path, engine: str = "auto") -> ForgeServer:
+def _start(data_dir: Path, engine: str = "auto", admin_url: str | None = None) -> ForgeServer:
     from forge.config import ForgeConfig
     from forge.server import ForgeServer
 
+    database_url = ""
+    if admin_url:
+        from forge.pgcluster import create_database
+        database_url = create_database(admin_url)
     config = ForgeConfig(data_dir=data_dir, testing=True, password_hash_method="pbkdf2:sha256:1000",
-                         git_engine=engine or "auto")
+                         git_engine=engine or "auto", database_url=database_url)
     return ForgeServer(config).start()
+
+
+def _stop(server: ForgeServer, admin_url: str | None) -> None:
+    server.stop()
+    if admin_url:
+        from forge.models import db
+        from forge.pgcluster import drop_database
+        with server.app.app_context():
+            db.engine.dispose()
+        drop_database(admin_url, server.state.config.database_url)
 
 
 @pytest.fixture(scope="session")
 def forge_server(tmp_path_factory: pytest.TempPathFactory,
                  pytestconfig: pytest.Config) -> Iterator[ForgeServer]:
     """The session's live forge on 127.0.0.1 and a free port."""
-    server = _start(tmp_path_factory.mktemp("forge"), _option(pytestconfig, "git_engine"))
+    admin_url = postgres_admin_url(pytestconfig)
+    server = _start(tmp_path_factory.mktemp("forge"), _option(pytestconfig, "git_engine"), admin_url)
     yield server
-    server.stop()
+    _stop(server, admin_url)
 
 
 @pytest.fixture(scope="session")
@@ -71,15 +133,39 @@ def forge_factory(tmp_path_factory: pytest.TempPathFactory,
     from forge.testing import Forge
 
     servers: list[ForgeServer] = []
+    admin_url = postgres_admin_url(pytestconfig)
 
     def make() -> Forge:
-        server = _start(tmp_path_factory.mktemp("forge-extra"), _option(pytestconfig, "git_engine"))
+        server = _start(tmp_path_factory.mktemp("forge-extra"), _option(pytestconfig, "git_engine"),
+                        admin_url)
         servers.append(server)
         return Forge(server)
 
     yield make
     for server in servers:
-        server.stop()
+        _stop(server, admin_url)
+
+
+@pytest.fixture(scope="session")
+def forge_postgres(pytestconfig: pytest.Config) -> Iterator[str]:
+    """The URL of a PostgreSQL server where tests may create databases (`forge.pgcluster`).
+
+    The run's own (`--forge-database`), or a throwaway cluster started for this session.
+    Without PostgreSQL installed it skips, except under `CI=true`, where it fails.
+    """
+    admin_url = postgres_admin_url(pytestconfig)
+    if admin_url:
+        yield admin_url
+        return
+    from forge.pgcluster import PostgresCluster, PostgresUnavailable
+    try:
+        cluster = PostgresCluster()
+    except PostgresUnavailable as exc:
+        if ci_forbids_skips():
+            pytest.fail(f"{exc} and CI is set, which forbids skipping PostgreSQL tests", pytrace=False)
+        pytest.skip(str(exc))
+    yield cluster.admin_url
+    cluster.stop()
 
 
 @pytest.fixture

@@ -1,13 +1,24 @@
-"""The state every part of a running forge shares, below the protocol modules that use it."""
+"""The state every part of a running forge shares, below the protocol modules that use it.
+
+What must be the same in every process of a fleet (`forge serve --workers N`) lives in the
+database or the data directory, never only in a process: the clock's offset
+(`clock-offset`, read again whenever the file changes) and the server errors a test is to
+fail with (`server-errors/`, one file each). The registry signing key is a file created
+once under an `flock`; the pack cache is files.
+"""
 
 from __future__ import annotations
 
+import fcntl
+import logging
 import os
 import tempfile
 import threading
+import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +31,14 @@ from forge.repos import BlobStore, RepositoryBackend
 
 if TYPE_CHECKING:
     from forge.signing import SigningKey
+
+
+CLOCK_FILE = "clock-offset"
+ERRORS_DIR = "server-errors"
+SIGNING_LOCK = "forge-signing.lock"
+MAX_ERRORS = 1000  # kept for a test to collect; past that, only the log has them
+
+log = logging.getLogger(__name__)
 
 
 def utcnow() -> datetime:
@@ -38,28 +57,72 @@ class ForgeState:
     housekeeper: Housekeeper
     pack_cache: PackCache
     clock: Callable[[], datetime] = utcnow
-    errors: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _signing_key: SigningKey | None = None
+    _offset_seen: tuple[int, int, int] | None = None
+    _offset: timedelta = timedelta()
     _secret_key: bytes | None = None
 
     def now(self) -> datetime:
-        """Return the forge's current time (tests may swap the clock)."""
-        return self.clock()
+        """Return the forge's current time: its clock plus the shared offset tests set."""
+        return self.clock() + self.clock_offset()
+
+    def clock_offset(self) -> timedelta:
+        """How far the clock was moved (`set_clock_offset`), by any process of this forge."""
+        try:
+            stat = os.stat(self.config.data_dir / CLOCK_FILE)
+        except FileNotFoundError:
+            return timedelta()
+        seen = (stat.st_ino, stat.st_mtime_ns, stat.st_size)  # a new file (inode) each change
+        if seen != self._offset_seen:
+            try:
+                text = (self.config.data_dir / CLOCK_FILE).read_text()
+            except FileNotFoundError:
+                return timedelta()
+            self._offset, self._offset_seen = timedelta(seconds=float(text or 0)), seen
+        return self._offset
+
+    def set_clock_offset(self, seconds: float) -> None:
+        """Move every process's clock to real time plus `seconds` (0: the real clock)."""
+        path = self.config.data_dir / CLOCK_FILE
+        if not seconds:
+            path.unlink(missing_ok=True)
+            return
+        tmp = path.with_name(f".{CLOCK_FILE}-{uuid.uuid4().hex}")
+        tmp.write_text(repr(float(seconds)))
+        os.replace(tmp, path)
 
     def record_error(self, text: str) -> None:
-        """Keep a server-side traceback so the test that caused it can fail."""
-        with self._lock:
-            self.errors.append(text)
+        """Keep a server-side traceback so the test that caused it can fail (any process's)."""
+        errors = self.config.data_dir / ERRORS_DIR
+        name = f"{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            errors.mkdir(exist_ok=True)
+            if len(os.listdir(errors)) >= MAX_ERRORS:  # nobody collects them (forge serve)
+                return
+            (errors / f".{name}").write_text(text)
+            os.replace(errors / f".{name}", errors / name)
+        except OSError:  # the traceback is in the server's log all the same
+            log.exception("could not record a server error in %s", errors)
 
-    def signing_key(self) -> SigningKey:
-        """Return the registry token signing key, creating it (and its certificate) once."""
-        with self._lock:
-            if self._signing_key is None:
-                from forge.signing import load_or_create_key  # cryptography: only when needed
-                self._signing_key = load_or_create_key(
-                    self.config.signing_key_path, self.config.signing_cert_path, self.now())
-            return self._signing_key
+    @property
+    def errors(self) -> list[str]:
+        """The recorded server errors, oldest first, without forgetting them."""
+        return [text for _, text in self._errors()]
+
+    def _errors(self) -> list[tuple[str, str]]:
+        directory = self.config.data_dir / ERRORS_DIR
+        try:
+            names = sorted(n for n in os.listdir(directory) if not n.startswith("."))
+        except FileNotFoundError:
+            return []
+        found = []
+        for name in names:
+            try:
+                found.append((name, (directory / name).read_text()))
+            except FileNotFoundError:  # taken meanwhile
+                continue
+        return found
 
     def secret_key(self) -> bytes:
         """Return the forge's own secret (`secret-key` in the data directory), made once.
@@ -84,9 +147,29 @@ class ForgeState:
 
     def take_errors(self) -> list[str]:
         """Return and forget the recorded server errors."""
+        taken = []
+        for name, text in self._errors():
+            try:
+                (self.config.data_dir / ERRORS_DIR / name).unlink()
+            except FileNotFoundError:
+                continue
+            taken.append(text)
+        return taken
+
+    def signing_key(self) -> SigningKey:
+        """Return the registry token signing key, creating it (and its certificate) once.
+
+        Processes sharing the data directory create it one at a time (an `flock`), so they
+        all sign with one key and serve one certificate.
+        """
         with self._lock:
-            errors, self.errors = self.errors, []
-        return errors
+            if self._signing_key is None:
+                from forge.signing import load_or_create_key  # cryptography: only when needed
+                with open(self.config.data_dir / SIGNING_LOCK, "a+b") as handle:
+                    fcntl.flock(handle, fcntl.LOCK_EX)
+                    self._signing_key = load_or_create_key(
+                        self.config.signing_key_path, self.config.signing_cert_path, self.now())
+            return self._signing_key
 
 
 def _load_or_create_secret(path: Path) -> bytes:

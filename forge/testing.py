@@ -16,7 +16,6 @@ from forge import domain, events, jobs, seed
 from forge.models import Group, Project, db
 from forge.repos import FileContent
 from forge.server import ForgeServer
-from forge.state import utcnow
 
 SAMPLE_IMAGE_DIR = Path(__file__).resolve().parent / "data" / "images" / "hello"
 SAMPLE_IMAGE = f"oci:{SAMPLE_IMAGE_DIR}:latest"  # a tiny OCI image to push, e.g. with skopeo copy
@@ -76,7 +75,6 @@ class Forge:
         self.url = server.url
         self.root_token = self.state.config.root_token
         self.runner_registration_token = self.state.config.runner_registration_token
-        self._offset = timedelta()
 
     # -- plumbing ----------------------------------------------------------------------
 
@@ -96,14 +94,12 @@ class Forge:
 
     def advance_clock(self, seconds: float) -> None:
         """Move the forge's clock forward (e.g. past a job's timeout)."""
-        self._offset += timedelta(seconds=seconds)
-        offset = self._offset
-        self.state.clock = lambda: utcnow() + offset
+        offset = self.state.clock_offset() + timedelta(seconds=seconds)
+        self.state.set_clock_offset(offset.total_seconds())  # every process of the forge
 
     def reset(self) -> None:
         """Empty the forge (root and its token stay) and restore the real clock."""
-        self._offset = timedelta()
-        self.state.clock = utcnow
+        self.state.set_clock_offset(0)
         self.state.take_errors()
         # Housekeeping still at work on a repository of the last test would sweep the "stale"
         # ref locks of a new repository that reuses its directory (ids restart after a reset).

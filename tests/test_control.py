@@ -176,3 +176,15 @@ def test_demo_scenario_is_valid(forge: Forge) -> None:
     result = forge.seed(ROOT / "fixtures" / "demo.yml")
     assert "acme/platform/lib" in result["projects"]
     assert [job["status"] for job in result["jobs"]] == ["running", "success"]
+
+
+def test_control_clock_moves_and_reset_restores_it(forge: Forge) -> None:
+    headers = {"PRIVATE-TOKEN": forge.root_token}
+    before = forge.now()
+    moved = requests.post(f"{forge.url}/-/forge/clock", json={"advance": 7200}, headers=headers)
+    assert moved.status_code == 200 and moved.json()["offset"] == 7200
+    assert (forge.now() - before).total_seconds() >= 7200
+    assert requests.post(f"{forge.url}/-/forge/clock", json={"advance": "soon"},
+                         headers=headers).status_code == 400
+    requests.post(f"{forge.url}/-/forge/reset", headers=headers)
+    assert (forge.now() - before).total_seconds() < 60

@@ -38,11 +38,14 @@ def test_datadir_fixture_forge_holds_its_lock(forge: Forge) -> None:
         DataDirLock.acquire(forge.state.config.data_dir)
 
 
-def test_datadir_database_files_are_private(forge: Forge) -> None:
-    forge.create_user("alice")  # writes: the WAL and shared-memory files exist
-    data_dir = forge.state.config.data_dir
-    modes = {name: oct((data_dir / name).stat().st_mode & 0o777)
-             for name in ("forge.db", "forge.db-wal", "forge.db-shm", "forge.lock")}
+def test_datadir_database_files_are_private(tmp_path: Path) -> None:
+    server = ForgeServer(_config(tmp_path / "data")).start()  # SQLite, whatever the run's database
+    try:
+        Forge(server).create_user("alice")  # writes: the WAL and shared-memory files exist
+        modes = {name: oct((tmp_path / "data" / name).stat().st_mode & 0o777)
+                 for name in ("forge.db", "forge.db-wal", "forge.db-shm", "forge.lock")}
+    finally:
+        server.stop()
     assert modes == dict.fromkeys(modes, "0o600")
 
 
@@ -110,3 +113,21 @@ def test_make_clean_refuses_while_a_forge_holds_a_data_dir(tmp_path: Path) -> No
         assert (data / "forge.lock").exists()
     subprocess.run(clean, cwd=tmp_path, capture_output=True, text=True, check=True)
     assert not (tmp_path / ".forge-data").exists()
+
+
+def test_datadir_fleets_share_the_lock_and_an_embedded_forge_is_refused(tmp_path: Path) -> None:
+    first = DataDirLock.acquire(tmp_path, shared=True)
+    assert first.alone  # found it free: may sweep, then lets others in
+    first.share()
+    second = DataDirLock.acquire(tmp_path, shared=True)
+    assert not second.alone
+    with pytest.raises(DataDirBusy, match=f"pid {os.getpid()}"):
+        DataDirLock.acquire(tmp_path)
+    with pytest.raises(DataDirBusy, match="cannot be emptied now"):
+        second.empty()
+    first.release()
+    second.release()
+    with DataDirLock.acquire(tmp_path) as embedded:
+        assert embedded.alone
+        with pytest.raises(DataDirBusy):
+            DataDirLock.acquire(tmp_path, shared=True)

@@ -130,6 +130,7 @@ def test_database_of_an_older_forge_gets_the_new_columns(tmp_path: Path) -> None
     ForgeServer(config).start().stop()
     with sqlite3.connect(tmp_path / "forge.db") as connection:  # as a forge before push options
         connection.execute("ALTER TABLE events DROP COLUMN push_options")
+        connection.execute("DROP TABLE alembic_version")  # and before migrations
     server = ForgeServer(config).start()
     try:
         with sqlite3.connect(tmp_path / "forge.db") as connection:

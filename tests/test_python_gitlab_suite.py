@@ -20,10 +20,20 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "python-gitlab-suite.sh"
 
 
-def test_python_gitlab_functional_suite_passes() -> None:
+def test_python_gitlab_functional_suite_passes(pytestconfig: pytest.Config) -> None:
+    from forge.pgcluster import create_database, drop_database
+    from forge.plugin import postgres_admin_url
+
     work = ROOT / ".forge-data" / "python-gitlab-suite"
-    result = subprocess.run([str(SCRIPT)], capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "PYTHON": sys.executable, "WORK": str(work)})
+    env = {**os.environ, "PYTHON": sys.executable, "WORK": str(work)}
+    admin_url = postgres_admin_url(pytestconfig)  # the run's database: its `forge serve` uses it too
+    if admin_url:
+        env["FORGE_DATABASE_URL"] = create_database(admin_url)
+    try:
+        result = subprocess.run([str(SCRIPT)], capture_output=True, text=True, timeout=600, env=env)
+    finally:
+        if admin_url:
+            drop_database(admin_url, env["FORGE_DATABASE_URL"])
     if not list(work.glob("python_gitlab-*/tests/functional/api")):
         if ci_forbids_skips():
             pytest.fail(f"python-gitlab's sdist could not be downloaded: {result.stderr[-500:]}")

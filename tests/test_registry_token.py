@@ -221,4 +221,4 @@ def test_signing_key_survives_restart(forge_factory) -> None:  # type: ignore[no
         assert second.state.signing_key().kid == kid
         assert config.signing_key_path.stat().st_mode & 0o777 == 0o600
     finally:
-        second.server.server_close()
+        second.stop()  # its housekeeping too: the first's database goes at session end
