@@ -16,6 +16,7 @@ import traceback
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
+from functools import partial
 from io import BytesIO
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote
@@ -246,9 +247,13 @@ class GitApplication:
                        start_response: StartResponse) -> list[bytes]:
         assert self.git is not None
         repo_dir = self.state.backend.path_for(project_id)
+        protocol = environ.get("HTTP_GIT_PROTOCOL", "")
+        produce = partial(gitproc.advertise, self.git, repo_dir, protocol)
+        cache = self.state.pack_cache
         try:
-            with in_use(repo_dir):
-                data = gitproc.advertise(self.git, repo_dir, environ.get("HTTP_GIT_PROTOCOL", ""))
+            with in_use(repo_dir):  # the refs are in the key: a cached advertisement is current
+                data = cache.advertisement(packcache.request_key(
+                    repo_dir, protocol, b"", advertisement=True), produce) if cache.enabled else produce()
         except RepositoryBusy:
             return text_response(start_response, 503, BUSY)
         start_response(status_line(200), [

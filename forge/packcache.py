@@ -21,25 +21,44 @@ import os
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
-from forge.repos import open_repo
-
 CHUNK = 64 * 1024
+ADVERTISEMENTS = 64  # ref advertisements kept in memory (a few KB each, 100 KB for 2,000 tags)
 STALE_SECONDS = 3600  # a `tmp-` file untouched this long belongs to no live production
 
 
-def request_key(repo_dir: Path, protocol: str, body: bytes) -> str:
-    """The cache key of one upload-pack request: refs, protocol and request body."""
+def refs_state(repo_dir: Path) -> bytes:
+    """What upload-pack's answers depend on in a repository: HEAD, packed-refs and every
+    loose ref, read as files (no repository opened), so that any ref change changes it."""
+    parts = [_read(repo_dir / "HEAD"), _read(repo_dir / "packed-refs")]
+    refs = repo_dir / "refs"
+    for root, dirs, files in os.walk(refs):
+        dirs.sort()
+        for name in sorted(files):
+            if not name.endswith(".lock"):
+                path = Path(root, name)
+                parts.append(str(path.relative_to(refs)).encode() + b" " + _read(path))
+    return b"\n".join(parts)
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return b""
+
+
+def request_key(repo_dir: Path, protocol: str, body: bytes, *, advertisement: bool = False) -> str:
+    """The cache key of one upload-pack request (or of the ref advertisement): the
+    repository and its refs, the protocol and the request body."""
     digest = hashlib.sha256()
-    with open_repo(repo_dir) as repo:
-        for name, sha in sorted(repo.refs.as_dict().items()):
-            digest.update(name + b" " + sha + b"\n")
-        head = repo.refs.read_ref(b"HEAD")  # type: ignore[arg-type]
-    digest.update(b"HEAD " + (head or b"") + b"\n" + str(repo_dir).encode() + b"\n")
+    digest.update(str(repo_dir).encode() + b"\n" + refs_state(repo_dir) + b"\n")
+    digest.update(b"advertisement\n" if advertisement else b"request\n")
     digest.update(protocol.encode() + b"\n")
     digest.update(body)
     return digest.hexdigest()
@@ -68,6 +87,7 @@ class PackCache:
         self.misses = 0
         self._lock = threading.Lock()
         self._producing: dict[str, _Production] = {}
+        self._advertisements: OrderedDict[str, bytes] = OrderedDict()
 
     @property
     def enabled(self) -> bool:
@@ -82,6 +102,20 @@ class PackCache:
             return time.time() - path.stat().st_mtime < self.max_age
         except FileNotFoundError:
             return False
+
+    def advertisement(self, key: str, produce: Callable[[], bytes]) -> bytes:
+        """The ref advertisement `key` names, from memory or `produce()` (then kept)."""
+        with self._lock:
+            data = self._advertisements.get(key)
+            if data is not None:
+                self._advertisements.move_to_end(key)
+                return data
+        data = produce()
+        with self._lock:
+            self._advertisements[key] = data
+            while len(self._advertisements) > ADVERTISEMENTS:
+                self._advertisements.popitem(last=False)
+        return data
 
     def lookup(self, key: str) -> Iterator[bytes] | None:
         """The answer to stream: stored, or being written by an identical request (followed

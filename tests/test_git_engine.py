@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from forge import domain
 from forge.testing import Forge, UserHandle
 
 
@@ -277,11 +278,15 @@ def test_pack_cache_serves_repeated_and_concurrent_identical_clones_once(
         original(self, *args, **kwargs)
 
     monkeypatch.setattr(gitproc.UploadPack, "__init__", counting)
+    adverts: list[int] = []
+    advertise = gitproc.advertise
+    monkeypatch.setattr(gitproc, "advertise", lambda *a: adverts.append(1) or advertise(*a))
     git("clone", "-q", "--bare", url, tmp_path / "first")
-    cold = len(runs)
+    cold, cold_adverts = len(runs), len(adverts)
     with ThreadPoolExecutor(max_workers=6) as pool:
         list(pool.map(lambda i: git("clone", "-q", "--bare", url, tmp_path / f"c{i}"), range(6)))
     assert len(runs) == cold  # every later identical clone came from the cache
+    assert len(adverts) == cold_adverts  # and so did its ref advertisement
     for i in range(6):
         assert git("rev-parse", "main", cwd=tmp_path / f"c{i}").stdout.strip() == shas[-1]
         assert git("fsck", "--full", cwd=tmp_path / f"c{i}").returncode == 0
@@ -292,6 +297,32 @@ def test_pack_cache_serves_repeated_and_concurrent_identical_clones_once(
     git("clone", "-q", "--bare", url, tmp_path / "after")
     assert len(runs) > cold
     assert git("rev-parse", "more", cwd=tmp_path / "after").stdout.strip() == new
+
+
+@pytest.mark.parametrize("version", ["0", "2"])
+def test_cached_ref_advertisement_follows_every_ref_change(
+        forge: Forge, git_engine: None, history, git, commit, version: str) -> None:
+    dev, work, _ = history
+    with forge.app.app_context():
+        repo = forge.state.backend.path_for(domain.get_project("acme/app").id)
+
+    def served() -> list[str]:
+        lines = git("-c", f"protocol.version={version}", "ls-remote", "origin", cwd=work).stdout
+        return sorted(line for line in lines.splitlines() if not line.endswith("\tHEAD"))
+
+    def on_disk() -> list[str]:
+        refs = git("for-each-ref", "--format=%(objectname)\t%(refname)", "refs/heads", "refs/tags",
+                   cwd=repo).stdout
+        return sorted(refs.splitlines())
+
+    assert served() == served() == on_disk()  # the second answer came from the cache
+    git("checkout", "-q", "-b", "adv", cwd=work)
+    commit(work, {"adv.txt": "1"})
+    for change in (["adv"], ["--tags"], ["-f", "HEAD~1:adv"], ["--delete", "adv"]):
+        if change == ["--tags"]:
+            git("tag", "v-adv", cwd=work)
+        git("push", "-q", "origin", *change, cwd=work)
+        assert served() == on_disk(), change
 
 
 def test_pack_cache_can_be_switched_off(forge: Forge, git_engine: None, history, git,
