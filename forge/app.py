@@ -128,6 +128,7 @@ def _sweep_on_start(state: ForgeState, alone: bool) -> None:
         for name in sweep_orphans(state.backend, ids):
             log.warning("removed repository directory %s: no project owns it", name)
         state.pack_cache.sweep_temporary()
+        state.backend.sweep_trash()
     for key in ids:
         state.housekeeper.after_push(key)
 

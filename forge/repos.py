@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -28,6 +29,7 @@ ZERO = b"0" * 40
 REF_LOCK = "forge-refs.lock"
 MAINTENANCE_LOCK = "forge-maintenance.lock"
 LOCK_WAIT = 30.0
+TRASH = ".deleted-"  # repositories a reset moved aside, being deleted
 
 
 class RepositoryBusy(OSError):
@@ -214,10 +216,26 @@ class RepositoryBackend(Backend):
         shutil.rmtree(self.path_for(key), ignore_errors=True)
 
     def delete_all(self) -> None:
-        """Remove every repository (used by reset)."""
-        if self.root.exists():
-            for child in self.root.iterdir():
-                shutil.rmtree(child, ignore_errors=True)
+        """Remove every repository (used by reset): moved aside at once, one rename each,
+        beside the root, and deleted there by a background thread (`sweep_trash` removes
+        what a crash leaves)."""
+        if not self.root.exists():
+            return
+        children = list(self.root.iterdir())
+        if not children:
+            return
+        trash = Path(tempfile.mkdtemp(prefix=self.root.name + TRASH, dir=self.root.parent))
+        for child in children:
+            os.rename(child, trash / child.name)
+        threading.Thread(target=shutil.rmtree, args=(trash,), kwargs={"ignore_errors": True},
+                         name="forge-delete-repositories", daemon=True).start()
+
+    def sweep_trash(self) -> list[Path]:
+        """Remove the repositories resets moved aside and did not get to delete."""
+        found = list(self.root.parent.glob(self.root.name + TRASH + "*"))
+        for path in found:
+            shutil.rmtree(path, ignore_errors=True)
+        return found
 
 
 def _tree_for(repo: Repo, files: Mapping[str, TreeEntry]) -> ObjectID:

@@ -199,6 +199,22 @@ def test_housekeeping_sweeps_crash_leftovers(forge: Forge, dev: UserHandle, git,
     assert "refs/heads/main" in result.stdout
 
 
+def test_reset_moves_repositories_aside_at_once_and_deletes_them_behind(forge: Forge, dev: UserHandle,
+                                                                        tmp_path: Path) -> None:
+    backend = forge.state.backend
+    forge.reset()
+    assert not list(backend.root.iterdir())  # the fixture's next test starts from nothing
+    deadline = time.monotonic() + 30
+    while list(backend.root.parent.glob("repositories.deleted-*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not list(backend.root.parent.glob("repositories.deleted-*"))
+    # What a reset moved aside and a crash kept from deleting goes at the next start.
+    left = backend.root.parent / "repositories.deleted-crash" / "1.git"
+    left.mkdir(parents=True)
+    assert backend.sweep_trash() == [left.parent]
+    assert not left.parent.exists()
+
+
 def test_gzip_body_that_inflates_past_the_limit_gets_413(forge: Forge, dev: UserHandle, engine: str,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(forge.state, "config",
