@@ -601,6 +601,14 @@ def authenticate_api(principal: Principal, now: datetime, base_url: str) -> Deci
     return auth
 
 
+def authenticate_user(principal: Principal, now: datetime, base_url: str) -> Decision:
+    """Check API credentials that name a user (not anonymous): otherwise `401 Unauthorized`."""
+    auth = authenticate_api(principal, now, base_url)
+    if auth.allowed and (principal.kind is Kind.ANONYMOUS or principal.user is None):
+        return _api_deny("login_required", 401, API_UNAUTHORIZED)
+    return auth
+
+
 def _policy_granted(needed: str, granted: frozenset[str]) -> bool:
     return needed in granted or (needed.startswith("read_") and
                                  "admin_" + needed[len("read_"):] in granted)
@@ -706,12 +714,11 @@ def authorize_instance(principal: Principal, ability: str, now: datetime, base_u
     (see oneself), `create_group`, `update_own_status`, `revoke_token` (one's own, or any
     as admin), `block_user` (admin, never oneself), `create_user_project` (in one's own
     namespace, or any user's as admin)."""
-    auth = authenticate_api(principal, now, base_url)
+    auth = authenticate_user(principal, now, base_url)
     if not auth.allowed:
         return auth
     user = principal.user
-    if principal.kind is Kind.ANONYMOUS or user is None:
-        return _api_deny("login_required", 401, API_UNAUTHORIZED)
+    assert user is not None
     if principal.kind is Kind.PAT and not ({"api", "read_api", "read_user"} & principal.scopes if
                                            ability == "read_user" else {"api"} & principal.scopes):
         return _api_deny("insufficient_scope", 403, API_INSUFFICIENT_SCOPE)
@@ -776,12 +783,11 @@ def authorize_current_job(principal: Principal, now: datetime, base_url: str) ->
 def authorize_sudo(principal: Principal, now: datetime, base_url: str) -> Decision:
     """Decide a `Sudo` header (act as another user): an admin's PAT with the `sudo` scope
     (lib/api/helpers.rb `sudo!`)."""
-    auth = authenticate_api(principal, now, base_url)
+    auth = authenticate_user(principal, now, base_url)
     if not auth.allowed:
         return auth
     user = principal.user
-    if principal.kind is Kind.ANONYMOUS or user is None:
-        return _api_deny("login_required", 401, API_UNAUTHORIZED)
+    assert user is not None
     if not user.admin or principal.kind is Kind.JOB:
         return _api_deny("not_admin", 403, "403 Forbidden - Must be admin to use sudo")
     if principal.kind is not Kind.PAT:
