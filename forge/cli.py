@@ -33,15 +33,9 @@ def _root_token(data_dir: Path, given: str | None) -> str:
 
 def _kept_secret(path: Path, given: str | None, make: Any) -> str:
     """The given secret, or the one kept in `path` (mode 0600), made once."""
-    if given:
-        return given
-    if path.exists():
-        return path.read_text().strip()
-    token: str = make()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch(mode=0o600)
-    path.write_text(token + "\n")
-    return token
+    from forge.tokens import kept_secret
+
+    return given or kept_secret(path, make)
 
 
 @click.group()

@@ -12,14 +12,12 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from flask import Flask
@@ -28,6 +26,7 @@ from forge.config import ForgeConfig
 from forge.housekeeping import Housekeeper
 from forge.packcache import PackCache
 from forge.repos import BlobStore, RepositoryBackend
+from forge.tokens import kept_secret
 
 if TYPE_CHECKING:
     from forge.signing import SigningKey
@@ -132,7 +131,7 @@ class ForgeState:
         """
         with self._lock:
             if self._secret_key is None:
-                self._secret_key = _load_or_create_secret(self.config.data_dir / "secret-key")
+                self._secret_key = kept_secret(self.config.data_dir / "secret-key", _new_secret_key).encode()
             return self._secret_key
 
     def seal(self, text: str) -> str:
@@ -172,24 +171,10 @@ class ForgeState:
             return self._signing_key
 
 
-def _load_or_create_secret(path: Path) -> bytes:
-    """Read a Fernet key from `path`, creating it (mode 0600) if absent; processes that race
-    to create it all end up with the one that was linked into place first."""
-    if not path.exists():
-        import base64
-        import secrets
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".secret-")
-        try:
-            os.write(fd, base64.urlsafe_b64encode(secrets.token_bytes(32)) + b"\n")
-            os.close(fd)
-            try:
-                os.link(temporary, path)
-            except FileExistsError:
-                pass
-        finally:
-            os.unlink(temporary)
-    return path.read_bytes().strip()
+def _new_secret_key() -> str:
+    import base64
+    import secrets
+    return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
 
 
 def state_of(app: Flask) -> ForgeState:

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import secrets
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
 
 
 def digest(secret: str) -> str:
@@ -39,3 +43,22 @@ def new_registration_token() -> str:
 def new_runner_token() -> str:
     """Mint a runner authentication token: `glrt-` and random characters."""
     return RUNNER_TOKEN_PREFIX + secrets.token_urlsafe(20)
+
+
+def kept_secret(path: Path, make: Callable[[], str]) -> str:
+    """The secret kept in `path` (mode 0600), made by `make()` the first time. Processes
+    that race to make it all end up with the one that was linked into place first, and
+    none ever reads a half-written file."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".secret-")  # mode 0600
+        try:
+            os.write(fd, make().encode() + b"\n")
+            os.close(fd)
+            try:
+                os.link(temporary, path)
+            except FileExistsError:
+                pass
+        finally:
+            os.unlink(temporary)
+    return path.read_text().strip()
