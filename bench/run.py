@@ -166,6 +166,27 @@ class Replay:
         self.server.server_close()
 
 
+def answer_times(replay: Replay, bases: dict[str, str], runs: int) -> dict[str, float]:
+    """Median time to the last byte of a clone's pack request (the one git sent to the
+    replay server), sent again by a plain HTTP client that reads and drops the answer."""
+    fetches = [key for key in replay.answers
+               if key[0] == "POST" and b"done" in bytes.fromhex(key[4])]
+    _, path, _, protocol, body_hex = fetches[-1]
+    body = bytes.fromhex(body_hex)
+    headers = {"Content-Type": "application/x-git-upload-pack-request", "Git-Protocol": protocol}
+    times: dict[str, list[float]] = {key: [] for key in bases}
+    for _ in range(runs):
+        for key, base in bases.items():
+            start = time.perf_counter()
+            with requests.post(base + path, data=body, headers=headers, stream=True,
+                               timeout=120) as answer:
+                answer.raise_for_status()
+                for _chunk in answer.iter_content(1 << 16):
+                    pass
+            times[key].append(time.perf_counter() - start)
+    return {key: statistics.median(values) for key, values in times.items()}
+
+
 OPERATIONS = ("ls-remote", "full clone", "--depth 1 clone", "--depth 20 fetch (runner)",
               "fetch 10 new commits", "8 concurrent clones", "repeated clone", "push")
 FLEET_OPERATIONS = ("8 concurrent clones", "16 concurrent clones")
@@ -369,6 +390,12 @@ def main() -> None:
                   f"(recorded bytes, no git: the floor of any cache; "
                   f"{floor['replay'] / floor['http-backend']:.2f} of http-backend's "
                   f"{floor['http-backend']:.3f})")
+            answer = answer_times(replay, {"forge-git": f"{servers['forge-git'].url}/bench",
+                                           "http-backend": backend.url}, runs)
+            print(f"  {label:<14} {'repeated clone, answer':<26} {answer['forge-git']:8.3f} "
+                  f"{'':>8} {answer['http-backend']:8.3f} "
+                  f"{answer['forge-git'] / answer['http-backend']:7.2f}  (the clone's pack "
+                  f"request alone, read by a plain HTTP client: the server's share)")
             print()
             for key in ("forge-git", "forge-dulwich"):
                 print(f"{key} server peak RSS (VmHWM): {servers[key].peak_rss_mb():.0f} MB")
