@@ -170,11 +170,12 @@ def find_group(ref: str) -> Group:
 def params() -> dict[str, Any]:
     """The request's parameters: query string, form or JSON body, merged like Grape does.
 
-    The body was screened (`inputs.screen`) before the view ran, so it parses.
+    Query and form parameters nest as Rack nests them (`actions[][file_path]=...`). The
+    request was screened (`inputs.screen`) before the view ran, so they parse.
     """
-    values: dict[str, Any] = dict(request.args)
+    values: dict[str, Any] = dict(inputs.query_params(request))
     if request.form:
-        values.update(request.form)
+        values.update(inputs.form_params(request))
     body = inputs.json_body(request)
     if isinstance(body, dict):
         values.update(body)
