@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NoReturn, TypeVar
 from urllib.parse import quote, unquote, urlencode
 
@@ -214,6 +214,19 @@ def text(values: dict[str, Any], name: str, required: bool = False) -> str | Non
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def moment(values: dict[str, Any], name: str) -> datetime | None:
+    """Read a DateTime parameter (ISO 8601, `2019-03-15T08:00:00Z`, a date alone is its
+    midnight) as a naive UTC time; anything else is Grape's 400 `<name> is invalid`."""
+    raw = text(values, name)
+    if not raw:
+        return None
+    try:
+        when = datetime.fromisoformat(raw)
+    except ValueError:
+        invalid(name)
+    return when.astimezone(UTC).replace(tzinfo=None) if when.tzinfo else when
 
 
 def choice(values: dict[str, Any], name: str, options: Iterable[Any]) -> str | None:

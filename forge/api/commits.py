@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import tarfile
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 from urllib.parse import unquote
 
@@ -30,6 +30,7 @@ from forge.api import (
     integer,
     invalid,
     missing,
+    moment,
     now,
     paginate,
     params,
@@ -61,14 +62,8 @@ REPO = "/projects/<project_id>/repository"
 
 def _date(values: dict[str, Any], name: str) -> int | None:
     """An ISO 8601 time parameter as epoch seconds (naive times are UTC)."""
-    raw = text(values, name)
-    if not raw:
-        return None
-    try:
-        when = datetime.fromisoformat(raw)
-    except ValueError:
-        invalid(name)
-    return int((when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp())
+    when = moment(values, name)
+    return None if when is None else int(when.replace(tzinfo=UTC).timestamp())
 
 
 def _commit_or_404(repo: Repo, ref: str) -> Commit:
