@@ -94,6 +94,39 @@ def test_sudo_acts_as_the_named_user_for_an_admin_sudo_token(forge: Forge, api: 
     assert (anonymous.status_code, anonymous.json()) == (401, {"message": "401 Unauthorized"})
 
 
+def test_sudo_without_credentials_is_401_wherever_it_is_given(forge: Forge, api: Api) -> None:
+    """lib/api/helpers.rb: `sudo!` runs whenever `sudo_identifier` (`params[:sudo] ||
+    env['HTTP_SUDO']`: query, form or JSON body, then the header; "" is true in Ruby) is set,
+    and answers `unauthorized!` when `initial_current_user` is nil, even where an anonymous
+    caller could read (a public project)."""
+    forge.create_group("acme")
+    alice = forge.create_user("alice")
+    public = forge.create_project("acme/pub", visibility="public", files={"a": "a"}).id
+    unauthorized = (401, {"message": "401 Unauthorized"})
+    anonymous = Api(forge, None)
+    assert anonymous("GET", f"/projects/{public}").status_code == 200
+    for sudo in ("alice", ""):
+        got = Api(forge, None, Sudo=sudo)("GET", f"/projects/{public}")
+        assert (got.status_code, got.json()) == unauthorized, sudo
+    for sudo in ("alice", "", str(alice.id)):
+        got = anonymous("GET", f"/projects/{public}", params={"sudo": sudo})
+        assert (got.status_code, got.json()) == unauthorized, sudo
+    for sent in ({"data": {"sudo": "alice", "name": "x"}}, {"json": {"sudo": "alice", "name": "x"}}):
+        got = anonymous("POST", "/projects", **sent)
+        assert (got.status_code, got.json()) == unauthorized, sent
+    wrong = Api(forge, "glpat-not-a-token-at-all", Sudo="alice")("GET", f"/projects/{public}")
+    assert (wrong.status_code, wrong.json()) == unauthorized
+    # an admin's sudo token: the parameter, wherever it is, before the header
+    sudo = Api(forge, forge.root_token, Sudo="root")
+    assert sudo("GET", "/user", params={"sudo": "alice"}).json()["username"] == "alice"
+    assert sudo("POST", "/projects", data={"sudo": "alice", "name": "form"}).json()[
+        "path_with_namespace"] == "alice/form"
+    assert sudo("POST", "/projects", json={"sudo": "alice", "name": "json"}).json()[
+        "path_with_namespace"] == "alice/json"
+    empty = Api(forge, forge.root_token, Sudo="")("GET", "/user")
+    assert (empty.status_code, empty.json()) == (404, {"message": "404 User with ID or username '' Not Found"})
+
+
 def test_block_and_unblock_answer_as_gitlab(forge: Forge, api: Api) -> None:
     alice = forge.create_user("alice")
     assert (api("POST", f"/users/{alice.id}/block").status_code, api("GET", "/users?blocked=true").json()[0][

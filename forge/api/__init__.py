@@ -65,13 +65,14 @@ def iso(value: datetime | None) -> str | None:
 def principal(job_token_endpoint: bool = False, basic: bool = False) -> perm.Principal:
     """The request's principal, as GitLab's API reads credentials (see `auth.api_principal`).
 
-    With a `Sudo` header (or `sudo` parameter) an admin's PAT with the `sudo` scope acts
-    as the user it names (id or username).
+    With a `sudo` parameter (or `Sudo` header) an admin's PAT with the `sudo` scope acts
+    as the user it names (id or username); any other caller, one without credentials
+    included, is refused as lib/api/helpers.rb's `sudo!` refuses it.
     """
     who = auth.api_principal(request.headers, request.args,
                              job_token_endpoint=job_token_endpoint, basic=basic)
-    target = request.headers.get("Sudo") or request.args.get("sudo")
-    if not target:
+    target = _sudo_identifier()
+    if target is None:
         return who
     name = f"forge_sudo_{job_token_endpoint}_{basic}"  # checked and logged once per request
     if name not in g:
@@ -82,6 +83,16 @@ def principal(job_token_endpoint: bool = False, basic: bool = False) -> perm.Pri
         setattr(g, name, auth.acting_as(who, user))
     acting: perm.Principal = getattr(g, name)
     return acting
+
+
+def _sudo_identifier() -> str | None:
+    """lib/api/helpers.rb's `params[:sudo] || env['HTTP_SUDO']`: the parameter (query, form or
+    JSON body) before the header, and an empty one counts (Ruby's "" is true)."""
+    values = inputs.query_params(request) if request.endpoint in UPLOADS else params()
+    value = values.get("sudo")
+    if value is None or value is False:
+        value = request.headers.get("Sudo")
+    return None if value is None else str(value)
 
 
 def record(who: perm.Principal, action: str, decision: perm.Decision,
