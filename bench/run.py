@@ -316,11 +316,22 @@ def main() -> None:
     """Run every benchmark and print one table."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer runs, small repository only")
+    parser.add_argument("--fleet", action="store_true", help="only the 1 and 4 worker table")
+    parser.add_argument("--runs", type=int, help="runs per figure (default 5, --quick 3)")
     args = parser.parse_args()
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    runs = 3 if args.quick else 5
+    runs = args.runs or (3 if args.quick else 5)
     with tempfile.TemporaryDirectory(prefix="forge-bench-") as tmp_name:
         tmp = Path(tmp_name)
+        if args.fleet:
+            repos = tmp / "sources"
+            generate_repo(repos / "small.git", 10, 20)
+            sources = [("10 commits", repos / "small.git")]
+            if not args.quick:
+                generate_repo(repos / "large.git", 3000, 500)
+                sources.append(("3,000 commits", repos / "large.git"))
+            bench_workers(sources, tmp, runs)
+            return
         in_process, process, answered, reset = startup_times(tmp, runs)
         print(f"git {git('--version').decode().split()[-1]}, Python {sys.version.split()[0]}, "
               f"{os.cpu_count()} cores; medians of {runs} interleaved runs, seconds")

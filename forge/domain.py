@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from dulwich.refs import Ref, check_ref_format
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import generate_password_hash
 
@@ -189,10 +189,13 @@ def get_group(full_path: str) -> Group:
     return group
 
 
+_PROJECT_BY_PATH = select(Project).where(Project.full_path == bindparam("path"))
+
+
 def find_project(full_path: str) -> Project | None:
     """Find a project by full path (case-insensitively, as GitLab routes do)."""
     path = full_path.strip("/")
-    project = db.session.scalar(select(Project).where(Project.full_path == path))
+    project = db.session.scalar(_PROJECT_BY_PATH, {"path": path})
     if project is None:
         project = db.session.scalar(
             select(Project).where(db.func.lower(Project.full_path) == path.lower()))
@@ -218,6 +221,23 @@ def ancestor_ids(group: Group | None) -> list[int]:
         ids.append(group.id)
         group = group.parent
     return ids
+
+
+_GROUPS_BY_PATH = select(Group.id).where(Group.full_path.in_(bindparam("paths", expanding=True)))
+
+
+def namespace_paths(project: Project) -> list[str]:
+    """The full paths of the project's group and all its ancestors (none in a user namespace)."""
+    if project.group_id is None:
+        return []
+    parts = project.full_path.split("/")[:-1]
+    return ["/".join(parts[:n]) for n in range(1, len(parts) + 1)]
+
+
+def namespace_group_ids(project: Project) -> frozenset[int]:
+    """The ids of the project's group and all its ancestors, in one statement."""
+    paths = namespace_paths(project)
+    return frozenset(db.session.scalars(_GROUPS_BY_PATH, {"paths": paths})) if paths else frozenset()
 
 
 def descendants(group: Group) -> list[Group]:
@@ -707,34 +727,51 @@ def list_locks(project: Project, *, path: str | None = None, lock_id: str | None
 
 # -- facts for the permission rules ----------------------------------------------------
 
+# Statements every git request runs, built once: SQLAlchemy then skips building and
+# hashing them per call, which costs more than running them.
+_ROLE = select(func.max(Membership.access_level)).where(
+    Membership.user_id == bindparam("user"),
+    (Membership.project_id == bindparam("project"))
+    | Membership.group_id.in_(select(Group.id).where(
+        Group.full_path.in_(bindparam("namespaces", expanding=True)))))
+_INBOUND_LINKS = select(
+    ScopeLink.source_project_id, ScopeLink.source_group_id, ScopeLink.default_permissions,
+    ScopeLink.job_token_policies,
+).where(ScopeLink.project_id == bindparam("project"), ScopeLink.direction == "inbound"
+        ).order_by(ScopeLink.id)
+_RULES = select(
+    ProtectedBranch.name, ProtectedBranch.push_access_level, ProtectedBranch.allow_force_push,
+).where(ProtectedBranch.project_id == bindparam("project")).order_by(ProtectedBranch.id)
+
+
 def project_facts(project: Project, user: User | None, backend: RepositoryBackend | None = None
                   ) -> perm.Project:
-    """Gather what the permission rules need to know about `project` for `user`."""
-    group_ids = ancestor_ids(project.group)
+    """Gather what the permission rules need to know about `project` for `user`.
+
+    Every git request comes here, so it reads columns, not ORM objects: two statements
+    for an anonymous read, three for a user.
+    """
     role = perm.NO_ACCESS
     if user is not None:
-        levels = db.session.scalars(select(Membership.access_level).where(
-            Membership.user_id == user.id,
-            (Membership.project_id == project.id) | Membership.group_id.in_(group_ids)))
-        role = max(levels, default=perm.NO_ACCESS)
-    links = scope_links(project, "inbound")
-    rules = db.session.scalars(select(ProtectedBranch).where(
-        ProtectedBranch.project_id == project.id))
+        role = db.session.scalar(_ROLE, {
+            "user": user.id, "project": project.id, "namespaces": namespace_paths(project)},
+        ) or perm.NO_ACCESS
+    links = db.session.execute(_INBOUND_LINKS, {"project": project.id}).all()
+    rules = db.session.execute(_RULES, {"project": project.id}).all()
     return perm.Project(
         id=project.id, path=project.path, full_path=project.full_path,
         visibility=project.visibility, default_branch=project.default_branch,
         has_repository=backend.exists(project.id) if backend is not None else True,
         role=role, personal_owner=user is not None and project.owner_id == user.id,
         inbound_enabled=project.inbound_enabled,
-        allowlist_project_ids=frozenset(link.source_project_id for link in links if link.source_project_id),
-        allowlist_group_ids=frozenset(link.source_group_id for link in links if link.source_group_id),
+        allowlist_project_ids=frozenset(source for source, _, _, _ in links if source),
+        allowlist_group_ids=frozenset(group for _, group, _, _ in links if group),
         job_push_allowed=project.job_push_allowed,
-        protected_branches=tuple(
-            perm.ProtectedBranch(r.name, r.push_access_level, r.allow_force_push) for r in rules),
+        protected_branches=tuple(perm.ProtectedBranch(*rule) for rule in rules),
         fine_grained=project.job_token_policies_enabled,
         allowlist_entries=tuple(
-            (link.source_project_id, link.source_group_id, link.default_permissions,
-             frozenset(link.job_token_policies or ())) for link in links),
+            (source, group, default, frozenset(policies or ()))
+            for source, group, default, policies in links),
     )
 
 

@@ -26,15 +26,14 @@ from forge.domain import (
     DomainError,
     Forbidden,
     NotFound,
-    ancestor_ids,
     by_id,
     digest,
+    namespace_group_ids,
     new_job_token,
     project_facts,
-    scope_links,
     user_facts,
 )
-from forge.models import Job, Pipeline, Project, ProtectedBranch, Runner, User, db
+from forge.models import Job, Pipeline, Project, ProtectedBranch, Runner, ScopeLink, User, db
 from forge.repos import RepositoryBackend, compare_and_swap, current_ref, open_repo, writing
 
 
@@ -115,11 +114,13 @@ def create_pipeline(now: datetime, backend: RepositoryBackend, project: Project,
 def job_facts(job: Job) -> perm.Job:
     """Describe `job` (and its project's outbound scope) to the permission rules."""
     project = job.project
-    outbound = frozenset(
-        link.source_project_id for link in scope_links(project, "outbound") if link.source_project_id)
+    outbound = frozenset(source for source in db.session.scalars(select(ScopeLink.source_project_id)
+                         .where(ScopeLink.project_id == project.id, ScopeLink.direction == "outbound"))
+                         if source)
     return perm.Job(
         id=job.id, project_id=project.id, project_path=project.path,
-        project_group_ids=frozenset(ancestor_ids(project.group)), status=job.status,
+        project_group_ids=namespace_group_ids(project),
+        status=job.status,
         started_at=job.started_at, timeout=job.timeout,
         outbound_enabled=project.outbound_enabled, outbound_project_ids=outbound)
 

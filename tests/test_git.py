@@ -196,6 +196,28 @@ def test_git_nested_group_paths(forge: Forge, git, tmp_path: Path) -> None:
     assert (tmp_path / "deep/f").read_text() == "deep\n"
 
 
+def test_git_roles_come_from_every_ancestor_group_and_no_other(forge: Forge, git,
+                                                               tmp_path: Path) -> None:
+    for path in ("a", "a/b", "a/b/c", "a/bc", "a/b/cd"):
+        forge.create_group(path)
+    forge.create_project("a/b/c/deep", files={"f": "deep\n"})
+    info = f"{forge.url}/a/b/c/deep.git/info/refs?service="
+    for username, group, role in (("top", "a", "developer"), ("mid", "a/b", "reporter"),
+                                  ("own", "a/b/c", "maintainer"), ("near", "a/bc", "owner"),
+                                  ("next", "a/b/cd", "owner")):
+        forge.create_user(username, password=f"{username}-pass-1")
+        forge.add_member(username, role, group=group)
+    for username, read, push in (("top", 200, 200), ("mid", 200, 403), ("own", 200, 200),
+                                 ("near", 404, 404), ("next", 404, 404)):
+        auth = (username, f"{username}-pass-1")
+        assert requests.get(info + "git-upload-pack", auth=auth).status_code == read, username
+        assert requests.get(info + "git-receive-pack", auth=auth).status_code == push, username
+    result = git("clone", "-q", f"http://top:top-pass-1@{forge.url.split('//')[1]}/a/b/c/deep.git",
+                 tmp_path / "deep")
+    assert result.returncode == 0
+    assert (tmp_path / "deep/f").read_text() == "deep\n"
+
+
 def test_git_user_namespace_project_owner_can_push(forge: Forge, git, commit,
                                                    tmp_path: Path) -> None:
     dora = forge.create_user("dora")
