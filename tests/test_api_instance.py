@@ -124,7 +124,8 @@ def test_sudo_without_credentials_is_401_wherever_it_is_given(forge: Forge, api:
     assert sudo("POST", "/projects", json={"sudo": "alice", "name": "json"}).json()[
         "path_with_namespace"] == "alice/json"
     empty = Api(forge, forge.root_token, Sudo="")("GET", "/user")
-    assert (empty.status_code, empty.json()) == (404, {"message": "404 User with ID or username '' Not Found"})
+    assert (empty.status_code, empty.json()) == (404, {
+        "message": "404 User with ID or username '' Not Found"})
 
 
 def test_block_and_unblock_answer_as_gitlab(forge: Forge, api: Api) -> None:
@@ -365,7 +366,8 @@ def test_released_at_defaults_to_created_at_and_a_future_one_is_upcoming(forge: 
         soon.replace("Z", ".000Z"), True)
     past = api("POST", releases, json={"tag_name": "v3", "ref": "main",
                                        "released_at": "2019-03-15T08:00:00+02:00"})
-    assert (past.json()["released_at"], past.json()["upcoming_release"]) == ("2019-03-15T06:00:00.000Z", False)
+    assert (past.json()["released_at"], past.json()["upcoming_release"]) == (
+        "2019-03-15T06:00:00.000Z", False)
 
     def tags(query: str = "") -> list[str]:
         return [r["tag_name"] for r in api("GET", releases + query).json()]
@@ -373,7 +375,8 @@ def test_released_at_defaults_to_created_at_and_a_future_one_is_upcoming(forge: 
     assert tags("?sort=asc") == ["v3", "v1", "v2"]
     assert tags("?order_by=created_at") == ["v3", "v2", "v1"]
     bad_order = api("GET", releases + "?order_by=name")
-    assert (bad_order.status_code, bad_order.json()) == (400, {"error": "order_by does not have a valid value"})
+    assert (bad_order.status_code, bad_order.json()) == (400, {
+        "error": "order_by does not have a valid value"})
     for value in ("soon", "2019-13-01", 5):
         bad = api("POST", releases, json={"tag_name": "v4", "ref": "main", "released_at": value})
         assert (bad.status_code, bad.json()) == (400, {"error": "released_at is invalid"})
