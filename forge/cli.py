@@ -15,7 +15,7 @@ from urllib.parse import quote, urlsplit
 
 import click
 
-from forge.config import ForgeConfig
+from forge.config import ForgeConfig, http_url
 
 if TYPE_CHECKING:
     import requests
@@ -108,7 +108,7 @@ def serve(host: str, port: int, data_dir: Path, seed_file: Path | None,
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     # Bound before the app is built, as gunicorn does: a client that connects now waits in
     # the socket's queue until the app answers, and scripts can go on at once.
-    click.echo(f"forge listening on http://{host}:{sock.getsockname()[1]}", nl=True)
+    click.echo(f"forge listening on {http_url(host, sock.getsockname()[1])}", nl=True)
     sys.stdout.flush()
     if workers > 1:
         _serve_fleet(config, lock, sock, host, workers, seed_file, quiet)

@@ -12,6 +12,11 @@ from typing import Any
 MiB = 1024 * 1024
 
 
+def http_url(host: str, port: int) -> str:
+    """The URL of a server on host:port; an IPv6 address goes in brackets (RFC 3986)."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 @dataclass(frozen=True)
 class ForgeConfig:
     """Everything that shapes a forge instance; the CLI, plugin and tests all build one.

@@ -30,7 +30,7 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger
 
 from forge.app import create_app
-from forge.config import ForgeConfig
+from forge.config import ForgeConfig, http_url
 from forge.datadir import DataDirLock
 from forge.models import db
 from forge.server import redact
@@ -112,7 +112,7 @@ def named_worker(app: Any) -> Any:
 def serve(config: ForgeConfig, lock: DataDirLock, sock: socket.socket, host: str, workers: int, *,
           quiet: bool = False, on_start: Callable[[Started], None] | None = None) -> None:
     """Run a fleet of `workers` processes on `sock` (bound, its line printed) until SIGTERM or SIGINT."""
-    config = config.replace(base_url=f"http://{host}:{sock.getsockname()[1]}")
+    config = config.replace(base_url=http_url(host, sock.getsockname()[1]))
     sock.listen(2048)  # a deeper queue than one process needs: bursts of CI clients
     sock.set_inheritable(True)
     app = create_app(config, lock=lock)  # the schema, root and the start-up sweep: once, here

@@ -5,6 +5,8 @@ is not valid UTF-8, a lone surrogate included, or a parameter with a NUL byte) w
 `Bad Request` in text/plain (`Gitlab::Middleware::HandleMalformedStrings`), and a JSON body
 that is malformed, nested deeper than 32 levels or too large with 400 JSON
 `{"error": "Parameters nested too deeply"}` and friends (`Gitlab::Middleware::JsonValidation`).
+Query and form parameters nest as Rack nests them (`a[b]=1`, `a[]=1`, `a[][b]=1`); names
+whose shapes conflict (`a=1&a[b]=2`) or that nest too deeply are the middleware's 400 too.
 The REST API and LFS screen their requests here; views then never meet such input.
 """
 
@@ -16,7 +18,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import unquote_to_bytes
+from urllib.parse import parse_qsl, unquote_to_bytes
 
 from flask import Request, Response
 
@@ -24,6 +26,7 @@ MAX_DEPTH = 32
 MAX_ARRAY = 50_000
 MAX_HASH = 50_000
 MAX_ELEMENTS = 100_000
+MAX_PARAM_DEPTH = 100  # Rack::QueryParser's param_depth_limit (Rack 2.2)
 # HandleMalformedStrings looks three levels into the parameters (the body is level 0).
 PARAM_DEPTH = 3
 
@@ -35,10 +38,103 @@ INVALID_JSON = "Invalid JSON format"
 
 _MALFORMED_TEXT = re.compile("[\x00\ud800-\udfff]")
 _JSON_KEY = "forge.json"
+_QUERY_KEY, _FORM_KEY = "forge.query", "forge.form"
+_NAME = re.compile(r"\A[\[\]]*([^\[\]]+)\]*")
+_HASH_IN_ARRAY = re.compile(r"\A\[\]\[([^\[\]]+)\]\Z")
+_IN_ARRAY = re.compile(r"\A\[\](.+)\Z", re.DOTALL)
 
 
 class BadJson(ValueError):
     """A JSON body GitLab's JsonValidation refuses; the message is GitLab's."""
+
+
+class BadParams(ValueError):
+    """Parameters Rack cannot nest (conflicting shapes, too deep): GitLab's 400 `Bad Request`."""
+
+
+def _has_key(params: dict[str, Any], key: str) -> bool:
+    """Rack's `params_hash_has_key?`: whether a hash already holds the (nested) child key."""
+    if "[]" in key:
+        return False
+    found: Any = params
+    for part in re.split(r"[\[\]]+", key):
+        if part == "":
+            continue
+        if not isinstance(found, dict) or part not in found:
+            return False
+        found = found[part]
+    return True
+
+
+def _normalize(params: dict[str, Any], name: str, value: str, depth: int) -> Any:
+    """Rack 2.2's `normalize_params`: put one `name=value` pair into the nested `params`."""
+    if depth <= 0:
+        raise BadParams("Parameters nested too deeply")
+    match = _NAME.match(name)
+    key = match.group(1) if match else ""
+    after = name[match.end():] if match else ""
+    if not key:
+        return [value] if name == "[]" else None
+    if after == "":
+        params[key] = value
+    elif after == "[":
+        params[name] = value
+    elif after == "[]":
+        listed = params.setdefault(key, [])
+        if not isinstance(listed, list):
+            raise BadParams(f"expected Array for param `{key}'")
+        listed.append(value)
+    elif child := _HASH_IN_ARRAY.match(after) or _IN_ARRAY.match(after):
+        # `a[][b]=1&a[][c]=2`: one hash, until a key it already holds starts the next
+        child_key = child.group(1)
+        listed = params.setdefault(key, [])
+        if not isinstance(listed, list):
+            raise BadParams(f"expected Array for param `{key}'")
+        if listed and isinstance(listed[-1], dict) and not _has_key(listed[-1], child_key):
+            _normalize(listed[-1], child_key, value, depth - 1)
+        else:
+            listed.append(_normalize({}, child_key, value, depth - 1))
+    else:
+        nested = params.setdefault(key, {})
+        if not isinstance(nested, dict):
+            raise BadParams(f"expected Hash for param `{key}'")
+        params[key] = _normalize(nested, after, value, depth - 1)
+    return params
+
+
+def nested_params(pairs: Iterable[tuple[str, str]]) -> dict[str, Any]:
+    """Nest flat `name=value` pairs as Rack's `parse_nested_query` does: `a[b]=1` is a hash,
+    `a[]=1` a list, `a[][b]=1&a[][c]=2` a list of hashes, and a repeated plain name keeps
+    its last value. Raises BadParams when the names' shapes conflict or nest too deeply."""
+    params: dict[str, Any] = {}
+    for name, value in pairs:
+        _normalize(params, name, value, MAX_PARAM_DEPTH)
+    return params
+
+
+def _pairs(raw: bytes) -> list[tuple[str, str]]:
+    """`name=value` pairs in their order (werkzeug's MultiDict groups them by name, and the
+    order is what tells `a[][x]` hashes apart)."""
+    return [(name.decode(errors="replace"), value.decode(errors="replace"))
+            for name, value in parse_qsl(raw, keep_blank_values=True)]
+
+
+def query_params(request: Request) -> dict[str, Any]:
+    """The query string's parameters, nested as Rack nests them (parsed once per request)."""
+    if _QUERY_KEY not in request.environ:
+        request.environ[_QUERY_KEY] = nested_params(_pairs(request.query_string))
+    return request.environ[_QUERY_KEY]  # type: ignore[no-any-return]
+
+
+def form_params(request: Request) -> dict[str, Any]:
+    """A form body's fields (url-encoded or multipart), nested as Rack nests them."""
+    if _FORM_KEY not in request.environ:
+        if request.mimetype == "application/x-www-form-urlencoded":
+            pairs = _pairs(request.get_data(cache=True))
+        else:  # multipart: the fields werkzeug parsed, files aside
+            pairs = list(request.form.items(multi=True))
+        request.environ[_FORM_KEY] = nested_params(pairs)
+    return request.environ[_FORM_KEY]  # type: ignore[no-any-return]
 
 
 def bad_request() -> Response:
@@ -175,6 +271,12 @@ def screen(request: Request, body: bool = True) -> Response | None:
     unread for the view to stream.
     """
     if malformed(request, body):
+        return bad_request()
+    try:  # ActionDispatch::Request#params raises BadRequest; HandleMalformedStrings answers it
+        query_params(request)
+        if body:
+            form_params(request)
+    except BadParams:
         return bad_request()
     if not body:
         return None

@@ -241,6 +241,7 @@ class Release(db.Model):  # type: ignore[name-defined,misc]
     sha: Mapped[str] = mapped_column(Chars(64))
     author_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime]
+    released_at: Mapped[datetime | None]  # None: created_at (a release from before the column)
     # asset links: [{"id", "name", "url", "link_type", "direct_asset_path"}]; None when none
     links: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     author: Mapped[User | None] = relationship()

@@ -768,6 +768,28 @@ def authorize_group(principal: Principal, ability: str, visibility: str, role: i
     return _allow(f"can_{ability}")
 
 
+# Gitlab::Access.all_values, what a list's `min_access_level` may name (15: planner)
+ACCESS_LEVELS = (GUEST, 15, REPORTER, DEVELOPER, MAINTAINER, OWNER)
+
+
+def listed_by_role(role: int, min_access_level: int | None = None, membership: bool = False,
+                   owned: bool = False) -> bool:
+    """Decide whether a list's role filters keep an item where the caller has `role`:
+    `membership` needs any membership (guest up), `min_access_level` at least that role,
+    and a group list's `owned` without a level means the owner role (lib/api/groups.rb)."""
+    if owned and min_access_level is None:
+        min_access_level = OWNER
+    if membership and role < GUEST:
+        return False
+    return min_access_level is None or role >= min_access_level
+
+
+def owns_namespace(role: int) -> bool:
+    """Decide whether `role` in a group makes it one of the caller's own namespaces
+    (`/namespaces?owned_only=true`: the groups one owns)."""
+    return role >= OWNER
+
+
 def authorize_current_job(principal: Principal, now: datetime, base_url: str) -> Decision:
     """Decide `GET /job`: a running job's token sees its job; other credentials find none."""
     auth = authenticate_api(principal, now, base_url)

@@ -10,7 +10,7 @@ from typing import Any
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from forge.app import create_app
-from forge.config import ForgeConfig
+from forge.config import ForgeConfig, http_url
 from forge.datadir import DataDirLock
 from forge.state import ForgeState, state_of
 
@@ -57,7 +57,7 @@ class ForgeServer:
         self.server.daemon_threads = True  # type: ignore[attr-defined]
         self.host = host
         self.port: int = self.server.port
-        self.url = f"http://{host}:{self.port}"
+        self.url = http_url(host, self.port)
         self.state.config = self.state.config.replace(base_url=self.url)
         self._thread: threading.Thread | None = None
         self._serving = False

@@ -24,7 +24,7 @@ class Served:
                 stdout=subprocess.PIPE, stderr=log, text=True, cwd=cwd)
         assert self.proc.stdout is not None
         self.lines = [self.proc.stdout.readline().rstrip("\n")]
-        match = re.fullmatch(r"forge listening on (http://127\.0\.0\.1:\d+)", self.lines[0])
+        match = re.fullmatch(r"forge listening on (http://(?:127\.0\.0\.1|\[::1\]):\d+)", self.lines[0])
         assert match, self.lines[0] + self.log.read_text()
         self.url = match.group(1)
         self.lines.append(self.proc.stdout.readline().rstrip("\n"))

@@ -3,7 +3,7 @@ blocking, descriptions, and the keys GitLab's API documentation lists for each e
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -92,6 +92,40 @@ def test_sudo_acts_as_the_named_user_for_an_admin_sudo_token(forge: Forge, api: 
     assert (no_scope.status_code, no_scope.json()["scope"]) == (403, "sudo")
     anonymous = Api(forge, None, Sudo="alice")("GET", "/projects")
     assert (anonymous.status_code, anonymous.json()) == (401, {"message": "401 Unauthorized"})
+
+
+def test_sudo_without_credentials_is_401_wherever_it_is_given(forge: Forge, api: Api) -> None:
+    """lib/api/helpers.rb: `sudo!` runs whenever `sudo_identifier` (`params[:sudo] ||
+    env['HTTP_SUDO']`: query, form or JSON body, then the header; "" is true in Ruby) is set,
+    and answers `unauthorized!` when `initial_current_user` is nil, even where an anonymous
+    caller could read (a public project)."""
+    forge.create_group("acme")
+    alice = forge.create_user("alice")
+    public = forge.create_project("acme/pub", visibility="public", files={"a": "a"}).id
+    unauthorized = (401, {"message": "401 Unauthorized"})
+    anonymous = Api(forge, None)
+    assert anonymous("GET", f"/projects/{public}").status_code == 200
+    for sudo in ("alice", ""):
+        got = Api(forge, None, Sudo=sudo)("GET", f"/projects/{public}")
+        assert (got.status_code, got.json()) == unauthorized, sudo
+    for sudo in ("alice", "", str(alice.id)):
+        got = anonymous("GET", f"/projects/{public}", params={"sudo": sudo})
+        assert (got.status_code, got.json()) == unauthorized, sudo
+    for sent in ({"data": {"sudo": "alice", "name": "x"}}, {"json": {"sudo": "alice", "name": "x"}}):
+        got = anonymous("POST", "/projects", **sent)
+        assert (got.status_code, got.json()) == unauthorized, sent
+    wrong = Api(forge, "glpat-not-a-token-at-all", Sudo="alice")("GET", f"/projects/{public}")
+    assert (wrong.status_code, wrong.json()) == unauthorized
+    # an admin's sudo token: the parameter, wherever it is, before the header
+    sudo = Api(forge, forge.root_token, Sudo="root")
+    assert sudo("GET", "/user", params={"sudo": "alice"}).json()["username"] == "alice"
+    assert sudo("POST", "/projects", data={"sudo": "alice", "name": "form"}).json()[
+        "path_with_namespace"] == "alice/form"
+    assert sudo("POST", "/projects", json={"sudo": "alice", "name": "json"}).json()[
+        "path_with_namespace"] == "alice/json"
+    empty = Api(forge, forge.root_token, Sudo="")("GET", "/user")
+    assert (empty.status_code, empty.json()) == (404, {
+        "message": "404 User with ID or username '' Not Found"})
 
 
 def test_block_and_unblock_answer_as_gitlab(forge: Forge, api: Api) -> None:
@@ -314,6 +348,45 @@ def test_a_release_is_created_with_its_asset_links(forge: Forge, api: Api) -> No
     no_url = api("POST", f"/projects/{pid}/releases", json={
         "tag_name": "v3", "ref": "main", "assets": {"links": [{"name": "x"}]}})
     assert (no_url.status_code, no_url.json()) == (400, {"error": "assets[links][url] is missing"})
+
+
+def test_released_at_defaults_to_created_at_and_a_future_one_is_upcoming(forge: Forge, api: Api) -> None:
+    """lib/api/releases.rb's `released_at` (DateTime): Release#set_released_at defaults it to
+    created_at, upcoming_release? is a future one, and lists order by it unless asked."""
+    forge.create_group("acme")
+    pid = forge.create_project("acme/app", files={"a": "a"}).id
+    releases = f"/projects/{pid}/releases"
+    now = api("POST", releases, json={"tag_name": "v1", "ref": "main"}).json()
+    assert (now["released_at"], now["upcoming_release"]) == (now["created_at"], False)
+    created = datetime.fromisoformat(now["created_at"])
+    soon = (created + timedelta(hours=1)).isoformat(timespec="seconds").replace("+00:00", "Z")
+    future = api("POST", releases, data={"tag_name": "v2", "ref": "main", "released_at": soon})
+    assert future.status_code == 201, future.text
+    assert (future.json()["released_at"], future.json()["upcoming_release"]) == (
+        soon.replace("Z", ".000Z"), True)
+    past = api("POST", releases, json={"tag_name": "v3", "ref": "main",
+                                       "released_at": "2019-03-15T08:00:00+02:00"})
+    assert (past.json()["released_at"], past.json()["upcoming_release"]) == (
+        "2019-03-15T06:00:00.000Z", False)
+
+    def tags(query: str = "") -> list[str]:
+        return [r["tag_name"] for r in api("GET", releases + query).json()]
+    assert tags() == ["v2", "v1", "v3"]
+    assert tags("?sort=asc") == ["v3", "v1", "v2"]
+    assert tags("?order_by=created_at") == ["v3", "v2", "v1"]
+    bad_order = api("GET", releases + "?order_by=name")
+    assert (bad_order.status_code, bad_order.json()) == (400, {
+        "error": "order_by does not have a valid value"})
+    for value in ("soon", "2019-13-01", 5):
+        bad = api("POST", releases, json={"tag_name": "v4", "ref": "main", "released_at": value})
+        assert (bad.status_code, bad.json()) == (400, {"error": "released_at is invalid"})
+    moved = api("PUT", f"{releases}/v3", json={"released_at": "2099-01-01"})
+    assert (moved.status_code, moved.json()["released_at"], moved.json()["upcoming_release"]) == (
+        200, "2099-01-01T00:00:00.000Z", True)
+    assert api("PUT", f"{releases}/v3", json={"released_at": "yesterday"}).json() == {
+        "error": "released_at is invalid"}
+    forge.advance_clock(2 * 3600)
+    assert api("GET", f"{releases}/v2").json()["upcoming_release"] is False
 
 
 def test_a_taken_path_is_gitlabs_400_for_projects_and_groups(forge: Forge, api: Api) -> None:

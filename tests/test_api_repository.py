@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import subprocess
 import tarfile
 import zipfile
@@ -85,6 +86,31 @@ def test_empty_repository_branch_create_adds_readme_to_default_branch_first(forg
 def app(forge: Forge) -> int:
     forge.create_group("acme")
     return forge.create_project("acme/app", files={"README.md": "# app\n", "src/a.py": "a = 1\n"}).id
+
+
+def test_commit_actions_as_curl_form_fields(forge: Forge, api: Api, app: int) -> None:
+    # Rack nests `actions[][key]` into a list of hashes; a key seen again starts the next one
+    fields = ["branch=feature", "start_branch=main", "commit_message=from a form",
+              "actions[][action]=create", "actions[][file_path]=new.txt",
+              "actions[][action]=update", "actions[][file_path]=README.md",
+              "actions[][action]=delete", "actions[][file_path]=src/a.py"]
+    command = ["curl", "-s", "-w", "\n%{http_code}", "-H", f"PRIVATE-TOKEN: {forge.root_token}",
+               *[arg for field in fields[:5] for arg in ("-d", field)],
+               "--data-urlencode", "actions[][content]=a & b\n",
+               *[arg for field in fields[5:7] for arg in ("-d", field)],
+               "--data-urlencode", "actions[][content]=# changed\n",
+               *[arg for field in fields[7:] for arg in ("-d", field)],
+               f"{api.base}/projects/{app}/repository/commits"]
+    body, status = subprocess.run(command, capture_output=True, text=True, check=True).stdout.rsplit("\n", 1)
+    assert status == "201", body
+    assert json.loads(body)["title"] == "from a form"
+    raw = f"/projects/{app}/repository/files/%s/raw?ref=feature"
+    assert api("GET", raw % "new.txt").text == "a & b\n"
+    assert api("GET", raw % "README.md").text == "# changed\n"
+    assert api("GET", raw % "src%2Fa.py").status_code == 404
+    missing = api("POST", f"/projects/{app}/repository/commits", data=[
+        ("branch", "main"), ("commit_message", "m"), ("actions[][file_path]", "x")])
+    assert (missing.status_code, missing.json()) == (400, {"error": "actions[action] is missing"})
 
 
 def test_commits_create_list_diff_refs(forge: Forge, api: Api, app: int) -> None:

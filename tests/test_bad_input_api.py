@@ -195,6 +195,20 @@ def test_malformed_strings_in_json_get_bad_request(forge: Forge, world: dict[str
     assert (status, ctype, text) == (400, "text/plain", "Bad Request")
 
 
+def test_parameters_of_conflicting_shapes_get_bad_request(forge: Forge, world: dict[str, Any]) -> None:
+    # Rack's ParameterTypeError (and a name nested too deeply): ActionDispatch's BadRequest,
+    # which GitLab's HandleMalformedStrings answers
+    form = {**root(forge), "Content-Type": "application/x-www-form-urlencoded"}
+    commits = f"/api/v4/projects/{world['p']}/repository/commits"
+    assert raw(forge, "GET", "/api/v4/projects?search=a&search[x]=b", headers=root(forge)) == (
+        400, "text/plain", "Bad Request")
+    assert raw(forge, "POST", commits, b"branch=main&actions=x&actions[][action]=create", form) == (
+        400, "text/plain", "Bad Request")
+    deep = ("a" + "[b]" * 100 + "=1").encode()
+    assert raw(forge, "POST", commits, deep, form) == (400, "text/plain", "Bad Request")
+    assert raw(forge, "GET", "/api/v4/projects?" + deep.decode(), headers=root(forge))[0] == 400
+
+
 def test_lfs_lock_with_lone_surrogate_gets_bad_request(forge: Forge, world: dict[str, Any]) -> None:
     dev: UserHandle = world["dev"]
     status, _, text = raw(forge, "POST", "/acme/app.git/info/lfs/locks", b'{"path": "\\ud800"}',

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -115,6 +116,33 @@ def test_job_start_and_finish_talk_to_a_running_forge(
                              env=env, capture_output=True, text=True)
     assert refused.returncode != 0
     assert "403: eve may not run CI jobs in acme/website" in refused.stderr
+
+
+def test_serve_on_ipv6_loopback_builds_bracketed_urls(git_env: dict[str, str], tmp_path: Path) -> None:
+    try:
+        socket.socket(socket.AF_INET6).close()
+        socket.create_server(("::1", 0), family=socket.AF_INET6).close()
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    served = Served(tmp_path / "data", "--host", "::1", "--seed", str(ROOT / "fixtures" / "demo.yml"))
+    try:
+        assert re.fullmatch(r"http://\[::1\]:\d+", served.url), served.url
+        website = next(line for line in served.lines if "git clone http://" in line and "website" in line)
+        assert f"git clone {served.url}/acme/website.git " in website
+        clone = shell(website.replace("/tmp/forge-clones/", f"{tmp_path}/clones/"), git_env, tmp_path)
+        assert clone.returncode == 0, clone.stderr
+        app = next(line for line in served.lines if "glcbt-64_" in line and "/acme/app.git" in line)
+        assert f"@{served.url.removeprefix('http://')}/acme/app.git" in app
+        refs = subprocess.run(["git", "ls-remote", f"{served.url}/acme/website.git"], env=git_env,
+                              capture_output=True, text=True, timeout=60)
+        assert refs.returncode == 0 and "\trefs/heads/main" in refs.stdout, refs.stderr
+        assert served.lines[-1] == (f"curl -s -H 'PRIVATE-TOKEN: {served.root_token}' "
+                                    f"{served.url}/-/forge/events")
+        refused = requests.get(f"{served.url}/acme/app.git/info/refs?service=git-upload-pack",
+                               auth=("bob", "wrong"), timeout=30)
+        assert (refused.status_code, refused.text) == (401, DENIED_401.format(url=served.url))
+    finally:
+        served.stop()
 
 
 def test_serve_keeps_state_across_restarts(tmp_path: Path) -> None:

@@ -67,3 +67,18 @@ def test_layers_shared_state_sits_below_the_protocol_modules() -> None:
     assert "forge.app" not in graph["forge.state"]
     for protocol in ("forge.gitserve", "forge.lfs", "forge.registry", "forge.control", "forge.seed"):
         assert "forge.app" not in graph[protocol], protocol
+
+
+def test_layers_only_permissions_orders_roles() -> None:
+    roles = {"NO_ACCESS", "MINIMAL", "GUEST", "REPORTER", "DEVELOPER", "MAINTAINER", "OWNER"}
+    ordering = (ast.Lt, ast.LtE, ast.Gt, ast.GtE)
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        if path.name == "permissions.py" and path.parent == PACKAGE:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare) and any(isinstance(op, ordering) for op in node.ops) and any(
+                    isinstance(side, ast.Attribute) and side.attr in roles
+                    for side in (node.left, *node.comparators)):
+                found.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
+    assert found == []

@@ -514,3 +514,23 @@ def test_projects_go_into_ones_own_namespace_or_any_as_admin() -> None:
     admin = perm.Principal(Kind.PAT, user=ADMIN, scopes=frozenset({"api"}))
     assert perm.authorize_instance(admin, "create_user_project", NOW, BASE, ADMIN.id + 1).allowed
     assert perm.authorize_instance(perm.ANONYMOUS, "create_user_project", NOW, BASE, me.id).status == 401
+
+
+@pytest.mark.parametrize("role,level,membership,owned,kept", [
+    (perm.NO_ACCESS, None, False, False, True),
+    (perm.NO_ACCESS, None, True, False, False),
+    (G, None, True, False, True),
+    (D, M, False, False, False),
+    (M, M, False, False, True),
+    (M, None, False, True, False),  # a group list's owned alone means owner
+    (perm.OWNER, None, False, True, True),
+    (R, R, False, True, True),  # owned with a level: the level decides
+    (G, R, True, False, False),
+])
+def test_listed_by_role_applies_membership_min_access_level_and_owned(
+        role: int, level: int | None, membership: bool, owned: bool, kept: bool) -> None:
+    assert perm.listed_by_role(role, level, membership=membership, owned=owned) is kept
+
+
+def test_owns_namespace_needs_the_owner_role() -> None:
+    assert [perm.owns_namespace(r) for r in (G, M, perm.OWNER)] == [False, False, True]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NoReturn, TypeVar
 from urllib.parse import quote, unquote, urlencode
 
@@ -65,13 +65,14 @@ def iso(value: datetime | None) -> str | None:
 def principal(job_token_endpoint: bool = False, basic: bool = False) -> perm.Principal:
     """The request's principal, as GitLab's API reads credentials (see `auth.api_principal`).
 
-    With a `Sudo` header (or `sudo` parameter) an admin's PAT with the `sudo` scope acts
-    as the user it names (id or username).
+    With a `sudo` parameter (or `Sudo` header) an admin's PAT with the `sudo` scope acts
+    as the user it names (id or username); any other caller, one without credentials
+    included, is refused as lib/api/helpers.rb's `sudo!` refuses it.
     """
     who = auth.api_principal(request.headers, request.args,
                              job_token_endpoint=job_token_endpoint, basic=basic)
-    target = request.headers.get("Sudo") or request.args.get("sudo")
-    if not target:
+    target = _sudo_identifier()
+    if target is None:
         return who
     name = f"forge_sudo_{job_token_endpoint}_{basic}"  # checked and logged once per request
     if name not in g:
@@ -82,6 +83,16 @@ def principal(job_token_endpoint: bool = False, basic: bool = False) -> perm.Pri
         setattr(g, name, auth.acting_as(who, user))
     acting: perm.Principal = getattr(g, name)
     return acting
+
+
+def _sudo_identifier() -> str | None:
+    """lib/api/helpers.rb's `params[:sudo] || env['HTTP_SUDO']`: the parameter (query, form or
+    JSON body) before the header, and an empty one counts (Ruby's "" is true)."""
+    values = inputs.query_params(request) if request.endpoint in UPLOADS else params()
+    value = values.get("sudo")
+    if value is None or value is False:
+        value = request.headers.get("Sudo")
+    return None if value is None else str(value)
 
 
 def record(who: perm.Principal, action: str, decision: perm.Decision,
@@ -170,11 +181,12 @@ def find_group(ref: str) -> Group:
 def params() -> dict[str, Any]:
     """The request's parameters: query string, form or JSON body, merged like Grape does.
 
-    The body was screened (`inputs.screen`) before the view ran, so it parses.
+    Query and form parameters nest as Rack nests them (`actions[][file_path]=...`). The
+    request was screened (`inputs.screen`) before the view ran, so they parse.
     """
-    values: dict[str, Any] = dict(request.args)
+    values: dict[str, Any] = dict(inputs.query_params(request))
     if request.form:
-        values.update(request.form)
+        values.update(inputs.form_params(request))
     body = inputs.json_body(request)
     if isinstance(body, dict):
         values.update(body)
@@ -213,6 +225,19 @@ def text(values: dict[str, Any], name: str, required: bool = False) -> str | Non
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def moment(values: dict[str, Any], name: str) -> datetime | None:
+    """Read a DateTime parameter (ISO 8601, `2019-03-15T08:00:00Z`, a date alone is its
+    midnight) as a naive UTC time; anything else is Grape's 400 `<name> is invalid`."""
+    raw = text(values, name)
+    if not raw:
+        return None
+    try:
+        when = datetime.fromisoformat(raw)
+    except ValueError:
+        invalid(name)
+    return when.astimezone(UTC).replace(tzinfo=None) if when.tzinfo else when
 
 
 def choice(values: dict[str, Any], name: str, options: Iterable[Any]) -> str | None:

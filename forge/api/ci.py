@@ -16,12 +16,14 @@ from forge.api import (
     ApiError,
     bp,
     check,
+    choice,
     created,
     current_user,
     fail,
     invalid,
     iso,
     missing,
+    moment,
     now,
     paginate,
     params,
@@ -183,13 +185,16 @@ def release_json(project: Project, release: Release, who: perm.Principal | None 
     Without download rights (a guest of a private project) the name is `Release-<id>` and the
     tag, commit, paths and sources are left out.
     """
+    released = release.released_at or release.created_at
+    # Release#upcoming_release?: released_at.to_i > Time.zone.now.to_i
+    upcoming = released.replace(microsecond=0) > now().replace(microsecond=0)
     if who is not None and not perm.authorize_api(
             who, "read_release_code", domain.project_facts(project, current_user(who)), now(),
             state().config.base_url).allowed:
         links = [link_json(project, release, link) for link in sorted_links(release)]
         return {"name": f"Release-{release.id}", "description": release.description,
                 "description_html": release.description, "created_at": iso(release.created_at),
-                "released_at": iso(release.created_at), "upcoming_release": False,
+                "released_at": iso(released), "upcoming_release": upcoming,
                 "author": user_json(release.author) if release.author else None,
                 "milestones": [], "assets": {"count": len(links), "links": links},
                 "_links": {"self": web_url(f"{project.full_path}/-/releases/{release.tag_name}")}}
@@ -202,8 +207,8 @@ def release_json(project: Project, release: Release, who: perm.Principal | None 
     links = [link_json(project, release, link) for link in sorted_links(release)]
     return {
         "tag_name": release.tag_name, "name": release.name, "description": release.description,
-        "created_at": iso(release.created_at), "released_at": iso(release.created_at),
-        "upcoming_release": False, "author": user_json(release.author) if release.author else None,
+        "created_at": iso(release.created_at), "released_at": iso(released),
+        "upcoming_release": upcoming, "author": user_json(release.author) if release.author else None,
         "commit": commit_data, "commit_path": f"/{project.full_path}/-/commit/{release.sha}",
         "tag_path": f"/{project.full_path}/-/tags/{release.tag_name}",
         "description_html": release.description, "milestones": [], "evidences": [],
@@ -227,16 +232,22 @@ def sorted_links(release: Release) -> list[dict[str, Any]]:
     return sorted(release.links or [], key=lambda link: -int(link["id"]))
 
 
-def _releases(project: Project) -> list[Release]:
-    return list(db.session.scalars(select(Release).where(Release.project_id == project.id)
-                                   .order_by(Release.created_at.desc(), Release.id.desc())))
+def _releases(project: Project, order_by: str = "released_at", sort: str = "desc") -> list[Release]:
+    """A project's releases in ReleasesFinder's order (`released_at` or `created_at`, then id)."""
+    found = db.session.scalars(select(Release).where(Release.project_id == project.id))
+    if order_by == "released_at":
+        return sorted(found, key=lambda r: (r.released_at or r.created_at, r.id), reverse=sort == "desc")
+    return sorted(found, key=lambda r: (r.created_at, r.id), reverse=sort == "desc")
 
 
 @bp.get("/projects/<project_id>/releases")
 def list_releases(project_id: str) -> Response:
-    """Releases, newest first."""
+    """Releases, by `order_by` (`released_at`, `created_at`) and `sort` (default: newest released first)."""
     project, who = project_ability(project_id, "read_release", job_token_endpoint=True)
-    return paginate(_releases(project), lambda release: release_json(project, release, who))
+    values = params()
+    order_by = choice(values, "order_by", ("released_at", "created_at")) or "released_at"
+    sort = choice(values, "sort", ("asc", "desc")) or "desc"
+    return paginate(_releases(project, order_by, sort), lambda release: release_json(project, release, who))
 
 
 @bp.get("/projects/<project_id>/releases/<path:tag_name>")
@@ -258,6 +269,7 @@ def create_release(project_id: str) -> tuple[Response, int]:
         missing("tag_name")
     tag = str(values["tag_name"])
     links = _asset_links(values)
+    released_at = moment(values, "released_at")  # Release#set_released_at: created_at when not given
     if any(r.tag_name == tag for r in _releases(project)):
         fail(409, "Release already exists")
     with repository(project) as repo:
@@ -271,10 +283,11 @@ def create_release(project_id: str) -> tuple[Response, int]:
     errors = [error for i, link in enumerate(links) for error in _link_errors(link, links[:i])]
     if errors:  # Releases::CreateService: release.save! raised; the tag it made stays
         fail(400, "Validation failed: " + ", ".join(f"Links {e[0].lower()}{e[1:]}" for e in errors))
+    created_at = now()
     release = Release(project_id=project.id, tag_name=tag, name=str(values.get("name") or tag),
                       description=str(values.get("description") or ""), sha=sha,
-                      author_id=who.user.id if who.user else None, created_at=now(),
-                      links=links or None)
+                      author_id=who.user.id if who.user else None, created_at=created_at,
+                      released_at=released_at or created_at, links=links or None)
     db.session.add(release)
     db.session.commit()
     return created(release_json(project, release))
@@ -310,12 +323,15 @@ def _release(project: Project, tag_name: str) -> Release:
 
 @bp.put("/projects/<project_id>/releases/<path:tag_name>")
 def update_release(project_id: str, tag_name: str) -> Response:
-    """Change a release's name or description (developer)."""
+    """Change a release's name, description or `released_at` (developer)."""
     project, _ = project_ability(project_id, "create_release", job_token_endpoint=True)
     release, values = _release(project, tag_name), params()
+    released_at = moment(values, "released_at")
     for key in ("name", "description"):
         if values.get(key) is not None:
             setattr(release, key, text(values, key) or "")
+    if released_at is not None:
+        release.released_at = released_at
     db.session.commit()
     return jsonify(release_json(project, release))
 

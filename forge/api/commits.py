@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import tarfile
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 from urllib.parse import unquote
 
@@ -30,6 +30,7 @@ from forge.api import (
     integer,
     invalid,
     missing,
+    moment,
     now,
     paginate,
     params,
@@ -39,10 +40,9 @@ from forge.api import (
     web_url,
 )
 from forge.api.repository import (
-    _authorize_ref,
-    _branches,
-    _tags,
     author_of,
+    authorize_ref,
+    branch_shas,
     commit_actions,
     commit_detail,
     commit_json,
@@ -51,6 +51,7 @@ from forge.api.repository import (
     file_path_parts,
     repository,
     resolve,
+    tag_shas,
     writing,
 )
 from forge.models import Project
@@ -61,14 +62,8 @@ REPO = "/projects/<project_id>/repository"
 
 def _date(values: dict[str, Any], name: str) -> int | None:
     """An ISO 8601 time parameter as epoch seconds (naive times are UTC)."""
-    raw = text(values, name)
-    if not raw:
-        return None
-    try:
-        when = datetime.fromisoformat(raw)
-    except ValueError:
-        invalid(name)
-    return int((when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp())
+    when = moment(values, name)
+    return None if when is None else int(when.replace(tzinfo=UTC).timestamp())
 
 
 def _commit_or_404(repo: Repo, ref: str) -> Commit:
@@ -91,7 +86,7 @@ def list_commits(project_id: str) -> Response:
     choice(values, "order", ("default", "topo"))
     with repository(project) as repo:
         if every:
-            heads = list({*_branches(repo).values(), *_tags(repo).values()})
+            heads = list({*branch_shas(repo).values(), *tag_shas(repo).values()})
         else:
             commit = resolve(repo, ref or project.default_branch)
             if commit is None:
@@ -194,7 +189,7 @@ def commit_refs(project_id: str, sha: str) -> Response:
     found = []
     with repository(project) as repo:
         commit = _commit_or_404(repo, sha)
-        for label, refs in (("branch", _branches(repo)), ("tag", _tags(repo))):
+        for label, refs in (("branch", branch_shas(repo)), ("tag", tag_shas(repo))):
             if kind not in (label, "all"):
                 continue
             for name, head in sorted(refs.items()):
@@ -407,7 +402,7 @@ def pick_commit(project_id: str, sha: str, operation: str) -> tuple[Response, in
     _may_push_to_branch(project, who, branch)
     with writing(project) as repo:
         commit = _commit_or_404(repo, sha)
-        head = resolve(repo, branch) if branch in _branches(repo) else None
+        head = resolve(repo, branch) if branch in branch_shas(repo) else None
         if head is None:
             fail(404, "404 Branch Not Found")
         try:
@@ -429,7 +424,7 @@ def pick_commit(project_id: str, sha: str, operation: str) -> tuple[Response, in
         new = ops.new_commit(repo, tree_id, [head.id], author, message, now(),
                              committer=author_of(who, {}))
         ref = f"refs/heads/{branch}"
-        _authorize_ref(project, who, ref, head.id.decode(), new.id.decode())
+        authorize_ref(project, who, ref, head.id.decode(), new.id.decode())
         if not compare_and_swap(repo, ref.encode(), head.id, new.id):
             fail(409, "409 Conflict - the reference changed meanwhile")
     return created(commit_json(project, new))

@@ -102,7 +102,7 @@ def list_namespaces() -> Response:
         items = [i for i in items if search.lower() in namespace_json(i)["full_path"].lower()]
     if owned_only:  # one's own namespace and the groups one owns
         items = [i for i in items if (i is user if isinstance(i, User)
-                                      else domain.group_role(i, user) >= perm.OWNER)]
+                                      else perm.owns_namespace(domain.group_role(i, user)))]
     if top_level_only:
         items = [i for i in items if isinstance(i, User) or i.parent_id is None]
     return paginate(items, namespace_json)

@@ -32,13 +32,11 @@ GROUP_ORDERS: dict[str, Callable[[Group], Any]] = {
     "id": lambda g: g.id, "similarity": lambda g: g.id,
 }
 GROUP_FLAGS = ("statistics", "with_custom_attributes", "all_available")
-# Gitlab::Access.all_values: guest, planner (15), reporter, developer, maintainer, owner
-ACCESS_LEVELS = (perm.GUEST, 15, perm.REPORTER, perm.DEVELOPER, perm.MAINTAINER, perm.OWNER)
 
 
 def _min_access_level(values: dict[str, Any]) -> int | None:
     level = integer(values, "min_access_level", required=False)
-    if level is not None and level not in ACCESS_LEVELS:
+    if level is not None and level not in perm.ACCESS_LEVELS:
         not_a_value("min_access_level")
     return level
 
@@ -66,12 +64,12 @@ def projects(found: list[Project], values: dict[str, Any], user: User | None) ->
     def role(project: Project) -> int:
         return domain.project_facts(project, user).role if user is not None else perm.NO_ACCESS
 
+    by_role = membership or level is not None  # a role costs a query: only when filtered by one
     kept = [p for p in found
             if (not search or search.lower() in f"{p.full_path} {p.name}".lower())
             and (visibility is None or p.visibility == visibility)
-            and (not membership or role(p) >= perm.GUEST)
             and (not owned or (user is not None and p.owner_id == user.id))
-            and (level is None or role(p) >= level)]
+            and (not by_role or perm.listed_by_role(role(p), level, membership=membership))]
     return _sorted(kept, values, PROJECT_ORDERS, "created_at", "desc")
 
 
@@ -82,10 +80,9 @@ def groups(found: list[Group], values: dict[str, Any], user: User | None) -> lis
     owned, top_level = flag(values, "owned"), flag(values, "top_level_only")
     search = text(values, "search")
     level = _min_access_level(values)
-    if owned and level is None:
-        level = perm.OWNER
+    by_role = owned or level is not None
     kept = [g for g in found
             if (not search or search.lower() in f"{g.full_path} {g.name}".lower())
             and (not top_level or g.parent_id is None)
-            and (level is None or (user is not None and domain.group_role(g, user) >= level))]
+            and (not by_role or perm.listed_by_role(domain.group_role(g, user), level, owned=owned))]
     return _sorted(kept, values, GROUP_ORDERS, "name", "asc")

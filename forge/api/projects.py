@@ -38,7 +38,7 @@ from forge.api import (
     web_url,
 )
 from forge.api.ci import package_json, packages_of
-from forge.api.repository import _branches, writing
+from forge.api.repository import branch_shas, writing
 from forge.api.users import user_json
 from forge.models import Group, Membership, Project, ProtectedBranch, User, db
 
@@ -348,7 +348,7 @@ def _change_head(project: Project, branch: str) -> None:
     An empty repository has no branches yet: its first commit creates the new default.
     """
     with writing(project) as repo:
-        heads = _branches(repo)
+        heads = branch_shas(repo)
         if heads and branch not in heads:
             refusal = f"Could not change HEAD: branch '{branch}' does not exist"
             raise ApiError(400, {"message": {"base": [refusal]}})

@@ -177,11 +177,13 @@ def _refs(repo: Repo, prefix: str) -> dict[str, bytes]:
             for name, sha in repo.refs.as_dict().items() if name.startswith(prefix.encode())}
 
 
-def _branches(repo: Repo) -> dict[str, bytes]:
+def branch_shas(repo: Repo) -> dict[str, bytes]:
+    """Branch names with the shas they point at."""
     return _refs(repo, "refs/heads/")
 
 
-def _tags(repo: Repo) -> dict[str, bytes]:
+def tag_shas(repo: Repo) -> dict[str, bytes]:
+    """Tag names with the shas of their tag objects (or commits, for lightweight tags)."""
     return _refs(repo, "refs/tags/")
 
 
@@ -210,7 +212,7 @@ def branch_json(project: Project, repo: Repo, name: str, who: perm.Principal) ->
 
 def tag_json(project: Project, repo: Repo, name: str, who: perm.Principal | None = None) -> dict[str, Any]:
     """A tag as GitLab renders one."""
-    sha = _tags(repo)[name]
+    sha = tag_shas(repo)[name]
     obj = repo[sha]
     message = obj.message.decode(errors="replace") if isinstance(obj, Tag) else ""
     commit = resolve(repo, name)
@@ -224,8 +226,9 @@ def tag_json(project: Project, repo: Repo, name: str, who: perm.Principal | None
             "created_at": _when(obj.tag_time) if isinstance(obj, Tag) else None}
 
 
-def _authorize_ref(project: Project, who: perm.Principal, ref: str, old: str, new: str) -> None:
-    """Let a ref change through the per-ref push rules, or answer 403."""
+def authorize_ref(project: Project, who: perm.Principal, ref: str, old: str, new: str) -> None:
+    """Let an API write of `ref` (old to new) through the per-ref push rules, or answer 403
+    (branch and tag calls, commits and file edits, cherry-picks and reverts share it)."""
     facts = domain.project_facts(project, current_user(who))
     decision = perm.authorize_ref_update(who, facts, ref, old, new, True)
     if not decision.allowed:
@@ -235,7 +238,7 @@ def _authorize_ref(project: Project, who: perm.Principal, ref: str, old: str, ne
 
 def _update_ref(project: Project, who: perm.Principal, ref: str, old: str, new: str) -> None:
     """Move a ref after the per-ref push rules allowed it (a compare-and-swap)."""
-    _authorize_ref(project, who, ref, old, new)
+    authorize_ref(project, who, ref, old, new)
     with writing(project) as repo:
         if not compare_and_swap(repo, ref.encode(), old.encode(), new.encode()):
             fail(409, "409 Conflict - the reference changed meanwhile")
@@ -293,7 +296,7 @@ def create_branch(project_id: str) -> tuple[Response, int]:
     branch, ref = text(values, "branch", required=True), text(values, "ref", required=True)
     assert branch is not None and ref is not None
     with repository(project) as repo:
-        empty = not _branches(repo)
+        empty = not branch_shas(repo)
     if empty:  # Branches::CreateService#create_default_branch: an empty README.md first
         commit_actions(project, who, project.default_branch, None,
                        [ops.Action("create", "README.md", b"")], "Add README.md", author_of(who, {}))
@@ -301,7 +304,7 @@ def create_branch(project_id: str) -> tuple[Response, int]:
     if not domain.valid_ref_name(branch):
         fail(400, "Branch name is invalid")
     with repository(project) as repo:
-        if branch in _branches(repo):
+        if branch in branch_shas(repo):
             fail(400, "Branch already exists")
         commit = resolve(repo, ref)
         if commit is None:
@@ -335,7 +338,7 @@ def create_tag_ref(project: Project, who: perm.Principal, tag: str, ref: str,
     if not domain.valid_ref_name(tag):
         fail(400, "Tag name invalid")
     with repository(project) as repo:
-        if tag in _tags(repo):
+        if tag in tag_shas(repo):
             fail(400, f"Tag {tag} already exists")
         commit = resolve(repo, ref)
         if commit is None:
@@ -401,7 +404,7 @@ def commit_actions(project: Project, who: perm.Principal, branch: str, start_bra
         fail(400, ON_A_BRANCH)
     start = start_branch or branch
     with writing(project) as repo:
-        heads = _branches(repo)
+        heads = branch_shas(repo)
         empty = not heads
         if start_sha is not None:
             parent = resolve(repo, start_sha)
@@ -424,7 +427,7 @@ def commit_actions(project: Project, who: perm.Principal, branch: str, start_bra
         commit = ops.new_commit(repo, tree, [parent.id] if parent else [], author, message, now())
         ref = f"refs/heads/{branch}"
         old = current_ref(repo, ref.encode()).decode()
-        _authorize_ref(project, who, ref, old, commit.id.decode())
+        authorize_ref(project, who, ref, old, commit.id.decode())
         if not compare_and_swap(repo, ref.encode(), old.encode(), commit.id):
             fail(409, "409 Conflict - the reference changed meanwhile")
     return commit
