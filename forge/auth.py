@@ -15,7 +15,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from flask import current_app
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, insert, select
+from sqlalchemy.orm import joinedload
 from werkzeug.datastructures import Headers
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -76,6 +77,13 @@ def parse_basic(header: str | None) -> Credentials | None:
     return Credentials(username, secret)
 
 
+# Built once (see domain.project_facts); the owner comes in the same statement.
+_JOB_BY_DIGEST = select(Job).options(joinedload(Job.user), joinedload(Job.project)).where(
+    Job.token_digest == bindparam("digest"))
+_PAT_BY_DIGEST = select(PersonalAccessToken).options(joinedload(PersonalAccessToken.user)).where(
+    PersonalAccessToken.token_digest == bindparam("digest"))
+
+
 def principal_for(credentials: Credentials | None) -> perm.Principal:
     """Look the credentials up (job token, PAT, then password) and describe who they are.
 
@@ -91,12 +99,11 @@ def principal_for(credentials: Credentials | None) -> perm.Principal:
         return perm.Principal(perm.Kind.INVALID, failure="missing_secret")
     token_digest = domain.digest(secret)
     if username == JOB_TOKEN_USER:
-        job = db.session.scalar(select(Job).where(Job.token_digest == token_digest))
+        job = db.session.scalar(_JOB_BY_DIGEST, {"digest": token_digest})
         if job is not None and domain.same_digest(job.token_digest, secret):
             return perm.Principal(perm.Kind.JOB, user=domain.user_facts(job.user),
                                   job=jobs.job_facts(job))
-    pat = db.session.scalar(
-        select(PersonalAccessToken).where(PersonalAccessToken.token_digest == token_digest))
+    pat = db.session.scalar(_PAT_BY_DIGEST, {"digest": token_digest})
     if pat is not None and domain.same_digest(pat.token_digest, secret):
         return perm.Principal(perm.Kind.PAT, user=domain.user_facts(pat.user),
                               scopes=frozenset(pat.scopes), expires_at=pat.expires_at,
@@ -231,19 +238,21 @@ def authorize_request(
     credentials = parse_basic(authorization)
     principal = principal_for(credentials)
     project = _lookup(project_path)
-    facts = domain.project_facts(project, user_of(principal), backend) if project else None
+    facts = domain.project_facts(project, principal.user, backend) if project else None
     decision = decide(principal, facts, project)
     record(now, method, path, principal, action, decision, project,
-           attempted_username=_loggable_username(credentials))
+           attempted_username=_loggable_username(credentials, principal))
     return Outcome(principal, project, facts, decision)
 
 
-def _loggable_username(credentials: Credentials | None) -> str | None:
+def _loggable_username(credentials: Credentials | None, principal: perm.Principal) -> str | None:
     """Return the username tried, unless it is unknown (it might be a pasted secret)."""
     if credentials is None or credentials.malformed or not credentials.username:
         return None
     name = credentials.username
-    if name == JOB_TOKEN_USER or db.session.scalar(select(User.id).where(User.username == name)):
+    if name == JOB_TOKEN_USER or (principal.user is not None and principal.user.username == name):
+        return name
+    if db.session.scalar(select(User.id).where(User.username == name)):
         return name
     return None
 

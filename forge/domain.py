@@ -744,9 +744,10 @@ _RULES = select(
 ).where(ProtectedBranch.project_id == bindparam("project")).order_by(ProtectedBranch.id)
 
 
-def project_facts(project: Project, user: User | None, backend: RepositoryBackend | None = None
-                  ) -> perm.Project:
-    """Gather what the permission rules need to know about `project` for `user`.
+def project_facts(project: Project, user: User | perm.User | None,
+                  backend: RepositoryBackend | None = None) -> perm.Project:
+    """Gather what the permission rules need to know about `project` for `user` (a row, or
+    the facts of a principal's user: only the id counts).
 
     Every git request comes here, so it reads columns, not ORM objects: two statements
     for an anonymous read, three for a user.

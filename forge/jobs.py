@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from dulwich.objects import Commit, Tag
 from dulwich.refs import Ref
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 
 from forge import GITLAB_REVISION, GITLAB_VERSION
 from forge import permissions as perm
@@ -111,12 +111,15 @@ def create_pipeline(now: datetime, backend: RepositoryBackend, project: Project,
     return pipeline
 
 
+_OUTBOUND_PROJECTS = select(ScopeLink.source_project_id).where(
+    ScopeLink.project_id == bindparam("project"), ScopeLink.direction == "outbound")
+
+
 def job_facts(job: Job) -> perm.Job:
     """Describe `job` (and its project's outbound scope) to the permission rules."""
     project = job.project
-    outbound = frozenset(source for source in db.session.scalars(select(ScopeLink.source_project_id)
-                         .where(ScopeLink.project_id == project.id, ScopeLink.direction == "outbound"))
-                         if source)
+    outbound = frozenset(source for source in db.session.scalars(
+        _OUTBOUND_PROJECTS, {"project": project.id}) if source)
     return perm.Job(
         id=job.id, project_id=project.id, project_path=project.path,
         project_group_ids=namespace_group_ids(project),
