@@ -4,7 +4,10 @@ Every push adds a pack; a repository with hundreds of packs makes each clone ope
 hundreds of files. After a push, a worker thread takes the repository alone (readers
 and writers hold its maintenance lock shared, see `forge.repos.in_use`), sweeps what
 interrupted or refused pushes left behind, and repacks once packs or loose objects pass
-a threshold: with `git repack` when git is installed, else with dulwich.
+a threshold: with `git repack` when git is installed, else with dulwich. Loose refs
+(one file each: every pushed tag, every pipeline's `refs/pipelines/<id>`) are packed
+into `packed-refs` past a threshold too, as GitLab's housekeeping runs `git pack-refs`:
+each fetch reads the refs to key the pack cache. Without git they stay loose.
 """
 
 from __future__ import annotations
@@ -32,10 +35,12 @@ REFUSED_PACKS = "forge-refused-packs"
 
 @dataclass(frozen=True)
 class Limits:
-    """When a repository is repacked: more packs, or more loose objects, than these."""
+    """When a repository is repacked: more packs, or more loose objects, than these; and
+    when its refs are packed: more loose refs than `loose_refs`."""
 
     packs: int = 10
     loose_objects: int = 1000
+    loose_refs: int = 100
 
 
 def pack_count(repo_dir: Path) -> int:
@@ -48,6 +53,19 @@ def loose_count(repo_dir: Path) -> int:
     objects = repo_dir / "objects"
     return sum(len(os.listdir(d)) for d in objects.iterdir()
                if len(d.name) == 2 and d.is_dir())
+
+
+def loose_ref_count(repo_dir: Path) -> int:
+    """How many refs the repository keeps as files of their own."""
+    return sum(1 for _, _, files in os.walk(repo_dir / "refs")
+               for name in files if not name.endswith(".lock"))
+
+
+def pack_refs(repo_dir: Path, git: str) -> None:
+    """Move every loose ref into `packed-refs` with git, which records each annotated
+    tag's peeled target there (under maintenance)."""
+    subprocess.run([git, "pack-refs", "--all", "--prune"], cwd=repo_dir, check=True,
+                   capture_output=True, env={**os.environ, "GIT_DIR": str(repo_dir)})
 
 
 def record_refused_packs(repo_dir: Path, names: Iterable[str]) -> None:
@@ -205,7 +223,8 @@ class Housekeeper:
             return self._idle.wait_for(lambda: self._busy == 0, timeout)
 
     def maintain(self, key: int) -> dict[str, object]:
-        """Sweep, drop refused packs and repack repository `key` if it needs it, now."""
+        """Sweep, drop refused packs, repack and pack the refs of repository `key` if it
+        needs it, now."""
         repo_dir = self.backend.path_for(key)
         if not repo_dir.is_dir():
             return {}
@@ -218,6 +237,12 @@ class Housekeeper:
             if packs > self.limits.packs or loose > self.limits.loose_objects:
                 repack(repo_dir, self.git)
                 report["repacked"] = (packs, loose)
+            # Without git the refs stay loose: dulwich's packed-refs lacks the peeled
+            # targets of tags packed after it was first read.
+            refs = loose_ref_count(repo_dir) if self.git else 0
+            if self.git and refs > self.limits.loose_refs:
+                pack_refs(repo_dir, self.git)
+                report["packed_refs"] = refs
             return report
 
     def _run(self) -> None:

@@ -162,6 +162,41 @@ def test_many_pushes_are_repacked_and_clones_close_their_packs(
     assert _open_files_under(repo) == []
 
 
+def test_many_refs_are_packed_and_stay_what_git_says(
+        forge: Forge, dev: UserHandle, git, commit, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(forge.state.housekeeper, "limits", Limits(loose_refs=20))
+    work = tmp_path / "work"
+    url = forge.clone_url("acme/app", user=dev)
+    git("clone", "-q", url, work)
+    git("checkout", "-q", "-b", "feature", cwd=work)
+    for i in range(30):
+        commit(work, {"n.txt": str(i)})
+        git("tag", f"light-{i}", cwd=work)
+        git("tag", "-a", "-m", f"release {i}", f"v1.{i}", cwd=work)
+    git("push", "-q", "origin", "feature", "--tags", cwd=work)
+    assert forge.state.housekeeper.wait_idle(60)
+    repo = repo_dir(forge)
+    assert housekeeping.loose_ref_count(repo) == 0
+    # What forge advertises is what git reads from the repository itself, peeled tags too.
+    served = git("ls-remote", url).stdout
+    assert served == git("ls-remote", repo).stdout
+    assert f"refs/tags/v1.29^{{}}" in served
+    # Packed refs still move and go.
+    commit(work, {"n.txt": "after"})
+    git("push", "-q", "origin", "feature", ":refs/tags/v1.3", ":refs/tags/light-4", cwd=work)
+    served = git("ls-remote", url).stdout
+    assert "refs/tags/v1.3\n" not in served and "refs/tags/v1.3^{}" not in served
+    assert "refs/tags/light-4\n" not in served
+    assert served == git("ls-remote", repo).stdout
+    assert git("ls-remote", url, "refs/heads/feature").stdout.split()[0] == git(
+        "rev-parse", "HEAD", cwd=work).stdout.strip()
+    clone = tmp_path / "clone"
+    git("clone", "-q", "--branch", "v1.29", url, clone)
+    assert (clone / "n.txt").read_text() == "29"
+    assert git("fsck", "--strict", cwd=repo).returncode == 0
+
+
 def test_refused_push_leaves_no_pack_behind(forge: Forge, dev: UserHandle, git, commit,
                                             tmp_path: Path) -> None:
     work = tmp_path / "work"
