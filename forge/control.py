@@ -173,6 +173,8 @@ def start_job() -> tuple[Response, int]:
         pipeline=_pipeline(pipeline) if pipeline is not None else None, spec=spec,
         seal=state.seal)
     db.session.commit()
+    if pipeline is None:  # a new refs/pipelines/<id>: its refs may want packing
+        state.housekeeper.after_push(project.id)
     return jsonify(job_json(job, token)), 201
 
 

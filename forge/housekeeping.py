@@ -208,7 +208,7 @@ class Housekeeper:
             self._thread = None
 
     def after_push(self, key: int) -> None:
-        """Queue a look at repository `key` (a push just changed it)."""
+        """Queue a look at repository `key` (a push, or a new pipeline's ref, changed it)."""
         with self._lock:
             if self._stopped or key in self._pending:
                 return

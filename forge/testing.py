@@ -310,6 +310,8 @@ class Forge:
                 status=status, pipeline=joined, spec=spec, seal=self.state.seal)
             variables = jobs.job_variables(job, token, self.url, self.state.config.registry_url,
                                            self.state.backend)
+            if joined is None:  # a new refs/pipelines/<id>: its refs may want packing
+                self.state.housekeeper.after_push(job.project_id)
             return JobHandle(job.id, token, job.project.full_path, job.user.username, variables,
                              job.pipeline_id)
 

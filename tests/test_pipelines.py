@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from forge import domain
+from forge.housekeeping import Limits, loose_ref_count
 from forge.testing import Forge, UserHandle
 
 
@@ -54,6 +56,21 @@ def test_pipeline_runner_source_fetch_of_a_branch_that_moved(forge: Forge, bob: 
     git("push", "-q", "origin", "topic", cwd=work)  # the branch moves past the pipeline
     assert runner_source_fetch(git, tmp_path / "build", job.variables) == first
     assert not (tmp_path / "build" / "b.txt").exists()
+
+
+def test_pipeline_refs_are_packed_and_still_fetched(forge: Forge, bob: UserHandle, git,
+                                                    tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(forge.state.housekeeper, "limits", Limits(loose_refs=10))
+    started = [forge.start_job("acme/app", "bob") for _ in range(15)]
+    assert forge.state.housekeeper.wait_idle(60)
+    with forge.app.app_context():
+        repo = forge.state.backend.path_for(domain.get_project("acme/app").id)
+    assert loose_ref_count(repo) <= 10  # packed each time they passed 10
+    packed = (repo / "packed-refs").read_text()
+    assert f"refs/pipelines/{started[4].pipeline}\n" in packed
+    v = started[4].variables
+    assert runner_source_fetch(git, tmp_path / "build", v) == v["CI_COMMIT_SHA"]
 
 
 def test_pipeline_jobs_share_a_pipeline_and_iids_count_per_project(forge: Forge,
