@@ -333,6 +333,16 @@ def startup_times(tmp: Path, runs: int) -> tuple[float, float, float, float]:
     return in_process, process, answered, reset
 
 
+def make_sources(repos: Path, quick: bool) -> list[tuple[str, Path]]:
+    """Generate the benchmark's repositories: the small one, and unless `quick` the large."""
+    generate_repo(repos / "small.git", 10, 20)
+    sources = [("10 commits", repos / "small.git")]
+    if not quick:
+        generate_repo(repos / "large.git", 3000, 500)
+        sources.append(("3,000 commits", repos / "large.git"))
+    return sources
+
+
 def main() -> None:
     """Run every benchmark and print one table."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -345,13 +355,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="forge-bench-") as tmp_name:
         tmp = Path(tmp_name)
         if args.fleet:
-            repos = tmp / "sources"
-            generate_repo(repos / "small.git", 10, 20)
-            sources = [("10 commits", repos / "small.git")]
-            if not args.quick:
-                generate_repo(repos / "large.git", 3000, 500)
-                sources.append(("3,000 commits", repos / "large.git"))
-            bench_workers(sources, tmp, runs)
+            bench_workers(make_sources(tmp / "sources", args.quick), tmp, runs)
             return
         in_process, process, answered, reset = startup_times(tmp, runs)
         print(f"git {git('--version').decode().split()[-1]}, Python {sys.version.split()[0]}, "
@@ -361,12 +365,7 @@ def main() -> None:
         print(f"forge start-up, `forge serve` to its first answer (GET /-/health): {answered:.3f}")
         print(f"fixture reset (10 users, 10 projects, 1 job): {reset:.4f}")
         print()
-        repos = tmp / "sources"
-        generate_repo(repos / "small.git", 10, 20)
-        sources = [("10 commits", repos / "small.git")]
-        if not args.quick:
-            generate_repo(repos / "large.git", 3000, 500)
-            sources.append(("3,000 commits", repos / "large.git"))
+        sources = make_sources(tmp / "sources", args.quick)
         backend = HttpBackend(tmp / "backend", push_auth=True)
         backend.root.mkdir()
         servers: dict[str, Any] = {
