@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -23,6 +24,12 @@ from forge.state import ForgeState, state_of, utcnow
 __all__ = ["ForgeState", "create_app", "state_of", "utcnow"]
 
 log = logging.getLogger(__name__)
+
+
+# werkzeug compiles every route with compile(); CPython 3.11 counts the AST converter's
+# depth in state all threads share, so forges built in several threads at once could fail
+# with "SystemError: AST constructor recursion depth mismatch". One at a time, then.
+_ROUTES = threading.Lock()
 
 
 def create_app(config: ForgeConfig | None = None, clock: Callable[[], datetime] | None = None,
@@ -75,16 +82,17 @@ def create_app(config: ForgeConfig | None = None, clock: Callable[[], datetime] 
 
     got_request_exception.connect(on_exception, app, weak=False)
 
-    @app.get("/-/health")
     def health() -> Any:
         return jsonify(status="ok")
 
     from forge import api, control, registry
     from forge import lfs as lfs_api
-    control.init_app(app)
-    registry.init_app(app)
-    lfs_api.init_app(app)
-    api.init_app(app)
+    with _ROUTES:
+        app.get("/-/health")(health)
+        control.init_app(app)
+        registry.init_app(app)
+        lfs_api.init_app(app)
+        api.init_app(app)
 
     from forge.gitserve import GitApplication
     app.wsgi_app = GitApplication(state, app, app.wsgi_app)  # type: ignore[method-assign]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -114,7 +115,7 @@ def test_database_eight_forges_starting_at_once_create_it_once(new_database: Dat
         thread.join(120)
     for server in servers:
         server.stop()
-    assert failures == []
+    assert failures == [], "".join(traceback.format_exception(failures[0]))
     engine = create_engine(ForgeConfig(database_url=url).sqlalchemy_url)
     try:
         with engine.connect() as connection:
