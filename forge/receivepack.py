@@ -8,12 +8,14 @@ at missing objects is refused; push options are read and kept.
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from dulwich.graph import can_fast_forward
 from dulwich.objects import Commit, ObjectID, Tag, Tree
 from dulwich.pack import Pack
 from dulwich.protocol import (
@@ -140,13 +142,39 @@ class ForgeReceivePackHandler(ReceivePackHandler):
                     self.proto.write_sideband(SIDE_BAND_CHANNEL_PROGRESS,
                                               f"GitLab: {decision.message}\n".encode())
                 return b"pre-receive hook declined"
+        if ref_name.startswith(b"refs/heads/") and new_sha != zero and not isinstance(
+                self.repo.object_store[ObjectID(new_sha)], Commit):
+            return b"failed to update ref"  # git's ref store: a branch names a commit
         return None
 
     def _is_ancestor(self, old_sha: bytes, new_sha: bytes) -> bool:
-        try:
-            return bool(can_fast_forward(self.repo, old_sha, new_sha))  # type: ignore[arg-type]
-        except KeyError:
+        """Whether the update is a fast-forward: `old_sha` (peeled to a commit) is an
+        ancestor of `new_sha`, however their commit dates run, as `git merge-base
+        --is-ancestor` (GitLab's `ancestor?`) answers."""
+        store = self.repo.object_store
+        old, new = _peeled_commit(store, old_sha), _peeled_commit(store, new_sha)
+        if old is None or new is None:
             return False
+        if old == new:
+            return True
+        git = find_git()
+        if git is not None and self.repo_dir is not None:
+            answer = subprocess.run(
+                [git, "merge-base", "--is-ancestor", old.decode(), new.decode()],
+                cwd=self.repo_dir, capture_output=True,
+                env={**os.environ, "GIT_DIR": str(self.repo_dir)})
+            if answer.returncode in (0, 1):
+                return answer.returncode == 0
+        seen, todo = {new}, [new]  # without git: every ancestor, no date cut-off
+        while todo:
+            commit = store[ObjectID(todo.pop())]
+            for parent in commit.parents:  # type: ignore[attr-defined]
+                if parent == old:
+                    return True
+                if parent not in seen and parent in store:
+                    seen.add(parent)
+                    todo.append(parent)
+        return False
 
     def _objects_connected(self, new_sha: bytes) -> bool:
         """Check that `new_sha` exists and every object the push added has its references."""
@@ -169,6 +197,23 @@ class ForgeReceivePackHandler(ReceivePackHandler):
                        for sha in pack)
         finally:
             pack.close()
+
+
+def find_git() -> str | None:
+    """The git binary that answers ancestry questions; None: dulwich walks the history."""
+    return shutil.which("git")
+
+
+def _peeled_commit(store: Any, sha: bytes) -> bytes | None:
+    """The commit `sha` names, through any annotated tags; None for anything else."""
+    for _ in range(100):
+        obj = store[ObjectID(sha)] if ObjectID(sha) in store else None
+        if isinstance(obj, Commit):
+            return sha
+        if not isinstance(obj, Tag):
+            return None
+        sha = obj.object[1]
+    return None
 
 
 class _HidingRefs:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from forge import receivepack
 from forge.testing import Forge, UserHandle
 
 # GitLab's per-ref refusal (spec section 1), as git prints it
@@ -92,6 +93,48 @@ def test_push_force_and_delete_of_protected_branch_refused(
     reasons = [e["reason"] for e in forge.events(action="push_ref", allowed=False)]
     assert reasons == ["protected_branch_force_push", "protected_branch_delete",
                        "default_branch_delete"]
+
+
+@pytest.mark.parametrize("ancestry", ["git", "dulwich"])
+def test_push_fast_forward_of_older_commits_to_a_protected_branch_is_no_force_push(
+        forge: Forge, users: dict[str, UserHandle], git, git_env: dict[str, str],
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ancestry: str) -> None:
+    if ancestry == "dulwich":
+        monkeypatch.setattr(receivepack, "find_git", lambda: None)
+    work = clone(forge, git, tmp_path, users["maintainer"])
+    for n in range(2):  # committed (rebased, cherry-picked) before the tip they follow
+        (work / "x").write_text(str(n))
+        git("add", "x", cwd=work)
+        subprocess.run(["git", "commit", "-qm", f"old {n}"], cwd=work, check=True,
+                       env={**git_env, "GIT_COMMITTER_DATE": "2001-01-01T00:00:00Z",
+                            "GIT_AUTHOR_DATE": "2001-01-01T00:00:00Z"})
+    result = git("push", "origin", "main", cwd=work, check=False)
+    assert result.returncode == 0, result.stderr
+    sha = git("rev-parse", "HEAD", cwd=work).stdout.strip()
+    assert git("ls-remote", "origin", "main", cwd=work).stdout.startswith(sha)
+    assert forge.last_event(action="push_ref")["reason"] == "protected_branch_allowed"
+
+
+def test_push_annotated_tags_move_and_never_land_on_a_branch(
+        forge: Forge, users: dict[str, UserHandle], git, commit, tmp_path: Path) -> None:
+    work = clone(forge, git, tmp_path, users["developer"])
+    commit(work, {"a": "1"})
+    git("tag", "-a", "-m", "first", "t1", "HEAD~1", cwd=work)
+    git("tag", "light", "HEAD~1", cwd=work)
+    git("push", "-q", "origin", "t1", "light", cwd=work)
+    git("tag", "-f", "-a", "-m", "second", "t1", "HEAD", cwd=work)
+    git("tag", "-f", "-a", "-m", "now annotated", "light", "HEAD", cwd=work)
+    result = git("push", "-f", "origin", "t1", "light", cwd=work, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "(forced update)" in result.stderr
+    remote = git("ls-remote", "origin", "refs/tags/*", cwd=work).stdout
+    for tag in ("t1", "light"):
+        assert f"{git('rev-parse', tag, cwd=work).stdout.strip()}\trefs/tags/{tag}\n" in remote
+    # git's ref store refuses a tag object as a branch tip.
+    result = git("push", "origin", "t1:refs/heads/from-tag", cwd=work, check=False)
+    assert "! [remote rejected] t1 -> from-tag (failed to update ref)" in result.stderr
+    assert git("ls-remote", "origin", "from-tag", cwd=work).stdout == ""
+    git("push", "-q", "origin", "t1^{}:refs/heads/from-tag", cwd=work)  # its commit is fine
 
 
 def test_push_force_to_unprotected_branch_by_developer(
