@@ -110,9 +110,7 @@ def principal_for(credentials: Credentials | None) -> perm.Principal:
                               revoked=pat.revoked)
     if username == JOB_TOKEN_USER:
         return perm.Principal(perm.Kind.INVALID, failure="unknown_job_token")
-    user = db.session.scalar(select(User).where(User.username == username))
-    if user is None and "@" in username:
-        user = db.session.scalar(select(User).where(User.email == username))
+    user = domain.user_by_login(username)
     if not password_matches(user, secret):
         failure = "unknown_user" if user is None else "invalid_password"
         return perm.Principal(perm.Kind.INVALID, failure=failure)
@@ -158,8 +156,7 @@ def find_user(ref: str) -> User | None:
     """A user by id or username (how `Sudo` names one)."""
     if ref.isdigit():
         return domain.by_id(User, ref)
-    user: User | None = db.session.scalar(select(User).where(User.username == ref))
-    return user
+    return domain.user_by_username(ref)
 
 
 def acting_as(principal: perm.Principal, user: User) -> perm.Principal:
@@ -252,7 +249,7 @@ def _loggable_username(credentials: Credentials | None, principal: perm.Principa
     name = credentials.username
     if name == JOB_TOKEN_USER or (principal.user is not None and principal.user.username == name):
         return name
-    if db.session.scalar(select(User.id).where(User.username == name)):
+    if domain.user_by_login(name) is not None:
         return name
     return None
 

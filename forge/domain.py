@@ -172,9 +172,26 @@ def by_id(model: type[Row], key: object) -> Row | None:
     return row
 
 
+def user_by_username(username: str) -> User | None:
+    """A user by username, without regard to case (GitLab's `User.by_username`, `iwhere`)."""
+    user: User | None = db.session.scalar(
+        select(User).where(func.lower(User.username) == username.lower()).order_by(User.id))
+    return user
+
+
+def user_by_login(login: str) -> User | None:
+    """The user a login names (GitLab's `User.by_login`): an e-mail address when it has an
+    `@`, else a username; either without regard to case."""
+    if "@" in login:
+        user: User | None = db.session.scalar(
+            select(User).where(func.lower(User.email) == login.lower()).order_by(User.id))
+        return user
+    return user_by_username(login)
+
+
 def get_user(username: str) -> User:
-    """Find a user by username, or raise NotFound."""
-    user: User | None = db.session.scalar(select(User).where(User.username == username))
+    """Find a user by username (any case), or raise NotFound."""
+    user = user_by_username(username)
     if user is None:
         raise NotFound(f"user {username!r} does not exist")
     return user
@@ -269,7 +286,7 @@ def create_user(
     check_path(username, "username")
     if state not in ("active", "blocked", "deactivated"):
         raise DomainError(f"unknown user state {state!r}; use active, blocked or deactivated")
-    if db.session.scalar(select(User).where(User.username == username)) is not None:
+    if user_by_username(username) is not None:
         raise Conflict(f"user {username!r} already exists")
     if db.session.scalar(select(Group).where(Group.full_path == username)) is not None:
         raise Conflict(f"{username!r} is already taken by a group")

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from forge.domain import Conflict
 from forge.testing import Forge
 
 NOT_FOUND = "The project you were looking for could not be found or you don't have permission to view it."
@@ -32,10 +33,16 @@ def credential_urls(forge: Forge, setup: dict[str, object]) -> dict[str, str]:
         "password": forge.clone_url(app, user=bob, password=True),  # type: ignore[arg-type]
         "email_password": forge.clone_url(app, user=bob, password=True).replace(  # type: ignore[arg-type]
             "bob:", "bob%40example.com:"),
+        # GitLab's User.by_login matches usernames and e-mails without regard to case
+        "password_other_case": forge.clone_url(app, user=bob, password=True).replace(  # type: ignore[arg-type]
+            "bob:", "Bob:"),
+        "email_other_case": forge.clone_url(app, user=bob, password=True).replace(  # type: ignore[arg-type]
+            "bob:", "BOB%40Example.COM:"),
     }
 
 
-@pytest.mark.parametrize("kind", ["job_token", "pat_any_username", "password", "email_password"])
+@pytest.mark.parametrize("kind", ["job_token", "pat_any_username", "password", "email_password",
+                                  "password_other_case", "email_other_case"])
 def test_git_clone_fetch_lsremote_depth_push_with_each_credential(
         forge: Forge, setup: dict[str, object], git, commit, tmp_path: Path, kind: str) -> None:
     url = credential_urls(forge, setup)[kind]
@@ -216,6 +223,12 @@ def test_git_roles_come_from_every_ancestor_group_and_no_other(forge: Forge, git
                  tmp_path / "deep")
     assert result.returncode == 0
     assert (tmp_path / "deep/f").read_text() == "deep\n"
+
+
+def test_git_usernames_are_one_whatever_their_case(forge: Forge) -> None:
+    forge.create_user("carla")
+    with pytest.raises(Conflict, match="already exists"):
+        forge.create_user("Carla")
 
 
 def test_git_user_namespace_project_owner_can_push(forge: Forge, git, commit,
