@@ -276,6 +276,8 @@ class GitApplication:
                 request = body.read()
             except TooLarge:
                 return text_response(start_response, 413, "Request body too large.")
+            except (OSError, EOFError, zlib.error) as exc:  # gzip that is not, or cut short
+                return text_response(start_response, 400, f"Bad request: {type(exc).__name__}")
             body = BytesIO(request)
             key = packcache.request_key(repo_dir, protocol, request)
             while (answer := cache.lookup(key)) is not None:  # stored, or being written

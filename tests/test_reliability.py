@@ -268,6 +268,20 @@ def test_gzip_body_that_inflates_past_the_limit_gets_413(forge: Forge, dev: User
     assert requests.get(f"{forge.url}/-/health", timeout=10).status_code == 200
 
 
+@pytest.mark.parametrize("service", ["git-upload-pack", "git-receive-pack"])
+@pytest.mark.parametrize("body", [b"0032want " + b"1" * 40 + b"\n0000", gzip.compress(b"x" * 5000)[:30]],
+                         ids=["not-gzip", "cut-short"])
+def test_gzip_body_that_is_not_gzip_gets_400(forge: Forge, dev: UserHandle, engine: str,
+                                            service: str, body: bytes) -> None:
+    answer = requests.post(f"{forge.url}/acme/app.git/{service}", data=body, timeout=60,
+                           auth=(dev.username, dev.token or ""),
+                           headers={"Content-Type": f"application/x-{service}-request",
+                                    "Content-Encoding": "gzip"})
+    assert answer.status_code == 400
+    assert answer.text.startswith("Bad request: ")
+    assert requests.get(f"{forge.url}/-/health", timeout=10).status_code == 200
+
+
 def test_gzip_body_within_the_limit_is_served(forge: Forge, dev: UserHandle, engine: str, git,
                                               tmp_path: Path) -> None:
     # git gzips every upload-pack request; a normal clone is well inside the limit.
