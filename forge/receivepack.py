@@ -19,6 +19,7 @@ from typing import Any
 from dulwich.objects import Commit, ObjectID, Tag, Tree
 from dulwich.pack import Pack
 from dulwich.protocol import (
+    CAPABILITY_ATOMIC,
     CAPABILITY_PUSH_OPTIONS,
     CAPABILITY_REPORT_STATUS,
     CAPABILITY_SIDE_BAND_64K,
@@ -89,6 +90,26 @@ class ForgeReceivePackHandler(ReceivePackHandler):
             with maintenance(self.repo_dir) as alone:
                 if alone:
                     sweep(self.repo_dir)
+
+    def _apply_pack(self, refs: list[tuple[Any, Any, Any]]) -> Iterator[tuple[bytes, bytes]]:
+        """dulwich's, except that an `--atomic` push refuses its hidden refs first and applies
+        the rest atomically, as git's receive-pack (`reject_updates_to_hidden` runs before
+        the transaction, which skips what it refused)."""
+        zero = perm.ZERO_SHA.encode()
+        hidden = {ref for _, _, ref in refs if ref.startswith(HIDDEN_REFS)}
+        rest = [command for command in refs if command[2] not in hidden]
+        brings_pack = any(new != zero for _, new, _ in rest)
+        if (not hidden or not rest or not self.has_capability(CAPABILITY_ATOMIC)
+                or (not brings_pack and any(new != zero for _, new, _ in refs))):
+            yield from super()._apply_pack(refs)
+            return
+        results = dict(super()._apply_pack(rest))
+        unpacked = results.pop(b"unpack")
+        yield b"unpack", unpacked
+        if unpacked != b"ok":  # as dulwich: no ref lines after a failed unpack
+            return
+        for _, _, ref in refs:
+            yield ref, b"deny updating a hidden ref" if ref in hidden else results[ref]
 
     def _pack_names(self) -> set[str]:
         assert self.repo_dir is not None

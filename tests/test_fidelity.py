@@ -156,7 +156,7 @@ def _push_case(case: str, git, url: str, work: Path) -> object:
                    push(f"--force-with-lease=main:{head}", "HEAD~2:refs/heads/main"))
     elif case == "atomic":
         outcome = (push("--atomic", "main:refs/heads/x", "main:refs/pipelines/1"),
-                   push("--atomic", "main:refs/heads/x", "main:refs/heads/y"))
+                   push("--atomic", "main:refs/heads/y", "main:refs/heads/z"))
     elif case == "push-options":
         outcome = push("--push-option=ci.skip", "--push-option=ci.variable=A=1", "main:refs/heads/opt")
     elif case == "hidden-ref":
@@ -173,7 +173,8 @@ PUSH_EXPECTED = {
     "delete": ((0, 0), ["refs/heads/main", "refs/tags/v1"]),
     "force": ((1, 0), ["refs/heads/main", "refs/tags/v1"]),
     "force-with-lease": ((1, 0), ["refs/heads/main", "refs/tags/v1"]),
-    "atomic": ((1, 0), ["refs/heads/main", "refs/heads/x", "refs/heads/y", "refs/tags/v1"]),
+    "atomic": ((1, 0), ["refs/heads/main", "refs/heads/x", "refs/heads/y", "refs/heads/z",
+                        "refs/tags/v1"]),
     "push-options": (0, ["refs/heads/main", "refs/heads/opt", "refs/tags/v1"]),
     "hidden-ref": (1, ["refs/heads/main", "refs/tags/v1"]),
 }

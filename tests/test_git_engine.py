@@ -241,10 +241,20 @@ def test_push_atomic_lands_all_or_nothing(forge: Forge, history, git, commit) ->
     refs = git("ls-remote", "origin", cwd=work).stdout
     assert f"{sha}\trefs/heads/a" in refs and f"{sha}\trefs/heads/b" in refs
     commit(work, {"c.txt": "1"})
-    refused = git("push", "--atomic", "origin", "HEAD:refs/heads/c", "HEAD:refs/pipelines/9",
+    forge.protect_branch("acme/app", "guarded", push_access_level="owner")
+    refused = git("push", "--atomic", "origin", "HEAD:refs/heads/c", "HEAD:refs/heads/guarded",
                   cwd=work, check=False)
     assert refused.returncode != 0
+    assert "! [remote rejected] HEAD -> c (atomic push failed)" in refused.stderr
     assert "refs/heads/c" not in git("ls-remote", "origin", cwd=work).stdout  # nothing landed
+    # As git's receive-pack: hidden refs are refused before the transaction, the rest lands.
+    hidden = git("push", "--atomic", "origin", "HEAD:refs/heads/c", "HEAD:refs/pipelines/9",
+                 cwd=work, check=False)
+    assert hidden.returncode != 0
+    assert "! [remote rejected] HEAD -> refs/pipelines/9 (deny updating a hidden ref)" in hidden.stderr
+    assert "* [new branch]      HEAD -> c" in hidden.stderr
+    refs = git("ls-remote", "origin", cwd=work).stdout
+    assert "refs/heads/c" in refs and "refs/pipelines/9" not in refs
 
 
 def test_push_force_with_lease(forge: Forge, history, git, commit, tmp_path: Path) -> None:
