@@ -118,9 +118,7 @@ def serve(host: str, port: int, data_dir: Path, seed_file: Path | None,
     # The registry's signing key is created on first start (RSA: a quarter second), aside
     # from the requests; /jwt/auth and the certificate route wait for it if they come first.
     threading.Thread(target=server.state.signing_key, name="forge-signing-key", daemon=True).start()
-    click.echo(f"root token: {config.root_token}   (admin `root`; header PRIVATE-TOKEN)")
-    click.echo(f"runner registration token: {config.runner_registration_token}   "
-               "(gitlab-runner register --registration-token)")
+    _announce(config)
     if seed_file is not None:
         _seed_on_start(server, seed_file)
     sys.stdout.flush()
@@ -134,6 +132,13 @@ def serve(host: str, port: int, data_dir: Path, seed_file: Path | None,
         lock.release()
 
 
+def _announce(config: ForgeConfig) -> None:
+    """Print the tokens a user of `forge serve` needs."""
+    click.echo(f"root token: {config.root_token}   (admin `root`; header PRIVATE-TOKEN)")
+    click.echo(f"runner registration token: {config.runner_registration_token}   "
+               "(gitlab-runner register --registration-token)")
+
+
 def listen(host: str, port: int) -> socket.socket:
     """A listening TCP socket on host:port (0 picks a free port), ready for `ForgeServer`."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -145,7 +150,7 @@ def _serve_fleet(config: ForgeConfig, lock: Any, sock: socket.socket, host: str,
     from forge import fleet
 
     try:
-        fleet.serve(config, lock, sock, host, workers, quiet=quiet,
+        fleet.serve(config, lock, sock, host, workers, quiet=quiet, announce=_announce,
                     on_start=(lambda started: _seed_on_start(started, seed_file)) if seed_file else None)
     finally:
         lock.release()  # in the master; a worker leaving through here keeps the master's lock

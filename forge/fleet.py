@@ -24,7 +24,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import click
 from flask import Flask
 from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger
@@ -110,15 +109,18 @@ def named_worker(app: Any) -> Any:
 
 
 def serve(config: ForgeConfig, lock: DataDirLock, sock: socket.socket, host: str, workers: int, *,
-          quiet: bool = False, on_start: Callable[[Started], None] | None = None) -> None:
-    """Run a fleet of `workers` processes on `sock` (bound, its line printed) until SIGTERM or SIGINT."""
+          quiet: bool = False, on_start: Callable[[Started], None] | None = None,
+          announce: Callable[[ForgeConfig], None] | None = None) -> None:
+    """Run a fleet of `workers` processes on `sock` (bound, its line printed) until SIGTERM
+    or SIGINT; `announce` prints the tokens once the app is ready, `on_start` seeds."""
     config = config.replace(base_url=http_url(host, sock.getsockname()[1]))
     sock.listen(2048)  # a deeper queue than one process needs: bursts of CI clients
     sock.set_inheritable(True)
     app = create_app(config, lock=lock)  # the schema, root and the start-up sweep: once, here
     state = state_of(app)
     state.signing_key()  # before the fork: every worker loads the one key
-    click.echo(f"root token: {config.root_token}   (admin `root`; header PRIVATE-TOKEN)")
+    if announce is not None:
+        announce(config)
     if on_start is not None:
         on_start(Started(app, state))
     sys.stdout.flush()

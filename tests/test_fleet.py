@@ -105,6 +105,8 @@ def fleet(forge_postgres: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     data_dir = tmp_path_factory.mktemp("fleet") / "data"
     served = Served(data_dir, "--workers", str(WORKERS), "--database-url", url)
     try:
+        assert served.proc.stdout is not None  # the same lines as one process prints
+        assert served.proc.stdout.readline().startswith("runner registration token: GR1348941")
         running = Fleet(served, data_dir)
         running.wait_for_workers()
         answer = requests.post(f"{running.url}/-/forge/seed", json=SCENARIO, headers=running.root,
