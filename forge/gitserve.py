@@ -216,6 +216,9 @@ class GitApplication:
 
         now, base_url = self.state.now(), self.state.config.base_url
         with self.flask_app.app_context():
+            # Each statement on its own, as under READ COMMITTED they see the same: no BEGIN
+            # and COMMIT round trips on PostgreSQL (the decision log is one INSERT).
+            db.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
             outcome = auth.authorize_request(
                 now=now, backend=self.state.backend, method=method,
                 path=environ.get("PATH_INFO", ""), authorization=environ.get("HTTP_AUTHORIZATION"),
