@@ -22,7 +22,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from forge import domain, jobs
 from forge import permissions as perm
-from forge.models import Event, Job, PersonalAccessToken, Project, User, db
+from forge.models import Event, PersonalAccessToken, Project, User, db
 from forge.repos import RepositoryBackend
 from forge.state import state_of
 
@@ -78,8 +78,6 @@ def parse_basic(header: str | None) -> Credentials | None:
 
 
 # Built once (see domain.project_facts); the owner comes in the same statement.
-_JOB_BY_DIGEST = select(Job).options(joinedload(Job.user), joinedload(Job.project)).where(
-    Job.token_digest == bindparam("digest"))
 _PAT_BY_DIGEST = select(PersonalAccessToken).options(joinedload(PersonalAccessToken.user)).where(
     PersonalAccessToken.token_digest == bindparam("digest"))
 
@@ -99,10 +97,9 @@ def principal_for(credentials: Credentials | None) -> perm.Principal:
         return perm.Principal(perm.Kind.INVALID, failure="missing_secret")
     token_digest = domain.digest(secret)
     if username == JOB_TOKEN_USER:
-        job = db.session.scalar(_JOB_BY_DIGEST, {"digest": token_digest})
-        if job is not None and domain.same_digest(job.token_digest, secret):
-            return perm.Principal(perm.Kind.JOB, user=domain.user_facts(job.user),
-                                  job=jobs.job_facts(job))
+        found = jobs.job_principal(token_digest)
+        if found is not None and domain.same_digest(found[0], secret):
+            return perm.Principal(perm.Kind.JOB, user=found[1], job=found[2])
     pat = db.session.scalar(_PAT_BY_DIGEST, {"digest": token_digest})
     if pat is not None and domain.same_digest(pat.token_digest, secret):
         return perm.Principal(perm.Kind.PAT, user=domain.user_facts(pat.user),

@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -117,7 +118,11 @@ _OUTBOUND_PROJECTS = select(ScopeLink.source_project_id).where(
 
 def job_facts(job: Job) -> perm.Job:
     """Describe `job` (and its project's outbound scope) to the permission rules."""
-    project = job.project
+    return _job_facts(job, job.project)
+
+
+def _job_facts(job: Any, project: Any) -> perm.Job:
+    """The facts of a job and its project, given as rows or as anything with their columns."""
     outbound = frozenset(source for source in db.session.scalars(
         _OUTBOUND_PROJECTS, {"project": project.id}) if source)
     return perm.Job(
@@ -126,6 +131,28 @@ def job_facts(job: Job) -> perm.Job:
         status=job.status,
         started_at=job.started_at, timeout=job.timeout,
         outbound_enabled=project.outbound_enabled, outbound_project_ids=outbound)
+
+
+# Every git request with a job token starts here: one statement for the job, its user and
+# its project, read as columns.
+_JOB_PRINCIPAL = select(
+    Job.id, Job.token_digest, Job.status, Job.started_at, Job.timeout,
+    Project.id.label("project_id"), Project.path, Project.full_path, Project.group_id,
+    Project.outbound_enabled,
+    User.id.label("user_id"), User.username, User.admin, User.external, User.state,
+).join(Project, Project.id == Job.project_id).join(User, User.id == Job.user_id).where(
+    Job.token_digest == bindparam("digest"))
+
+
+def job_principal(token_digest: str) -> tuple[str, perm.User, perm.Job] | None:
+    """The job whose token has this digest: its stored digest, its user's and its facts."""
+    row = db.session.execute(_JOB_PRINCIPAL, {"digest": token_digest}).first()
+    if row is None:
+        return None
+    project = SimpleNamespace(id=row.project_id, path=row.path, full_path=row.full_path,
+                              group_id=row.group_id, outbound_enabled=row.outbound_enabled)
+    user = perm.User(row.user_id, row.username, row.admin, row.external, row.state)
+    return row.token_digest, user, _job_facts(row, project)
 
 
 # -- the job's definition, for runners ---------------------------------------------------
