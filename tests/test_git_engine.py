@@ -68,7 +68,7 @@ def test_git_engine_ls_remote_honours_ref_prefixes(forge: Forge, git_engine: Non
 
 
 @pytest.mark.parametrize(("args", "expected"), [
-    (["--shallow-since", "2026-01-21"], 10),
+    (["--shallow-since", "2026-01-21T00:00:00Z"], 10),  # a bare date takes the time of day
     (["--shallow-exclude", "v1"], 20),
 ])
 def test_git_engine_shallow_clones(forge: Forge, git_engine: None, history, git, tmp_path: Path,
