@@ -369,7 +369,8 @@ class GitApplication:
                     handler = ForgeUploadPackHandler(backend, [str(project_id)], proto,
                                                      stateless_rpc=True)
                     assert isinstance(proto, FetchProtocol)
-                    handler.repo = AnyShaInWant(handler.repo, proto.read_first_section())
+                    wants = proto.read_first_section()
+                    handler.repo = AnyShaInWant(handler.repo, wants, proto.client_shallow)
                     handler.handle()
             output.flush()
         except TooLarge:

@@ -77,7 +77,7 @@ def _fetch_case(case: str, git, url: str, target: Path, shas: list[str], gone: s
         run("clone", "-q", "--depth", case.split("-")[1], url, target)
         return _objects(git, target)
     if case == "shallow-since":
-        run("clone", "-q", "--shallow-since", "2026-01-21", url, target)
+        run("clone", "-q", "--shallow-since", "2026-01-21T00:00:00Z", url, target)  # a bare date: now's time
         return _objects(git, target)
     if case == "shallow-exclude":
         run("clone", "-q", "--shallow-exclude", "v1", url, target)
@@ -99,6 +99,9 @@ def _fetch_case(case: str, git, url: str, target: Path, shas: list[str], gone: s
         run("init", "-q", target)
         fetched = run("fetch", "-q", url, sha, cwd=target)
         return fetched.returncode, run("cat-file", "-t", sha, cwd=target).stdout.strip()
+    if case == "shallow-fetch-older-tag":  # clone --depth 1, then tags from before the cut
+        run("clone", "-q", "--depth", "1", url, target)
+        return run("fetch", "-q", "--tags", cwd=target).returncode, _objects(git, target)
     if case == "runner-fetch":
         run("init", "-q", target)
         run("remote", "add", "origin", url, cwd=target)
@@ -117,10 +120,12 @@ FETCH_EXPECTED: dict[str, object] = {
     "unshallow": (0, (30, 0)), "v2-ls-refs": "refs/tags/v1\n", "filter-blob-none": (True, 0, CONTENT),
     "filter-tree-0": (True, 0, CONTENT), "fetch-reachable-sha": (0, "commit"),
     "fetch-unreachable-sha": (0, "commit"), "runner-fetch": (0, (30, 0)),
+    "shallow-fetch-older-tag": (0, (11, 0)),
 }
 FETCH_CASES = ["clone-v2", "clone-v0", "v2-ls-refs", "depth-1", "depth-20", "shallow-since",
                "shallow-exclude", "deepen", "unshallow", "filter-blob-none", "filter-tree-0",
-               "fetch-reachable-sha", "fetch-unreachable-sha", "runner-fetch"]
+               "fetch-reachable-sha", "fetch-unreachable-sha", "runner-fetch",
+               "shallow-fetch-older-tag"]
 
 
 @pytest.mark.parametrize(("engine_name", "case"), [
