@@ -18,7 +18,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import parse_qsl, unquote_to_bytes
+from urllib.parse import unquote_to_bytes
 
 from flask import Request, Response
 
@@ -114,9 +114,18 @@ def nested_params(pairs: Iterable[tuple[str, str]]) -> dict[str, Any]:
 
 def _pairs(raw: bytes) -> list[tuple[str, str]]:
     """`name=value` pairs in their order (werkzeug's MultiDict groups them by name, and the
-    order is what tells `a[][x]` hashes apart)."""
-    return [(name.decode(errors="replace"), value.decode(errors="replace"))
-            for name, value in parse_qsl(raw, keep_blank_values=True)]
+    order is what tells `a[][x]` hashes apart). Names and values are UTF-8, sent raw or
+    %-encoded (bytes that are not UTF-8 read as U+FFFD)."""
+    pairs = []
+    for field in raw.split(b"&"):
+        if field:
+            name, _, value = field.partition(b"=")
+            pairs.append((_unquote(name), _unquote(value)))
+    return pairs
+
+
+def _unquote(text: bytes) -> str:
+    return unquote_to_bytes(text.replace(b"+", b" ")).decode("utf-8", errors="replace")
 
 
 def query_params(request: Request) -> dict[str, Any]:

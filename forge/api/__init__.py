@@ -411,6 +411,19 @@ class EncodedIds:
         return self.app(environ, start_response)
 
 
+@bp.after_request
+def utf8_headers(response: Response) -> Response:
+    """Send header values as UTF-8, as Rails does (`X-Gitlab-File-Name: ☃.txt`): WSGI takes
+    them as latin-1 text, so each non-ASCII value goes as the latin-1 reading of its bytes."""
+    items = list(response.headers.items())
+    if not all(value.isascii() for _, value in items):
+        response.headers.clear()
+        for name, value in items:
+            response.headers.add(name, value if value.isascii()
+                                 else value.encode("utf-8", "replace").decode("latin-1"))
+    return response
+
+
 def init_app(app: Flask) -> None:
     """Register the API."""
     from forge.api import ci, commits, instance, projects, repository, runners, scope, users  # noqa: F401 - registers routes
