@@ -135,17 +135,18 @@ def api_principal(headers: Mapping[str, str] | Headers, args: Mapping[str, str],
                 job_token = credentials.secret
             else:
                 pat = credentials.secret
+    # GitLab's find_user_from_sources: the access token before the job token.
+    pat = pat or (bearer if bearer and not bearer.startswith("glcbt-") else None)
+    if pat:
+        found = principal_for(Credentials("", pat))
+        return found if found.kind is perm.Kind.PAT else perm.Principal(
+            perm.Kind.INVALID, failure="unknown_token")
     if job_token:
         if not job_token_endpoint:
             return perm.ANONYMOUS
         found = principal_for(Credentials(JOB_TOKEN_USER, job_token))
         return found if found.kind is perm.Kind.JOB else perm.Principal(
             perm.Kind.INVALID, failure="unknown_job_token")
-    pat = pat or bearer
-    if pat:
-        found = principal_for(Credentials("", pat))
-        return found if found.kind is perm.Kind.PAT else perm.Principal(
-            perm.Kind.INVALID, failure="unknown_token")
     return perm.ANONYMOUS
 
 

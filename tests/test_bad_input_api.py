@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -807,3 +808,43 @@ def test_concurrent_uploads_of_one_lfs_object_all_succeed(forge: Forge, world: d
     url = f"{forge.url}/acme/app.git/gitlab-lfs/objects/{oid}/{len(data)}"
     answers = _race(6, lambda: requests.put(url, data=data, auth=("dev", dev.password or "")))
     assert [a.status_code for a in answers] == [200] * 6, [a.text[:100] for a in answers]
+
+
+# -- text that is not ASCII ----------------------------------------------------------------
+
+def test_api_non_ascii_query_and_form_text_is_read_as_utf8(forge: Forge, world: dict[str, Any]) -> None:
+    p, headers = world["p"], root(forge)
+    assert requests.get(f"{forge.url}/api/v4/projects?search=%C3%BC", headers=headers).json() == []
+    url = urlsplit(forge.url)  # the same query with the UTF-8 bytes sent raw, as some clients do
+    with socket.create_connection((url.hostname or "", url.port or 80), timeout=30) as sock:
+        sock.sendall(b"GET /api/v4/projects?search=\xc3\xbc HTTP/1.1\r\nHost: x\r\n"
+                     b"PRIVATE-TOKEN: " + forge.root_token.encode() + b"\r\nConnection: close\r\n\r\n")
+        assert sock.makefile("rb").readline().startswith(b"HTTP/1.1 200")
+    created = requests.post(f"{forge.url}/api/v4/projects/{p}/repository/branches", headers=headers,
+                            data={"branch": "fö-☃", "ref": "main"})
+    assert (created.status_code, created.json()["name"]) == (201, "fö-☃")
+    found = requests.get(f"{forge.url}/api/v4/projects/{p}/repository/files/README.md",
+                         params={"ref": "fö-☃"}, headers=headers)
+    assert (found.status_code, found.json()["ref"]) == (200, "fö-☃")
+
+
+def test_api_file_names_outside_latin1_come_back_in_utf8_headers(forge: Forge,
+                                                                 world: dict[str, Any]) -> None:
+    p, headers = world["p"], root(forge)
+    created = requests.post(f"{forge.url}/api/v4/projects/{p}/repository/files/%E6%97%A5%2F%E2%98%83.txt",
+                            headers=headers, json={"branch": "main", "content": "snow\n",
+                                                   "commit_message": "snow"})
+    assert created.status_code == 201, created.text
+    for suffix in ("", "/raw"):
+        answer = requests.get(f"{forge.url}/api/v4/projects/{p}/repository/files/"
+                              f"%E6%97%A5%2F%E2%98%83.txt{suffix}?ref=main", headers=headers)
+        assert answer.status_code == 200
+        # requests reads header bytes as latin-1; GitLab (Rails) sends them as UTF-8
+        assert answer.headers["X-Gitlab-File-Name"].encode("latin-1").decode() == "☃.txt"
+        assert answer.headers["X-Gitlab-File-Path"].encode("latin-1").decode() == "日/☃.txt"
+
+
+def test_api_access_token_counts_before_a_job_token(forge: Forge, world: dict[str, Any]) -> None:
+    answer = requests.get(f"{forge.url}/api/v4/user",
+                          headers={**root(forge), "JOB-TOKEN": world["jt"]})
+    assert (answer.status_code, answer.json()["username"]) == (200, "root")
