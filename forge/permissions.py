@@ -542,6 +542,9 @@ def authorize_unlock(principal: Principal, project: Project, owner_id: int, path
 # -- REST API (spec section 5) ----------------------------------------------------------
 
 API_UNAUTHORIZED = "401 Unauthorized"
+# lib/api/api_guard.rb: an expired or revoked access token is Rack::OAuth2's invalid_token
+API_TOKEN_EXPIRED = "Token is expired. You can either do re-authorization or token refresh."
+API_TOKEN_REVOKED = "Token was revoked. You have to re-authorize from the user."
 API_FORBIDDEN = "403 Forbidden"
 API_PROJECT_NOT_FOUND = "404 Project Not Found"
 API_SCOPE_DENIED = "403 Forbidden - Authentication by CI/CD job token not allowed from {source} to {target}."
@@ -597,7 +600,9 @@ def authenticate_api(principal: Principal, now: datetime, base_url: str) -> Deci
     """Check API credentials: anything but valid credentials is `401 Unauthorized`."""
     auth = authenticate(principal, now, base_url)
     if not auth.allowed:
-        return _api_deny(auth.reason, 401, API_UNAUTHORIZED)
+        message = {"token_expired": API_TOKEN_EXPIRED, "token_revoked": API_TOKEN_REVOKED}.get(
+            auth.reason, API_UNAUTHORIZED)
+        return _api_deny(auth.reason, 401, message)
     return auth
 
 

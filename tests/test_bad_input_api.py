@@ -848,3 +848,22 @@ def test_api_access_token_counts_before_a_job_token(forge: Forge, world: dict[st
     answer = requests.get(f"{forge.url}/api/v4/user",
                           headers={**root(forge), "JOB-TOKEN": world["jt"]})
     assert (answer.status_code, answer.json()["username"]) == (200, "root")
+
+
+def test_api_expired_and_revoked_tokens_get_oauth_invalid_token(forge: Forge,
+                                                                world: dict[str, Any]) -> None:
+    expired = forge.create_token("dev", expires_at=forge.now())
+    answer = requests.get(f"{forge.url}/api/v4/user", headers={"PRIVATE-TOKEN": expired})
+    assert (answer.status_code, answer.json()) == (401, {
+        "error": "invalid_token",
+        "error_description": "Token is expired. You can either do re-authorization or token refresh."})
+    assert answer.headers["WWW-Authenticate"].startswith('Bearer realm="Protected by OAuth 2.0", '
+                                                         'error="invalid_token"')
+    forge.revoke_tokens("dev")
+    answer = requests.get(f"{forge.url}/api/v4/projects/{world['p']}",
+                          headers={"Authorization": f"Bearer {world['dev'].token}"})
+    assert (answer.status_code, answer.json()["error_description"]) == (
+        401, "Token was revoked. You have to re-authorize from the user.")
+    assert forge.last_event()["reason"] == "token_revoked"
+    unknown = requests.get(f"{forge.url}/api/v4/user", headers={"PRIVATE-TOKEN": "glpat-nothing"})
+    assert (unknown.status_code, unknown.json()) == (401, {"message": "401 Unauthorized"})

@@ -27,12 +27,14 @@ Row = TypeVar("Row")
 
 
 class ApiError(Exception):
-    """An API refusal with its status and GitLab body."""
+    """An API refusal with its status, GitLab body and any headers."""
 
-    def __init__(self, status: int, body: dict[str, Any]) -> None:
+    def __init__(self, status: int, body: dict[str, Any],
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(body)
         self.status = status
         self.body = body
+        self.headers = headers or {}
 
 
 def fail(status: int, message: str) -> NoReturn:
@@ -113,6 +115,11 @@ def check(who: perm.Principal, action: str, decision: perm.Decision,
                 "error_description": "The request requires higher privileges than provided by "
                                      "the access token.",
                 "scope": "sudo" if decision.reason == "insufficient_sudo_scope" else "api"})
+        if decision.message in (perm.API_TOKEN_EXPIRED, perm.API_TOKEN_REVOKED):
+            raise ApiError(401, {"error": "invalid_token", "error_description": decision.message},
+                           {"WWW-Authenticate": 'Bearer realm="Protected by OAuth 2.0", '
+                                                'error="invalid_token", '
+                                                f'error_description="{decision.message}"'})
         fail(decision.status, decision.message)
 
 
@@ -353,6 +360,7 @@ def api_error(exc: ApiError) -> Response:
     db.session.rollback()
     response = jsonify(exc.body)
     response.status_code = exc.status
+    response.headers.update(exc.headers)
     return response
 
 
