@@ -470,7 +470,7 @@ def test_sudo_needs_an_admin_pat_with_the_sudo_scope() -> None:
         (replace(admin, kind=Kind.PASSWORD), 403, "403 Forbidden - Must be authenticated using an "
          "OAuth or Personal Access Token to use sudo"),
         (replace(admin, scopes=frozenset({"api"})), 403, perm.API_INSUFFICIENT_SCOPE),
-        (replace(admin, revoked=True), 401, "401 Unauthorized"),
+        (replace(admin, revoked=True), 401, perm.API_TOKEN_REVOKED),
     ]
     for principal, status, message in cases:
         decision = perm.authorize_sudo(principal, NOW, BASE)
