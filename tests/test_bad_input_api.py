@@ -867,3 +867,26 @@ def test_api_expired_and_revoked_tokens_get_oauth_invalid_token(forge: Forge,
     assert forge.last_event()["reason"] == "token_revoked"
     unknown = requests.get(f"{forge.url}/api/v4/user", headers={"PRIVATE-TOKEN": "glpat-nothing"})
     assert (unknown.status_code, unknown.json()) == (401, {"message": "401 Unauthorized"})
+
+
+def test_api_project_lists_search_and_subgroups_as_gitlab(forge: Forge, world: dict[str, Any]) -> None:
+    forge.create_group("acme/sub")
+    forge.create_project("acme/sub/deep", files={"d": "d\n"})
+    api, headers = f"{forge.url}/api/v4", root(forge)
+
+    def paths(url: str, **query: str) -> list[str]:
+        answer = requests.get(url, params=query, headers=headers)
+        assert answer.status_code == 200, answer.text
+        return sorted(p["path_with_namespace"] for p in answer.json())
+
+    # Project.search looks at path, name and description; the namespace only when asked
+    assert paths(f"{api}/projects", search="acme") == []
+    assert paths(f"{api}/projects", search="acme", search_namespaces="true") == [
+        "acme/app", "acme/lib", "acme/sub/deep"]
+    assert paths(f"{api}/projects", search="dee") == ["acme/sub/deep"]
+    assert paths(f"{api}/groups/acme/projects") == ["acme/app", "acme/lib"]
+    assert paths(f"{api}/groups/acme/projects", include_subgroups="true") == [
+        "acme/app", "acme/lib", "acme/sub/deep"]
+    answer = requests.get(f"{api}/groups/acme/projects", params={"include_subgroups": "maybe"},
+                          headers=headers)
+    assert (answer.status_code, answer.json()) == (400, {"error": "include_subgroups is invalid"})

@@ -52,6 +52,8 @@ def projects(found: list[Project], values: dict[str, Any], user: User | None) ->
     """Filter and order visible projects as GitLab's project lists do (newest first)."""
     for name in PROJECT_FLAGS:
         flag(values, name)
+    # Project.search: path, name and description; the namespace too with search_namespaces
+    in_namespaces = flag(values, "search_namespaces")
     archived, starred = flag(values, "archived"), flag(values, "starred")
     imported = flag(values, "imported")
     membership, owned = flag(values, "membership"), flag(values, "owned")
@@ -66,7 +68,8 @@ def projects(found: list[Project], values: dict[str, Any], user: User | None) ->
 
     by_role = membership or level is not None  # a role costs a query: only when filtered by one
     kept = [p for p in found
-            if (not search or search.lower() in f"{p.full_path} {p.name}".lower())
+            if (not search or search.lower() in "\n".join(
+                (p.full_path if in_namespaces else p.path, p.name, p.description or "")).lower())
             and (visibility is None or p.visibility == visibility)
             and (not owned or (user is not None and p.owner_id == user.id))
             and (not by_role or perm.listed_by_role(role(p), level, membership=membership))]

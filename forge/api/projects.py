@@ -190,10 +190,11 @@ def update_group(group_id: str) -> Response:
 
 @bp.get("/groups/<group_id>/projects")
 def list_group_projects(group_id: str) -> Response:
-    """The projects directly in a group that the caller can see."""
+    """The projects in a group (and its subgroups with `include_subgroups`) the caller can see."""
     group = find_group(group_id)
     who = group_ability(group, "read_group")
-    found = _visible_projects(select(Project).where(Project.group_id == group.id))
+    ids = [g.id for g in domain.descendants(group)] if flag(params(), "include_subgroups") else [group.id]
+    found = _visible_projects(select(Project).where(Project.group_id.in_(ids)))
     return paginate(listing.projects(found, params(), current_user(who)), project_json)
 
 
