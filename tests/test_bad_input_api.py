@@ -890,3 +890,34 @@ def test_api_project_lists_search_and_subgroups_as_gitlab(forge: Forge, world: d
     answer = requests.get(f"{api}/groups/acme/projects", params={"include_subgroups": "maybe"},
                           headers=headers)
     assert (answer.status_code, answer.json()) == (400, {"error": "include_subgroups is invalid"})
+
+
+def test_api_tags_and_branches_in_gitlabs_orders(forge: Forge, world: dict[str, Any], git,
+                                                 git_env: dict[str, str], tmp_path: Path) -> None:
+    import subprocess
+    work = tmp_path / "w"
+    git("clone", "-q", forge.url.replace("//", f"//root:{forge.root_token}@") + "/acme/lib.git", work)
+    for n, (tag, day) in enumerate([("v1.9", 3), ("v1.10", 1), ("v1.2", 2)]):
+        (work / "f").write_text(str(n))
+        git("add", "f", cwd=work)
+        stamp = f"2026-01-0{day}T12:00:00Z"
+        subprocess.run(["git", "commit", "-qm", tag], cwd=work, check=True,
+                       env={**git_env, "GIT_COMMITTER_DATE": stamp, "GIT_AUTHOR_DATE": stamp})
+        git("tag", tag, cwd=work)
+        git("branch", f"b-{tag}", cwd=work)
+    git("push", "-q", "origin", "--tags", "b-v1.9", "b-v1.10", "b-v1.2", cwd=work)
+    base = f"{forge.url}/api/v4/projects/{world['p2']}/repository"
+
+    def names(kind: str, **query: str) -> list[str]:
+        answer = requests.get(f"{base}/{kind}", params=query, headers=root(forge))
+        assert answer.status_code == 200, answer.text
+        return [item["name"] for item in answer.json()]
+
+    assert names("tags") == ["v1.9", "v1.2", "v1.10"]  # updated (commit date), newest first
+    assert names("tags", order_by="name", sort="asc") == ["v1.10", "v1.2", "v1.9"]
+    assert names("tags", order_by="version") == ["v1.10", "v1.9", "v1.2"]
+    assert names("branches")[:3] == ["b-v1.10", "b-v1.2", "b-v1.9"]
+    assert names("branches", sort="updated_asc")[:3] == ["b-v1.10", "b-v1.2", "b-v1.9"]
+    assert names("branches", sort="updated_desc") == ["main", "b-v1.9", "b-v1.2", "b-v1.10"]
+    answer = requests.get(f"{base}/tags", params={"order_by": "bogus"}, headers=root(forge))
+    assert (answer.status_code, answer.json()) == (400, {"error": "order_by does not have a valid value"})

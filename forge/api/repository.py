@@ -24,6 +24,7 @@ from forge.api import (
     ApiError,
     bp,
     check,
+    choice,
     created,
     current_user,
     fail,
@@ -256,10 +257,36 @@ def list_refs(project_id: str, kind: str) -> Response:
     """Branches or tags, `search` filtering by name."""
     project, who = project_ability(project_id, "read_repository", job_token_endpoint=True)
     prefix, _, render = REF_KINDS[kind]
-    search = str(params().get("search") or "")
+    values = params()
+    search = str(values.get("search") or "")
     with repository(project) as repo:
-        items = [render(project, repo, n, who) for n in sorted(_refs(repo, prefix)) if search in n]
+        names = _ordered(repo, [n for n in _refs(repo, prefix) if search in n], kind, values)
+        items = [render(project, repo, n, who) for n in names]
     return paginate(items, lambda item: item)
+
+
+def _ordered(repo: Repo, names: list[str], kind: str, values: dict[str, Any]) -> list[str]:
+    """Refs in GitLab's order: tags by `order_by` (name, updated: their commit's date,
+    version; default updated) and `sort` (default desc); branches by `sort` (name_asc,
+    updated_asc, updated_desc; default name_asc)."""
+    def updated(name: str) -> tuple[int, str]:
+        commit = resolve(repo, name)
+        return (commit.commit_time if commit is not None else 0), name
+
+    if kind == "tags":
+        order = choice(values, "order_by", ("name", "updated", "version")) or "updated"
+        descending = (choice(values, "sort", ("asc", "desc")) or "desc") == "desc"
+        key: Any = {"name": lambda name: name, "updated": updated, "version": _version_key}[order]
+        return sorted(names, key=key, reverse=descending)
+    sort = choice(values, "sort", ("name_asc", "updated_asc", "updated_desc")) or "name_asc"
+    if sort == "name_asc":
+        return sorted(names)
+    return sorted(names, key=updated, reverse=sort == "updated_desc")
+
+
+def _version_key(name: str) -> list[tuple[int, int, str]]:
+    """Order names as versions: numbers by value (v1.10 after v1.9)."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name)]
 
 
 @bp.get(f"{KIND_ROUTE}/<path:name>")
