@@ -231,28 +231,28 @@ def get_project(ref: str | int) -> Project:
     return project
 
 
-def ancestor_ids(group: Group | None) -> list[int]:
-    """Return the ids of `group` and all its ancestors, nearest first."""
-    ids: list[int] = []
-    while group is not None:
-        ids.append(group.id)
-        group = group.parent
-    return ids
-
-
 _GROUPS_BY_PATH = select(Group.id).where(Group.full_path.in_(bindparam("paths", expanding=True)))
+
+
+def _prefixes(full_path: str) -> list[str]:
+    """`a`, `a/b`, `a/b/c` for `a/b/c`: the paths of a namespace and all its ancestors."""
+    parts = full_path.split("/")
+    return ["/".join(parts[:n]) for n in range(1, len(parts) + 1)]
+
+
+def ancestor_ids(group: Group | None) -> list[int]:
+    """The ids of `group` and all its ancestors (groups are found by path, in one statement)."""
+    return list(db.session.scalars(_GROUPS_BY_PATH, {"paths": _prefixes(group.full_path)})
+                ) if group is not None else []
 
 
 def namespace_paths(project: Project) -> list[str]:
     """The full paths of the project's group and all its ancestors (none in a user namespace)."""
-    if project.group_id is None:
-        return []
-    parts = project.full_path.split("/")[:-1]
-    return ["/".join(parts[:n]) for n in range(1, len(parts) + 1)]
+    return _prefixes(project.full_path)[:-1] if project.group_id is not None else []
 
 
 def namespace_group_ids(project: Project) -> frozenset[int]:
-    """The ids of the project's group and all its ancestors, in one statement."""
+    """The ids of the project's group and all its ancestors, without loading the group."""
     paths = namespace_paths(project)
     return frozenset(db.session.scalars(_GROUPS_BY_PATH, {"paths": paths})) if paths else frozenset()
 

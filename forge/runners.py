@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import select, update
 
 from forge import permissions as perm
-from forge.domain import USER_NAMESPACE_BASE, DomainError, ancestor_ids, digest, same_digest
+from forge.domain import USER_NAMESPACE_BASE, DomainError, digest, namespace_group_ids, same_digest
 from forge.jobs import commit_facts, is_runner_job, protected_ref, set_job_status, variables
 from forge.models import Group, Job, JobArtifact, JobLog, Project, Runner, User, db
 from forge.repos import BlobStore, RepositoryBackend
@@ -96,7 +96,7 @@ def queued_facts(job: Job) -> perm.QueuedJob:
     spec = job.spec or {}
     tag = bool(job.pipeline and job.pipeline.tag)
     return perm.QueuedJob(id=job.id, project_id=job.project_id,
-                          project_group_ids=frozenset(ancestor_ids(job.project.group)),
+                          project_group_ids=namespace_group_ids(job.project),
                           status=job.status, tags=frozenset(spec.get("tags") or ()),
                           protected_ref=protected_ref(job.project, job.ref, tag),
                           user_state=job.user.state)
