@@ -87,6 +87,10 @@ class TooLarge(ValueError):
     """The request body inflates past the forge's limit."""
 
 
+class NotGzip(ValueError):
+    """A request body sent as gzip that is not, or is cut short."""
+
+
 class Inflated:
     """A gzip request body, decompressed as it is read, refusing to grow past `limit` bytes.
 
@@ -99,9 +103,13 @@ class Inflated:
         self._left = limit
 
     def read(self, size: int = -1) -> bytes:
-        """Read up to `size` inflated bytes; raise TooLarge past the limit."""
+        """Read up to `size` inflated bytes; raise TooLarge past the limit, NotGzip when
+        the body is not gzip."""
         want = self._left + 1 if size < 0 else min(size, self._left + 1)
-        data = self._gzip.read(want)
+        try:
+            data = self._gzip.read(want)
+        except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+            raise NotGzip(f"{type(exc).__name__}: {exc}") from exc
         self._left -= len(data)
         if self._left < 0:
             raise TooLarge("request body inflates past the limit")
@@ -279,8 +287,8 @@ class GitApplication:
                 request = body.read()
             except TooLarge:
                 return text_response(start_response, 413, "Request body too large.")
-            except (OSError, EOFError, zlib.error) as exc:  # gzip that is not, or cut short
-                return text_response(start_response, 400, f"Bad request: {type(exc).__name__}")
+            except NotGzip:
+                return text_response(start_response, 400, "Bad request: NotGzip")
             body = BytesIO(request)
             key = packcache.request_key(repo_dir, protocol, request)
             while (answer := cache.lookup(key)) is not None:  # stored, or being written
