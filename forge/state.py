@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from flask import Flask
@@ -87,9 +88,7 @@ class ForgeState:
         if not seconds:
             path.unlink(missing_ok=True)
             return
-        tmp = path.with_name(f".{CLOCK_FILE}-{uuid.uuid4().hex}")
-        tmp.write_text(repr(float(seconds)))
-        os.replace(tmp, path)
+        _write_whole(path, repr(float(seconds)))
 
     def record_error(self, text: str) -> None:
         """Keep a server-side traceback so the test that caused it can fail (any process's)."""
@@ -99,8 +98,7 @@ class ForgeState:
             errors.mkdir(exist_ok=True)
             if len(os.listdir(errors)) >= MAX_ERRORS:  # nobody collects them (forge serve)
                 return
-            (errors / f".{name}").write_text(text)
-            os.replace(errors / f".{name}", errors / name)
+            _write_whole(errors / name, text)
         except OSError:  # the traceback is in the server's log all the same
             log.exception("could not record a server error in %s", errors)
 
@@ -175,6 +173,14 @@ def _new_secret_key() -> str:
     import base64
     import secrets
     return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """Write `path` so that other processes see the old file or the whole new one (a new
+    inode each time), never a part: a dot file beside it, renamed into place."""
+    tmp = path.with_name(f".{path.name}-{uuid.uuid4().hex}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def state_of(app: Flask) -> ForgeState:
