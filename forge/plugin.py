@@ -56,7 +56,9 @@ def database_choice(config: pytest.Config) -> str:
     """The database the run's forges use: "sqlite", "postgresql" or a server URL."""
     value = config.getoption("--forge-database") or config.getini("forge_database") or (
         os.environ.get("FORGE_TEST_DATABASE", "")) or "sqlite"
-    if value not in ("sqlite", "postgresql") and not value.startswith(("postgresql", "postgres:")):
+    from forge.database import is_postgresql
+
+    if value != "sqlite" and not is_postgresql(value):
         raise pytest.UsageError(f"--forge-database: expected sqlite, postgresql or a URL, got {value!r}")
     return str(value)
 
