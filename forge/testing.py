@@ -384,6 +384,13 @@ class Forge:
             creds = ""
         return f"http://{creds}{netloc}/{path}.git"
 
+    def repository_path(self, project: ProjectRef) -> Path:
+        """Return the project's bare repository on disk, once background housekeeping is
+        done with every push so far: `git fsck` there sees no pack being dropped."""
+        self.state.housekeeper.wait_idle(60)
+        with self._session():
+            return self.state.backend.path_for(domain.get_project(_path(project)).id)
+
     def events(self, since: int = 0, **filters: Any) -> list[dict[str, Any]]:
         """Return the decision log, oldest first, optionally filtered by field values."""
         with self._session():

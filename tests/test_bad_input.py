@@ -11,7 +11,6 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from forge import domain
 from forge.testing import Forge, UserHandle
 
 ZERO = "0" * 40
@@ -52,11 +51,6 @@ def dev(forge: Forge) -> UserHandle:
 
 def refs_of(forge: Forge, git) -> str:
     return git("ls-remote", forge.clone_url("acme/app", token=forge.root_token)).stdout
-
-
-def repo_dir(forge: Forge) -> Path:
-    with forge.app.app_context():
-        return forge.state.backend.path_for(domain.get_project("acme/app").id)
 
 
 @pytest.mark.parametrize("header", [
@@ -133,8 +127,8 @@ def test_garbage_push_bodies_change_nothing(forge: Forge, dev: UserHandle, git,
     if status == 200:
         assert "unpack ok" not in text or "ng refs/heads/x" in text
     assert refs_of(forge, git) == before
-    git("fsck", "--full", cwd=repo_dir(forge))
-    assert not list((repo_dir(forge) / "objects").glob("tmp_pack_*"))
+    git("fsck", "--full", cwd=forge.repository_path("acme/app"))
+    assert not list((forge.repository_path("acme/app") / "objects").glob("tmp_pack_*"))
     assert not forge.state.take_errors()
 
 
@@ -173,8 +167,8 @@ def test_truncated_pack_is_refused_and_leaves_repository_intact(
     status, text = receive_pack(forge, dev, command + pack[: len(pack) // 2])
     assert status == 200 and "unpack ok" not in text
     assert refs_of(forge, git) == before
-    git("fsck", "--full", cwd=repo_dir(forge))
-    assert not list((repo_dir(forge) / "objects").glob("tmp_pack_*"))
+    git("fsck", "--full", cwd=forge.repository_path("acme/app"))
+    assert not list((forge.repository_path("acme/app") / "objects").glob("tmp_pack_*"))
 
 
 def test_pack_with_missing_objects_is_refused(forge: Forge, dev: UserHandle, git, commit,
@@ -193,7 +187,7 @@ def test_pack_with_missing_objects_is_refused(forge: Forge, dev: UserHandle, git
     command = pkt(f"{ZERO} {'a' * 40} refs/heads/ghost\x00report-status\n".encode()) + b"0000"
     status, text = receive_pack(forge, dev, command + make_pack(git, work, f"{parent}\n^{parent}\n"))
     assert "ng refs/heads/ghost missing necessary objects" in text
-    git("fsck", "--full", "--strict", cwd=repo_dir(forge))
+    git("fsck", "--full", "--strict", cwd=forge.repository_path("acme/app"))
 
 
 def test_oversized_body_is_refused_before_reading(forge: Forge, dev: UserHandle) -> None:

@@ -32,12 +32,6 @@ def clone(forge: Forge, git, tmp_path: Path, user: UserHandle, name: str = "work
     return work
 
 
-def server_repo(forge: Forge, path: str = "acme/app") -> Path:
-    with forge.app.app_context():
-        from forge import domain
-        return forge.state.backend.path_for(domain.get_project(path).id)
-
-
 def test_push_reporter_refused(forge: Forge, users: dict[str, UserHandle], git, commit,
                                tmp_path: Path) -> None:
     work = clone(forge, git, tmp_path, users["reporter"])
@@ -195,7 +189,7 @@ def test_push_ten_concurrent_pushes_lose_nothing(forge: Forge, users: dict[str, 
     history = git("rev-list", "origin/race", cwd=base).stdout.split()
     for sha in landed:
         assert sha in history  # no accepted push was lost
-    fsck = git("fsck", "--full", "--strict", cwd=server_repo(forge))
+    fsck = git("fsck", "--full", "--strict", cwd=forge.repository_path("acme/app"))
     assert "error" not in fsck.stderr.lower()
 
 
@@ -210,4 +204,4 @@ def test_push_8mb_chunked_body_lands(forge: Forge, users: dict[str, UserHandle],
     git("clone", "-q", "--branch", "big", forge.clone_url("acme/app", user=users["developer"]),
         again)
     assert (again / "big.bin").read_bytes() == (work / "big.bin").read_bytes()
-    git("fsck", "--full", cwd=server_repo(forge))
+    git("fsck", "--full", cwd=forge.repository_path("acme/app"))

@@ -36,12 +36,6 @@ def dev(forge: Forge) -> UserHandle:
     return user
 
 
-def repo_dir(forge: Forge, path: str = "acme/app") -> Path:
-    with forge.app.app_context():
-        from forge import domain
-        return forge.state.backend.path_for(domain.get_project(path).id)
-
-
 def user_session(user: UserHandle) -> requests.Session:
     session = requests.Session()
     session.headers["PRIVATE-TOKEN"] = user.token or ""
@@ -116,7 +110,7 @@ def test_push_while_the_ref_lock_is_held_waits_then_lands(forge: Forge, dev: Use
     release = threading.Event()
 
     def hold() -> None:
-        with ref_lock(repo_dir(forge)):
+        with ref_lock(forge.repository_path("acme/app")):
             release.wait(10)
 
     holder = threading.Thread(target=hold)
@@ -152,7 +146,7 @@ def test_many_pushes_are_repacked_and_clones_close_their_packs(
         shas.append(commit(work, {f"n{i}.txt": str(i)}))
         git("push", "-q", "origin", "feature", cwd=work)
     assert forge.state.housekeeper.wait_idle(60)
-    repo = repo_dir(forge)
+    repo = forge.repository_path("acme/app")
     assert pack_count(repo) <= 4
     clone = tmp_path / "clone"
     git("clone", "-q", "--branch", "feature", forge.clone_url("acme/app", user=dev), clone)
@@ -176,7 +170,7 @@ def test_many_refs_are_packed_and_stay_what_git_says(
         git("tag", "-a", "-m", f"release {i}", f"v1.{i}", cwd=work)
     git("push", "-q", "origin", "feature", "--tags", cwd=work)
     assert forge.state.housekeeper.wait_idle(60)
-    repo = repo_dir(forge)
+    repo = forge.repository_path("acme/app")
     assert housekeeping.loose_ref_count(repo) == 0
     # What forge advertises is what git reads from the repository itself, peeled tags too.
     served = git("ls-remote", url).stdout
@@ -201,7 +195,7 @@ def test_refused_push_leaves_no_pack_behind(forge: Forge, dev: UserHandle, git, 
                                             tmp_path: Path) -> None:
     work = tmp_path / "work"
     git("clone", "-q", forge.clone_url("acme/app", user=dev), work)
-    repo = repo_dir(forge)
+    repo = forge.repository_path("acme/app")
     assert forge.state.housekeeper.wait_idle(30)
     before = sorted(p.name for p in (repo / "objects" / "pack").iterdir())
     commit(work, {"big.bin": os.urandom(200_000).hex()})
@@ -214,7 +208,7 @@ def test_refused_push_leaves_no_pack_behind(forge: Forge, dev: UserHandle, git, 
 
 def test_housekeeping_sweeps_crash_leftovers(forge: Forge, dev: UserHandle, git,
                                              tmp_path: Path) -> None:
-    repo = repo_dir(forge)
+    repo = forge.repository_path("acme/app")
     (repo / "objects" / "tmp_pack_killed").write_bytes(b"PACK" + b"\0" * 1000)
     (repo / "objects" / "pack" / "tmp_idx_killed").write_bytes(b"x")
     (repo / "refs" / "heads" / "main.lock").write_text("0" * 40 + "\n")
@@ -397,7 +391,7 @@ def test_pack_header_claiming_more_objects_than_sent_gets_400(forge: Forge, dev:
     status, _ = _receive_pack(forge, dev, body)
     assert status == 400
     assert not forge.state.take_errors()
-    assert git("fsck", "--full", cwd=repo_dir(forge)).returncode == 0
+    assert git("fsck", "--full", cwd=forge.repository_path("acme/app")).returncode == 0
 
 
 def _serve(data_dir: Path, token: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
