@@ -23,6 +23,8 @@ import pytest
 import requests
 from serving import FORGE, Served
 
+from forge.repos import in_use
+
 pytestmark = pytest.mark.fleet
 
 WORKERS = 4
@@ -204,7 +206,7 @@ def test_fleet_sixteen_concurrent_pushes_lose_nothing(fleet: Fleet, git: Any, co
     refs = dict(reversed(line.split("\t")) for line in listed.splitlines())
     assert [refs.get(f"refs/heads/branch-{n}") for n in range(16)] == shas
     repo = _repository(fleet, "acme/busy")
-    fsck = git("--git-dir", repo, "fsck", "--strict", "--no-dangling", cwd=tmp_path)
+    fsck = _fsck(git, repo, tmp_path)
     assert fsck.returncode == 0 and "error" not in fsck.stderr
     pushed = {e["ref"] for e in _events(fleet, action="push_ref") if e["allowed"]}
     assert {f"refs/heads/branch-{n}" for n in range(16)} <= pushed
@@ -226,6 +228,13 @@ def _repository(fleet: Fleet, path: str) -> Path:
     project = requests.get(f"{fleet.url}/api/v4/projects/{path.replace('/', '%2F')}",
                            headers=fleet.root, timeout=30).json()
     return fleet.data_dir / "repositories" / f"{project['id']}.git"
+
+
+def _fsck(git: Callable[..., Any], repo: Path, cwd: Path) -> Any:
+    """`git fsck` as a forge reader: a worker's housekeeping (a repack after the pushes)
+    waits for the repository's shared lock to be given back."""
+    with in_use(repo):
+        return git("--git-dir", repo, "fsck", "--strict", "--no-dangling", cwd=cwd)
 
 
 def _events(fleet: Fleet, **filters: Any) -> list[dict[str, Any]]:
@@ -281,12 +290,12 @@ def test_fleet_worker_killed_mid_push_leaves_repository_and_database_consistent(
     url = f"http://oauth2:glpat-alice-fleet-000001@127.0.0.1:{fleet.port}/acme/busy.git"
     assert "refs/heads/killed" not in git("ls-remote", url, cwd=tmp_path).stdout
     repo = _repository(fleet, "acme/busy")
-    assert git("--git-dir", repo, "fsck", "--strict", "--no-dangling", cwd=tmp_path).returncode == 0
+    assert _fsck(git, repo, tmp_path).returncode == 0
     assert not [e for e in _events(fleet, action="push_ref") if e["ref"] == "refs/heads/killed"]
     # The same push again lands whole: no lock, half pack or row was left behind.
     git("push", "-q", "origin", "HEAD:refs/heads/killed", cwd=work)
     assert f"{new}\trefs/heads/killed" in git("ls-remote", url, cwd=tmp_path).stdout
-    assert git("--git-dir", repo, "fsck", "--strict", "--no-dangling", cwd=tmp_path).returncode == 0
+    assert _fsck(git, repo, tmp_path).returncode == 0
     clone = git("clone", "-q", "--branch", "killed", url, tmp_path / "again", check=False)
     assert clone.returncode == 0, clone.stderr
 

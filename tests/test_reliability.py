@@ -23,6 +23,7 @@ import requests
 from forge import gitserve, housekeeping
 from forge.config import ForgeConfig
 from forge.housekeeping import Limits, pack_count
+from forge.repos import in_use
 from forge.server import ForgeServer
 from forge.testing import Forge, UserHandle
 
@@ -456,7 +457,8 @@ def test_kill_9_mid_push_loses_nothing_accepted_and_leaves_nothing_behind(
         while list((repo / "objects").glob("tmp_pack_*")) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not list((repo / "objects").glob("tmp_pack_*"))
-        assert git("fsck", "--full", "--strict", cwd=repo).returncode == 0
+        with in_use(repo):  # as a reader of the server's: its housekeeping waits
+            assert git("fsck", "--full", "--strict", cwd=repo).returncode == 0
         remote = url.replace("http://", f"http://root:{token}@") + "/acme/app.git"
         git("remote", "set-url", "origin", remote, cwd=work)
         assert git("ls-remote", "origin", "main", cwd=work).stdout.split()[0] == landed
