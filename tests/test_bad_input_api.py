@@ -921,3 +921,8 @@ def test_api_tags_and_branches_in_gitlabs_orders(forge: Forge, world: dict[str, 
     assert names("branches", sort="updated_desc") == ["main", "b-v1.9", "b-v1.2", "b-v1.10"]
     answer = requests.get(f"{base}/tags", params={"order_by": "bogus"}, headers=root(forge))
     assert (answer.status_code, answer.json()) == (400, {"error": "order_by does not have a valid value"})
+    # A branch named like a tag changes nothing about the tag
+    git("push", "-q", "origin", "b-v1.9:refs/heads/v1.10", cwd=work)
+    assert names("tags") == ["v1.9", "v1.2", "v1.10"]
+    tag = requests.get(f"{base}/tags/v1.10", headers=root(forge)).json()
+    assert tag["commit"]["title"] == "v1.10"

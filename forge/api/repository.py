@@ -13,8 +13,9 @@ from typing import Any
 from urllib.parse import unquote
 
 from dulwich.objects import Blob, Commit, Tag
+from dulwich.refs import Ref, check_ref_format
 from dulwich.repo import Repo
-from flask import Response, jsonify
+from flask import Response, g, jsonify
 from sqlalchemy import select
 
 from forge import domain, repos
@@ -108,7 +109,6 @@ def _available() -> Iterator[None]:
 
 def resolve(repo: Repo, ref: str) -> Commit | None:
     """The commit a branch, tag or sha names."""
-    refs = repo.refs.as_dict()
     if ref == "HEAD":  # what HEAD names (the default branch)
         try:
             head = repo.refs[b"HEAD"]  # type: ignore[index]
@@ -116,18 +116,27 @@ def resolve(repo: Repo, ref: str) -> Commit | None:
             return None
         return ops.peel(repo, head)
     for name in (f"refs/heads/{ref}", f"refs/tags/{ref}", ref):
-        sha = refs.get(name.encode())  # type: ignore[call-overload]
+        sha = ref_sha(repo, name)
         if sha is not None:
             break
     else:
         sha = ref.encode() if len(ref) == 40 else None
+    return ops.peel(repo, sha) if sha else None
+
+
+def ref_sha(repo: Repo, name: str) -> bytes | None:
+    """What the full ref `name` points at, reading that ref alone (not every ref, as a
+    listing does); None when there is no such ref or the name is no ref name."""
     try:
-        obj = repo[sha] if sha else None
-    except (KeyError, ValueError):
+        raw = name.encode(errors="surrogateescape")
+    except UnicodeEncodeError:
         return None
-    while isinstance(obj, Tag):
-        obj = repo[obj.object[1]]
-    return obj if isinstance(obj, Commit) else None
+    if not raw.startswith(b"refs/") or not check_ref_format(Ref(raw)):
+        return None
+    try:
+        return repo.refs[Ref(raw)]
+    except KeyError:
+        return None
 
 
 def _when(seconds: int) -> str:
@@ -199,8 +208,7 @@ def branch_json(project: Project, repo: Repo, name: str, who: perm.Principal) ->
     rules = [r for r in db.session.scalars(select(ProtectedBranch).where(
         ProtectedBranch.project_id == project.id)) if perm.ProtectedBranch(r.name).matches(name)]
     default = resolve(repo, project.default_branch) if name != project.default_branch else None
-    merged = commit is not None and default is not None and commit.id in {
-        c.id for c in ops.history(repo, [default.id])}
+    merged = commit is not None and default is not None and commit.id in _ancestors(repo, default.id)
     return {"name": name, "merged": merged, "protected": bool(rules),
             "default": name == project.default_branch,
             "developers_can_push": any(r.push_access_level == perm.DEVELOPER for r in rules),
@@ -211,12 +219,23 @@ def branch_json(project: Project, repo: Repo, name: str, who: perm.Principal) ->
             "commit": commit_json(project, commit) if commit else None}
 
 
+def _ancestors(repo: Repo, head: bytes) -> set[bytes]:
+    """Every commit reachable from `head`, walked once per request (a branch list asks
+    whether each of its branches is merged into the default branch)."""
+    walked: dict[bytes, set[bytes]] = g.setdefault("ancestors", {})
+    if head not in walked:
+        walked[head] = {c.id for c in ops.history(repo, [head])}
+    return walked[head]
+
+
 def tag_json(project: Project, repo: Repo, name: str, who: perm.Principal | None = None) -> dict[str, Any]:
     """A tag as GitLab renders one."""
-    sha = tag_shas(repo)[name]
+    sha = ref_sha(repo, f"refs/tags/{name}")
+    if sha is None:
+        raise KeyError(name)
     obj = repo[sha]
     message = obj.message.decode(errors="replace") if isinstance(obj, Tag) else ""
-    commit = resolve(repo, name)
+    commit = ops.peel(repo, sha)  # the tag's, even when a branch has its name
     release = db.session.scalar(select(Release).where(Release.project_id == project.id,
                                                       Release.tag_name == name))
     return {"name": name, "message": message or None, "target": sha.decode(),
@@ -260,17 +279,19 @@ def list_refs(project_id: str, kind: str) -> Response:
     values = params()
     search = str(values.get("search") or "")
     with repository(project) as repo:
-        names = _ordered(repo, [n for n in _refs(repo, prefix) if search in n], kind, values)
-        items = [render(project, repo, n, who) for n in names]
-    return paginate(items, lambda item: item)
+        refs = {name: sha for name, sha in _refs(repo, prefix).items() if search in name}
+        return paginate(_ordered(repo, refs, kind, values),
+                        lambda name: render(project, repo, name, who))  # the page only
 
 
-def _ordered(repo: Repo, names: list[str], kind: str, values: dict[str, Any]) -> list[str]:
-    """Refs in GitLab's order: tags by `order_by` (name, updated: their commit's date,
+def _ordered(repo: Repo, refs: dict[str, bytes], kind: str, values: dict[str, Any]) -> list[str]:
+    """Ref names in GitLab's order: tags by `order_by` (name, updated: their commit's date,
     version; default updated) and `sort` (default desc); branches by `sort` (name_asc,
-    updated_asc, updated_desc; default name_asc)."""
+    updated_asc, updated_desc; default name_asc). `refs`: names with their shas."""
+    names = list(refs)
+
     def updated(name: str) -> tuple[int, str]:
-        commit = resolve(repo, name)
+        commit = ops.peel(repo, refs[name])
         return (commit.commit_time if commit is not None else 0), name
 
     if kind == "tags":
