@@ -474,3 +474,26 @@ def test_last_commit_id_refuses_a_stale_write(forge: Forge, api: Api, app: int) 
             {"action": "update", "file_path": "src/a.py", "content": "a = 2\n", "last_commit_id": seen}]})
     assert untouched.status_code == 201, untouched.text  # src/a.py last changed in that commit
     assert api("GET", f"/projects/{app}/repository/files/README.md/raw").text == "one\n"
+
+
+def test_branch_deletion_through_the_api_is_a_change_from_the_web(forge: Forge, api: Api,
+                                                                   app: int) -> None:
+    """Branches::DeleteService runs the hooks as the web: a maintainer deletes a protected
+    branch; the hook's refusals come back as a bare 400."""
+    dev = _member_api(forge, "acme/app", "dev", "developer")
+    forge.protect_branch("acme/app", "stable")
+    for name in ("stable", "other"):
+        assert api("POST", f"/projects/{app}/repository/branches",
+                   json={"branch": name, "ref": "main"}).status_code == 201
+    refused = dev("DELETE", f"/projects/{app}/repository/branches/stable")
+    assert (refused.status_code, refused.json()) == (400, {"message": (
+        "You are not allowed to delete protected branches from this project. "
+        "Only a project maintainer or owner can delete a protected branch.")})
+    refused = api("DELETE", f"/projects/{app}/repository/branches/main")
+    assert (refused.status_code, refused.json()) == (
+        400, {"message": "The default branch of a project cannot be deleted."})
+    assert api("DELETE", f"/projects/{app}/repository/branches/stable").status_code == 204
+    assert dev("DELETE", f"/projects/{app}/repository/branches/other").status_code == 204
+    names = [b["name"] for b in api("GET", f"/projects/{app}/repository/branches").json()]
+    assert names == ["main"]
+    assert forge.last_event(action="api_push_ref")["reason"] == "unprotected_branch"

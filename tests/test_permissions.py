@@ -31,6 +31,8 @@ CREATE_PROTECTED = "You are not allowed to create protected branches on this pro
 FORCE_PUSH_PROTECTED = "You are not allowed to force push code to a protected branch on this project."
 DELETE_PROTECTED = "You can only delete protected branches using the web interface."
 DELETE_DEFAULT = "The default branch of a project cannot be deleted."
+DELETE_PROTECTED_ROLE = ("You are not allowed to delete protected branches from this project. "
+                         "Only a project maintainer or owner can delete a protected branch.")
 
 # The job's own project is #1 (path `app`) in group 10 (`acme`), itself in group 1 (`top`).
 JOB_PROJECT_ID, JOB_GROUPS = 1, frozenset({10, 1})
@@ -201,6 +203,7 @@ REF_CASES = [
     ("maintainer-default-force", DEV, replace(PROJECT, role=M), "refs/heads/main", A, B, False, False, "protected_branch_force_push", FORCE_PUSH_PROTECTED),
     ("maintainer-default-delete", DEV, replace(PROJECT, role=M), "refs/heads/main", A, Z, True, False, "default_branch_delete", DELETE_DEFAULT),
     ("maintainer-protected-delete", DEV, replace(PROJECT, role=M), "refs/heads/release/1", A, Z, True, False, "protected_branch_delete", DELETE_PROTECTED),
+    ("developer-protected-delete", DEV, PROJECT, "refs/heads/release/1", A, Z, True, False, "protected_branch_delete_role", DELETE_PROTECTED_ROLE),
     ("developer-wildcard-allowed", DEV, PROJECT, "refs/heads/release/1.0", A, B, True, True, "protected_branch_allowed", ""),
     ("developer-create-protected", DEV, PROJECT, "refs/heads/hotfix", Z, B, True, False, "protected_branch_create", CREATE_PROTECTED),
     ("maintainer-no-one-may-push", DEV, replace(PROJECT, role=perm.OWNER), "refs/heads/frozen", A, B, True, False, "protected_branch", PUSH_PROTECTED),
@@ -235,6 +238,18 @@ def test_authorize_ref_update_matrix(principal: perm.Principal, project: perm.Pr
     decision = perm.authorize_ref_update(principal, project, ref, old, new, fast_forward)
     assert (decision.allowed, decision.reason, decision.message) == (allowed, reason, message)
     assert decision.status == (200 if allowed else 403)
+
+
+def test_authorize_ref_update_from_the_web_lets_a_maintainer_delete_a_protected_branch() -> None:
+    """BranchCheck#protected_branch_deletion_checks: the role first, then `updated_from_web?`."""
+    def delete(role: int, branch: str) -> perm.Decision:
+        return perm.authorize_ref_update(DEV, replace(PROJECT, role=role), f"refs/heads/{branch}",
+                                         A, Z, True, web=True)
+    assert delete(M, "release/1").reason == "protected_branch_web_delete"
+    assert (delete(D, "release/1").reason, delete(D, "release/1").message) == (
+        "protected_branch_delete_role", DELETE_PROTECTED_ROLE)
+    assert (delete(perm.OWNER, "main").reason, delete(perm.OWNER, "main").message) == (
+        "default_branch_delete", DELETE_DEFAULT)
 
 
 INTO = "You are not allowed to push into this branch"

@@ -84,9 +84,14 @@ def test_push_force_and_delete_of_protected_branch_refused(
     assert "remote: GitLab: You can only delete protected branches using the web interface." in result.stderr
     result = git("push", "origin", ":main", cwd=work, check=False)
     assert "remote: GitLab: The default branch of a project cannot be deleted." in result.stderr
+    # below maintainer, BranchCheck refuses for the role before it asks about the web
+    developer = clone(forge, git, tmp_path, users["developer"], "developer")
+    result = git("push", "origin", ":stable", cwd=developer, check=False)
+    assert ("remote: GitLab: You are not allowed to delete protected branches from this project. "
+            "Only a project maintainer or owner can delete a protected branch.") in result.stderr
     reasons = [e["reason"] for e in forge.events(action="push_ref", allowed=False)]
     assert reasons == ["protected_branch_force_push", "protected_branch_delete",
-                       "default_branch_delete"]
+                       "default_branch_delete", "protected_branch_delete_role"]
 
 
 @pytest.mark.parametrize("ancestry", ["git", "dulwich"])

@@ -247,12 +247,14 @@ def tag_json(project: Project, repo: Repo, name: str, who: perm.Principal | None
 
 
 def authorize_ref(project: Project, who: perm.Principal, ref: str, old: str, new: str) -> None:
-    """Let an API write of `ref` (old to new) through the per-ref push rules, or answer 403
-    (branch and tag calls, commits and file edits, cherry-picks and reverts share it)."""
+    """Let an API write of `ref` (old to new) through the per-ref push rules (branch and tag
+    calls, commits and file edits, cherry-picks and reverts share it). GitLab runs them as
+    the pre-receive hook of a change made from the web, and its services answer the hook's
+    refusal as a 400 with the bare message (`rescue Gitlab::Git::PreReceiveError`)."""
     facts = domain.project_facts(project, current_user(who))
-    decision = perm.authorize_ref_update(who, facts, ref, old, new, True)
+    decision = perm.authorize_ref_update(who, facts, ref, old, new, True, web=True)
     if not decision.allowed:
-        decision = dataclasses.replace(decision, message=f"403 Forbidden - {decision.message}")
+        decision = dataclasses.replace(decision, status=400)
     check(who, "api_push_ref", decision, project)
 
 

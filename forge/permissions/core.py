@@ -54,6 +54,8 @@ PUSH_PROTECTED = "You are not allowed to push code to protected branches on this
 CREATE_PROTECTED = "You are not allowed to create protected branches on this project."
 FORCE_PUSH_PROTECTED = "You are not allowed to force push code to a protected branch on this project."
 DELETE_PROTECTED = "You can only delete protected branches using the web interface."
+DELETE_PROTECTED_ROLE = ("You are not allowed to delete protected branches from this project. "
+                         "Only a project maintainer or owner can delete a protected branch.")
 DELETE_DEFAULT = "The default branch of a project cannot be deleted."
 RUN_JOB_DENIED = "{user} may not run CI jobs in {project}: the developer role or higher is needed."
 

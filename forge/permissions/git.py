@@ -13,6 +13,7 @@ from forge.permissions.core import (
     CREATE_PROTECTED,
     DELETE_DEFAULT,
     DELETE_PROTECTED,
+    DELETE_PROTECTED_ROLE,
     DEVELOPER,
     DOWNLOAD_DENIED,
     FORCE_PUSH_PROTECTED,
@@ -20,6 +21,7 @@ from forge.permissions.core import (
     HTTP_BASIC_DENIED,
     JOB_INSUFFICIENT,
     JOB_SCOPE_DENIED,
+    MAINTAINER,
     NO_ACCESS,
     NO_REPOSITORY,
     PRIVATE,
@@ -162,11 +164,15 @@ def authorize_ref_update(
     old_sha: str,
     new_sha: str,
     fast_forward: bool,
+    web: bool = False,
 ) -> Decision:
-    """Decide one ref update of a push the principal is already allowed to make.
+    """Decide one ref update of a push the principal is already allowed to make, in the
+    order of GitLab's `Gitlab::Checks::BranchCheck`.
 
     `fast_forward` is whether `old_sha` is an ancestor of `new_sha` (true for creations
-    and deletions, where the question does not arise).
+    and deletions, where the question does not arise). `web`: the change comes from the
+    REST API, not a git push (`updated_from_web?`): a maintainer may delete a protected
+    branch there.
     """
     deleting = new_sha == ZERO_SHA
     if not deleting and not storable_ref_name(ref):
@@ -183,7 +189,11 @@ def authorize_ref_update(
     if not rules:
         return _allow("unprotected_branch")
     if deleting:
-        return _deny("protected_branch_delete", 403, DELETE_PROTECTED)
+        if role < MAINTAINER:  # UserAccess#can_delete_branch?: push_to_delete_protected_branch
+            return _deny("protected_branch_delete_role", 403, DELETE_PROTECTED_ROLE)
+        if not web:
+            return _deny("protected_branch_delete", 403, DELETE_PROTECTED)
+        return _allow("protected_branch_web_delete")
     if not fast_forward and not any(rule.allow_force_push for rule in rules):
         return _deny("protected_branch_force_push", 403, FORCE_PUSH_PROTECTED)
     if not any(rule.push_access_level > NO_ACCESS and role >= rule.push_access_level for rule in rules):
