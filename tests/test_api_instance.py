@@ -71,8 +71,19 @@ def test_a_personal_namespace_id_never_names_a_group(forge: Forge, api: Api) -> 
     assert api("GET", f"/users/{alice.id}").json()["namespace_id"] == own["id"]
     by_admin = api("POST", "/projects", json={"name": "given", "namespace_id": own["id"]})
     assert by_admin.json()["path_with_namespace"] == "alice/given"
-    theirs = Api(forge, bob.token)("POST", "/projects", json={"name": "x", "namespace_id": own["id"]})
-    assert (theirs.status_code, theirs.json()) == (403, {"message": "403 Forbidden"})
+    # Projects::CreateService#allowed_namespace?: anywhere else is a validation error
+    invalid = (400, {"message": {"namespace": ["is not valid"]}})
+    as_bob = Api(forge, bob.token)
+    theirs = as_bob("POST", "/projects", json={"name": "x", "namespace_id": own["id"]})
+    assert (theirs.status_code, theirs.json()) == invalid
+    forge.add_member("bob", "reporter", group="acme")
+    in_group = as_bob("POST", "/projects", json={"name": "x", "namespace_id": group_id})
+    assert (in_group.status_code, in_group.json()) == invalid
+    nowhere = as_bob("POST", "/projects", json={"name": "x", "namespace_id": 999})
+    assert (nowhere.status_code, nowhere.json()) == invalid
+    assert forge.last_event(action="api_create_project")["reason"] == "namespace_not_valid"
+    forge.add_member("bob", "maintainer", group="acme")
+    assert as_bob("POST", "/projects", json={"name": "x", "namespace_id": group_id}).status_code == 201
 
 
 def test_sudo_acts_as_the_named_user_for_an_admin_sudo_token(forge: Forge, api: Api) -> None:

@@ -115,6 +115,8 @@ def check(who: perm.Principal, action: str, decision: perm.Decision,
                 "error_description": "The request requires higher privileges than provided by "
                                      "the access token.",
                 "scope": "sudo" if decision.reason == "insufficient_sudo_scope" else "api"})
+        if decision.reason == "namespace_not_valid":  # render_validation_error!
+            raise ApiError(400, {"message": {"namespace": [decision.message]}})
         if decision.message in (perm.API_TOKEN_EXPIRED, perm.API_TOKEN_REVOKED):
             raise ApiError(401, {"error": "invalid_token", "error_description": decision.message},
                            {"WWW-Authenticate": 'Bearer realm="Protected by OAuth 2.0", '

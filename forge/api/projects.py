@@ -15,6 +15,7 @@ from forge.api import (
     ApiError,
     bp,
     by_id,
+    check,
     choice,
     created,
     current_user,
@@ -277,15 +278,18 @@ def create_project() -> tuple[Response, int]:
     path = str(given_path or name).strip().replace(" ", "-").lower()
     namespace_id = integer(values, "namespace_id", required=False)
     owner = domain.namespace_by_id(namespace_id) if namespace_id is not None else None
+    who = principal()
+    facts: dict[str, Any] = {"found": namespace_id is None or owner is not None}
     if isinstance(owner, User):  # a personal namespace: one's own, or anyone's for an admin
-        who = instance_ability("create_user_project", target_user_id=owner.id)
-        namespace = owner.username
-    elif namespace_id is not None:
-        group = find_group(str(namespace_id))
-        who = group_ability(group, "create_project")
-        namespace = group.full_path
+        facts["owner_user_id"] = owner.id
+    elif isinstance(owner, Group):
+        facts.update(group_visibility=owner.visibility,
+                     group_role=domain.group_role(owner, current_user(who)))
+    check(who, "api_create_project", perm.authorize_new_project(
+        who, now(), state().config.base_url, **facts))
+    if isinstance(owner, (User, Group)):
+        namespace = owner.username if isinstance(owner, User) else owner.full_path
     else:
-        who = instance_ability("create_group")
         user = current_user(who)
         assert user is not None
         namespace = user.username

@@ -261,6 +261,33 @@ def authorize_group(principal: Principal, ability: str, visibility: str, role: i
     return _allow(f"can_{ability}")
 
 
+NAMESPACE_NOT_VALID = "is not valid"  # the API answers {"message": {"namespace": [this]}}
+
+
+def authorize_new_project(principal: Principal, now: datetime, base_url: str, *,
+                          found: bool = True, owner_user_id: int | None = None,
+                          group_visibility: str | None = None, group_role: int = NO_ACCESS
+                          ) -> Decision:
+    """Decide POST /projects: credentials and scope as for any write, then
+    Projects::CreateService#allowed_namespace?: one's own namespace, any user's as admin, or
+    a group where one may create projects. Any other namespace, or one that does not exist
+    (`found`), is a validation error: 400, `namespace` "is not valid"."""
+    auth = authorize_instance(principal, "create_group", now, base_url)  # any api-scoped user
+    if not auth.allowed:
+        return auth
+    if not found:
+        return _api_deny("namespace_not_valid", 400, NAMESPACE_NOT_VALID)
+    if group_visibility is not None:
+        decision = authorize_group(principal, "create_project", group_visibility, group_role,
+                                   now, base_url)
+    elif owner_user_id is not None:
+        decision = authorize_instance(principal, "create_user_project", now, base_url,
+                                      owner_user_id)
+    else:
+        return _allow("own_namespace")
+    return decision if decision.allowed else _api_deny("namespace_not_valid", 400, NAMESPACE_NOT_VALID)
+
+
 # Gitlab::Access.all_values, what a list's `min_access_level` may name (15: planner)
 ACCESS_LEVELS = (GUEST, 15, REPORTER, DEVELOPER, MAINTAINER, OWNER)
 
