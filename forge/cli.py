@@ -55,7 +55,8 @@ def main() -> None:
               help="where `template:` entries of POST /-/forge/seed live "
                    "(default: the --seed file's directory; without either, none)")
 @click.option("--fresh", is_flag=True,
-              help="empty the data directory first (only when no other forge holds it)")
+              help="empty the data directory first (only when no other forge holds it), "
+                   "and the --database-url database's forge tables")
 @click.option("--root-token", default=None, envvar="FORGE_ROOT_TOKEN",
               help="PAT of the admin `root` (default: generated once per data directory)")
 @click.option("--database-url", default=None, envvar="FORGE_DATABASE_URL",
@@ -110,6 +111,8 @@ def serve(host: str, port: int, data_dir: Path, seed_file: Path | None,
     # the socket's queue until the app answers, and scripts can go on at once.
     click.echo(f"forge listening on {http_url(host, sock.getsockname()[1])}", nl=True)
     sys.stdout.flush()
+    if fresh and database_url:  # outside the data directory: empty it as well
+        _empty_database(database_url)
     if workers > 1:
         _serve_fleet(config, lock, sock, host, workers, seed_file, quiet)
         return
@@ -130,6 +133,25 @@ def serve(host: str, port: int, data_dir: Path, seed_file: Path | None,
         pass
     finally:
         lock.release()
+
+
+def _empty_database(url: str) -> None:
+    """Drop forge's tables from the database at `url` (the start creates them anew)."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    from forge import database
+    from forge.models import db
+
+    name = make_url(url).database
+    if url.startswith("sqlite") and (not name or not Path(name).exists()):
+        return  # nothing there yet (or in memory)
+    engine = create_engine(url, **database.engine_options(url))
+    try:
+        with engine.begin() as connection, database.schema_lock(connection):
+            database.empty(connection, db.metadata)
+    finally:
+        engine.dispose()
 
 
 def _announce(config: ForgeConfig) -> None:
@@ -165,7 +187,7 @@ def _seed_on_start(server: Any, seed_file: Path) -> None:
 
     with server.app.app_context():
         if db.session.scalar(select(func.count(Project.id))):
-            click.echo("seed: the data directory already holds projects; not seeding again")
+            click.echo("seed: the forge already holds projects; not seeding again")
             return
         scenario = seed.load_file(seed_file)
         try:

@@ -106,6 +106,14 @@ def migrate(connection: Connection, metadata: MetaData) -> str:
     return f"upgraded from {current or 'a forge older than its migrations'}"
 
 
+def empty(connection: Connection, metadata: MetaData) -> None:
+    """Drop the models' tables and Alembic's, so that the next start creates them anew
+    (`forge serve --fresh` on a database outside the data directory); the caller holds
+    `schema_lock` and commits. Other tables of a shared database are left alone."""
+    metadata.drop_all(connection)
+    _version_metadata.drop_all(connection)
+
+
 def upgrade(connection: Connection, target: str = "head") -> None:
     """Run Alembic's upgrade to `target` on `connection` (inside its transaction)."""
     from alembic.config import Config

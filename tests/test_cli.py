@@ -153,10 +153,31 @@ def test_serve_keeps_state_across_restarts(tmp_path: Path) -> None:
     second = Served(data, "--seed", str(ROOT / "fixtures" / "demo.yml"))
     try:
         assert second.root_token == token
-        assert second.lines[-1] == "seed: the data directory already holds projects; not seeding again"
+        assert second.lines[-1] == "seed: the forge already holds projects; not seeding again"
         response = requests.get(f"{second.url}/acme/website.git/info/refs?service=git-upload-pack")
         assert response.status_code == 200
         assert oct((data / "root-token").stat().st_mode & 0o777) == "0o600"
+    finally:
+        second.stop()
+
+
+def test_serve_fresh_empties_a_database_outside_the_data_directory(tmp_path: Path) -> None:
+    """`make serve` twice on one --database-url: the second start is as new as the first,
+    not a forge whose projects lost their repositories with the data directory."""
+    url = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    args = ("--fresh", "--database-url", url, "--seed", str(ROOT / "fixtures" / "demo.yml"))
+    first = Served(tmp_path / "data", *args)
+    old_token = first.root_token
+    first.stop()
+    second = Served(tmp_path / "data", *args)
+    try:
+        assert second.lines[-1].startswith("curl ")  # seeded again
+        refs = requests.get(f"{second.url}/acme/website.git/info/refs?service=git-upload-pack")
+        assert refs.status_code == 200
+        stale = requests.get(f"{second.url}/api/v4/user", headers={"PRIVATE-TOKEN": old_token})
+        assert stale.status_code == 401
+        assert requests.get(f"{second.url}/api/v4/user",
+                            headers={"PRIVATE-TOKEN": second.root_token}).status_code == 200
     finally:
         second.stop()
 

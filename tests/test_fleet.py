@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 import requests
-from serving import FORGE, Served
+from serving import DEMO, FORGE, Served
 
 from forge.repos import in_use
 
@@ -381,3 +381,29 @@ def test_fleet_two_fleets_share_one_data_directory_and_database(
 def _refs_status(url: str, job_token: str) -> int:
     return requests.get(f"{url}/acme/app.git/info/refs?service=git-upload-pack",
                         headers=_basic("gitlab-ci-token", job_token), timeout=30).status_code
+
+
+def test_fleet_fresh_empties_its_database_too(forge_postgres: str, tmp_path: Path) -> None:
+    """`make serve WORKERS=4 DATABASE_URL=...` twice: the second fleet seeds a new forge
+    again, instead of serving projects whose repositories went with the data directory."""
+    from forge.pgcluster import create_database, drop_database
+
+    url = create_database(forge_postgres)
+    args = ("--workers", "2", "--fresh", "--database-url", url, "--seed", str(DEMO))
+    try:
+        first = Served(tmp_path / "data", *args)
+        old_token = first.root_token
+        first.stop()
+        second = Served(tmp_path / "data", *args)
+        try:
+            assert second.lines[-1].startswith("curl ")  # seeded again
+            refs = requests.get(f"{second.url}/acme/website.git/info/refs?service=git-upload-pack",
+                                timeout=30)
+            assert refs.status_code == 200
+            stale = requests.get(f"{second.url}/api/v4/user", headers={"PRIVATE-TOKEN": old_token},
+                                 timeout=30)
+            assert stale.status_code == 401
+        finally:
+            second.stop()
+    finally:
+        drop_database(forge_postgres, url)
