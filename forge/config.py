@@ -9,6 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# In the data directory unless set otherwise; `forge serve --fresh` keeps them (see datadir)
+SIGNING_KEY = Path("registry/signing.key")
+SIGNING_CERT = Path("registry/signing.crt")
+
 MiB = 1024 * 1024
 
 
@@ -105,13 +109,13 @@ class ForgeConfig:
     def signing_key_path(self) -> Path:
         """The registry token signing key (PEM, created on first use)."""
         return Path(self.registry_key_file) if self.registry_key_file else (
-            self.data_dir / "registry" / "signing.key")
+            self.data_dir / SIGNING_KEY)
 
     @property
     def signing_cert_path(self) -> Path:
         """The self-signed certificate of the signing key (a registry's `rootcertbundle`)."""
         return Path(self.registry_cert_file) if self.registry_cert_file else (
-            self.data_dir / "registry" / "signing.crt")
+            self.data_dir / SIGNING_CERT)
 
     def replace(self, **changes: Any) -> ForgeConfig:
         """Return a copy with `changes` applied."""

@@ -22,6 +22,8 @@ import shutil
 from pathlib import Path
 from types import TracebackType
 
+from forge.config import SIGNING_CERT, SIGNING_KEY
+
 LOCK_FILE = "forge.lock"
 DATABASE_FILE = "forge.db"
 PRIVATE_SUFFIXES = ("", "-wal", "-shm", "-journal")
@@ -111,17 +113,22 @@ class DataDirLock:
         return True
 
     def empty(self) -> None:
-        """Delete everything in the data directory but the lock itself (`forge serve --fresh`)."""
+        """Delete everything in the data directory but the lock itself and the registry's
+        signing key and certificate (`forge serve --fresh`): a registry configured to trust
+        this forge goes on trusting it, as it would a GitLab that was reset."""
         if self._fd is None or not self.alone:
             raise DataDirBusy(f"data directory {self.data_dir} is in use by another fleet: "
                               "it cannot be emptied now")
         for child in self.data_dir.iterdir():
             if child.name == LOCK_FILE:
                 continue
-            if child.is_dir() and not child.is_symlink():
-                shutil.rmtree(child)
-            else:
-                child.unlink()
+            kept = {p.name for p in (SIGNING_KEY, SIGNING_CERT) if p.parent.name == child.name}
+            if kept and child.is_dir() and not child.is_symlink():
+                for part in child.iterdir():
+                    if part.name not in kept:
+                        _remove(part)
+                continue
+            _remove(child)
 
     def __enter__(self) -> DataDirLock:
         return self
@@ -133,6 +140,13 @@ class DataDirLock:
     def __del__(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
 
 
 def make_private(path: Path) -> None:

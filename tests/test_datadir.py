@@ -81,10 +81,16 @@ def test_serve_second_forge_fails_at_once_and_leaves_the_first_intact(tmp_path: 
 def test_serve_fresh_starts_the_demo_again_once_the_first_is_gone(tmp_path: Path) -> None:
     data = tmp_path / "demo"
     first = Served(data, "--fresh", "--seed", str(DEMO))
+    certificate = requests.get(f"{first.url}/-/forge/registry/certificate",
+                               headers={"PRIVATE-TOKEN": first.root_token})
+    assert certificate.status_code == 200 and b"BEGIN CERTIFICATE" in certificate.content
     first.stop()
     second = Served(data, "--fresh", "--seed", str(DEMO))
     try:
         assert second.root_token != first.root_token  # a new data directory, a new token
+        # but the same registry signing key: a registry set up to trust the forge still does
+        assert requests.get(f"{second.url}/-/forge/registry/certificate",
+                            headers={"PRIVATE-TOKEN": second.root_token}).content == certificate.content
         assert second.lines[-1].startswith("curl ")  # seeded again, not "already holds projects"
         response = requests.get(f"{second.url}/-/forge/jobs/1",
                                 headers={"PRIVATE-TOKEN": second.root_token})
