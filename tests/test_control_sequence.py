@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -138,3 +139,18 @@ def test_readme_documents_every_seed_key_and_create_project_argument() -> None:
     row = next(line for line in README.splitlines() if line.startswith("| `create_project("))
     arguments = set(inspect.signature(Forge.create_project).parameters) - {"self", "path"}
     assert sorted(a for a in arguments if f"{a}=" not in row) == []
+
+
+def test_readme_pytest_examples_pass_as_pasted(tmp_path: Path) -> None:
+    """Each ```python block of the README that defines a test, alone in a file, passes
+    with the installed plugin (a new pytest, as in another project)."""
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", README, re.S) if "\ndef test_" in f"\n{b}"]
+    assert len(blocks) >= 3
+    for number, block in enumerate(blocks):
+        (tmp_path / f"test_readme_{number}.py").write_text(block)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "FORGE_TEST_"))}
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                             "-W", "error::pytest.PytestUnknownMarkWarning", str(tmp_path)],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert f"{len(blocks)} passed" in result.stdout, result.stdout[-2000:]
