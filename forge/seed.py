@@ -167,7 +167,9 @@ def _where(kind: str, index: int, entry: Any, key: str) -> str:
     return f"{kind}[{index}]"
 
 
-def _datetime(value: Any, where: str) -> datetime | None:
+def parse_datetime(value: Any, where: str) -> datetime | None:
+    """A date or time as a seed (or the fixture) takes it: a date, a datetime, or ISO 8601
+    text; naive UTC. Anything else is a SeedError naming `where`."""
     if value is None:
         return None
     if isinstance(value, datetime):
@@ -253,7 +255,7 @@ def _apply(state: ForgeState, scenario: Mapping[str, Any], templates_dir: Path |
             name = _opt_text(tok, "name", twhere) or f"token-{j + 1}"
             scopes = _texts(tok["scopes"], f"{twhere}.scopes") if tok.get("scopes") else ["api"]
             pat, secret = named(twhere, domain.create_token, now, user, name=name, scopes=scopes,
-                                expires_at=_datetime(tok.get("expires_at"), f"{twhere}.expires_at"),
+                                expires_at=parse_datetime(tok.get("expires_at"), f"{twhere}.expires_at"),
                                 token=_opt_text(tok, "token", twhere))
             pat.revoked = _flag(tok, "revoked", twhere, False)
             tokens[name] = secret

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -75,6 +75,10 @@ class Forge:
         self.url = server.url
         self.root_token = self.state.config.root_token
         self.runner_registration_token = self.state.config.runner_registration_token
+        # What this test created, with the secrets forge keeps only as digests: so that
+        # `clone_url(user="bob")` or `job_variables(3)` can find them by name or id.
+        self._users: dict[str, UserHandle] = {}
+        self._jobs: dict[int, JobHandle] = {}
 
     # -- plumbing ----------------------------------------------------------------------
 
@@ -104,6 +108,8 @@ class Forge:
         # Housekeeping still at work on a repository of the last test would sweep the "stale"
         # ref locks of a new repository that reuses its directory (ids restart after a reset).
         self.state.housekeeper.wait_idle(30)
+        self._users.clear()
+        self._jobs.clear()
         with self._session():
             domain.reset(self.state.backend, self.state.lfs)
 
@@ -136,14 +142,36 @@ class Forge:
             token = None
             if scopes:
                 _, token = domain.create_token(self.now(), user, name="test", scopes=scopes)
-            return UserHandle(user.id, user.username, user.email, password, token)
+            handle = UserHandle(user.id, user.username, user.email, password, token)
+        self._users[handle.username.lower()] = handle
+        return handle
+
+    def _user_handle(self, user: UserRef) -> UserHandle:
+        if isinstance(user, UserHandle):
+            return user
+        try:
+            return self._users[user.lower()]
+        except KeyError:
+            raise LookupError(f"no user {user!r} was created by this test's create_user: pass "
+                              "the UserHandle it returned, or the secret as token=") from None
+
+    def _job_handle(self, job: JobHandle | int) -> JobHandle:
+        if isinstance(job, JobHandle):
+            return job
+        try:
+            return self._jobs[job]
+        except KeyError:
+            raise LookupError(f"job {job} was not started by this test's start_job or "
+                              "queue_job: pass the JobHandle it returned") from None
 
     def create_token(self, user: UserRef, scopes: tuple[str, ...] = ("api",), *,
-                     expires_at: datetime | None = None, name: str = "token") -> str:
-        """Create another PAT for `user` and return its secret."""
+                     expires_at: datetime | date | str | None = None, name: str = "token") -> str:
+        """Create another PAT for `user` and return its secret; `expires_at` as a seed
+        takes it (a date, a datetime, or `YYYY-MM-DD` / ISO 8601 text)."""
+        when = seed.parse_datetime(expires_at, "expires_at")
         with self._session():
             _, secret = domain.create_token(self.now(), domain.get_user(_name(user)), name=name,
-                                            scopes=scopes, expires_at=expires_at)
+                                            scopes=scopes, expires_at=when)
             return secret
 
     def revoke_tokens(self, user: UserRef) -> None:
@@ -312,8 +340,10 @@ class Forge:
                                            self.state.backend)
             if joined is None:  # a new refs/pipelines/<id>: its refs may want packing
                 self.state.housekeeper.after_push(job.project_id)
-            return JobHandle(job.id, token, job.project.full_path, job.user.username, variables,
-                             job.pipeline_id)
+            handle = JobHandle(job.id, token, job.project.full_path, job.user.username, variables,
+                               job.pipeline_id)
+        self._jobs[handle.id] = handle
+        return handle
 
     def set_job_status(self, job: JobHandle | int, status: str) -> None:
         """Move a job to any GitLab status."""
@@ -356,18 +386,23 @@ class Forge:
                 group=domain.get_group(group) if group else None)
             return runner.id, token
 
-    def job_variables(self, job: JobHandle) -> dict[str, str]:
+    def job_variables(self, job: JobHandle | int) -> dict[str, str]:
         """Return the CI_* variables of a job, as a runner would export them."""
+        job = self._job_handle(job)
         with self._session():
             return jobs.job_variables(jobs.get_job(job.id), job.token, self.url,
                                       self.state.config.registry_url, self.state.backend)
 
     # -- URLs and the decision log -----------------------------------------------------
 
-    def clone_url(self, project: ProjectRef, *, user: UserHandle | None = None,
-                  job: JobHandle | None = None, token: str | None = None,
+    def clone_url(self, project: ProjectRef, *, user: UserRef | None = None,
+                  job: JobHandle | int | None = None, token: str | None = None,
                   username: str = "oauth2", password: bool = False) -> str:
-        """Return a clone URL with credentials: a job's token, a user's PAT or password, or none."""
+        """Return a clone URL with credentials: a job's token, a user's PAT or password, or none.
+
+        `user` and `job` may be names and ids of users and jobs this test created."""
+        user = self._user_handle(user) if user is not None else None
+        job = self._job_handle(job) if job is not None else None
         path = project.path if isinstance(project, ProjectHandle) else str(project)
         if isinstance(project, int):
             with self._session():

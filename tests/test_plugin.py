@@ -179,3 +179,24 @@ def test_plugin_seed_templates_are_read_next_to_the_seed_file_only(pytester: pyt
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*projects[[]0[]] (acme/app).template: '../seeds/app' must not "
                                  "contain '..'*"])
+
+
+def test_fixture_finds_its_own_users_and_jobs_by_name_and_id(forge, git) -> None:
+    """Secrets live only as digests in the forge: the fixture remembers the handles it gave
+    out, so names and ids work where handles do, and anything else is a clear LookupError."""
+    forge.create_group("acme")
+    bob = forge.create_user("bob")
+    forge.create_project("acme/app", files={"a.txt": "a\n"}, members={"bob": "developer"})
+    job = forge.start_job("acme/app", "bob")
+    assert forge.clone_url("acme/app", user="BOB") == forge.clone_url("acme/app", user=bob)
+    assert "bob:bob-pass-1@" in forge.clone_url("acme/app", user="bob", password=True)
+    assert forge.clone_url("acme/app", job=job.id) == forge.clone_url("acme/app", job=job)
+    assert forge.job_variables(job.id)["CI_JOB_TOKEN"] == job.token
+    assert git("ls-remote", forge.clone_url("acme/app", job=job.id)).returncode == 0
+    with pytest.raises(LookupError, match="no user 'carol' was created"):
+        forge.clone_url("acme/app", user="carol")
+    with pytest.raises(LookupError, match="job 99 was not started"):
+        forge.job_variables(99)
+    expired = forge.create_token("bob", ["api"], expires_at="2020-01-01")
+    refused = requests.get(f"{forge.url}/api/v4/user", headers={"PRIVATE-TOKEN": expired})
+    assert refused.status_code == 401
