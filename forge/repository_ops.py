@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from dulwich.annotate import annotate_lines
 from dulwich.diff_tree import tree_changes
 from dulwich.object_store import commit_tree_changes
-from dulwich.objects import Blob, Commit, ObjectID, Tag, Tree
+from dulwich.objects import S_ISGITLINK, Blob, Commit, ObjectID, Tag, Tree, TreeEntry
 from dulwich.patch import unified_diff
 from dulwich.repo import Repo
 
@@ -74,17 +74,21 @@ def peel(repo: Repo, sha: bytes) -> Commit | None:
 
 
 def lookup(repo: Repo, commit: Commit | None, path: str) -> tuple[str, int, bytes] | None:
-    """What `path` names in the commit's tree: ("file" | "directory" | "under a file", mode, sha)."""
+    """What `path` names in the commit's tree: ("file" | "directory" | "submodule" |
+    "under a file", mode, sha). A submodule's commit is another repository's: never read."""
     if commit is None:
         return None
     obj: Blob | Tree = repo[commit.tree]  # type: ignore[assignment]
     mode, sha = stat.S_IFDIR, commit.tree
-    for part in path.split("/"):
+    parts = path.split("/")
+    for number, part in enumerate(parts, 1):
         if not isinstance(obj, Tree):
             return "under a file", mode, sha
         if part.encode() not in obj:
             return None
         mode, sha = obj[part.encode()]
+        if S_ISGITLINK(mode):
+            return ("submodule" if number == len(parts) else "under a file"), mode, sha
         obj = repo[sha]  # type: ignore[assignment]
     return ("file" if isinstance(obj, Blob) else "directory"), mode, sha
 
@@ -214,8 +218,7 @@ def diffs(repo: Repo, old_tree: bytes | None, new_tree: bytes) -> list[dict[str,
         paths = [e.path for e in (old, new) if e is not None and e.path]
         old_path = (old.path if old is not None and old.path else paths[0]).decode(errors="replace")
         new_path = (new.path if new is not None and new.path else paths[0]).decode(errors="replace")
-        before = repo[old.sha].as_raw_string() if old is not None and old.sha else b""
-        after = repo[new.sha].as_raw_string() if new is not None and new.sha else b""
+        before, after = _diffed(repo, old), _diffed(repo, new)
         text = b"".join(unified_diff(before.splitlines(keepends=True), after.splitlines(keepends=True),
                                      n=3)).decode(errors="replace")
         lines = text.split("\n", 2)
@@ -227,6 +230,16 @@ def diffs(repo: Repo, old_tree: bytes | None, new_tree: bytes) -> list[dict[str,
             "new_file": old is None or not old.sha, "renamed_file": change.type == "rename",
             "deleted_file": new is None or not new.sha, "generated_file": None})
     return result
+
+
+def _diffed(repo: Repo, entry: TreeEntry | None) -> bytes:
+    """What a diff compares of one side: a file's content, or for a submodule the line
+    git shows (`Subproject commit <sha>`); nothing for a side that does not exist."""
+    if entry is None or not entry.sha:
+        return b""
+    if entry.mode is not None and S_ISGITLINK(entry.mode):
+        return b"Subproject commit " + entry.sha + b"\n"
+    return repo[entry.sha].as_raw_string()
 
 
 def walk_tree(repo: Repo, tree_id: bytes, prefix: str = "", recursive: bool = True
@@ -296,7 +309,7 @@ def pick(repo: Repo, onto: Commit, commit: Commit, reverse: bool = False) -> Obj
                 change.old.path if change.old is not None else None)
         assert path is not None
         found = _lookup_tree(repo, onto.tree, path.decode(errors="surrogateescape"))
-        current = (found[1], found[2]) if found is not None and found[0] == "file" else None
+        current = (found[1], found[2]) if found is not None and found[0] in ("file", "submodule") else None
         was = (change.old.mode, change.old.sha) if change.old is not None and change.old.sha else None
         want = (change.new.mode, change.new.sha) if change.new is not None and change.new.sha else None
         if current == want:

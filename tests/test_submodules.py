@@ -108,3 +108,49 @@ def test_submodules_and_lfs_in_a_seed(forge: Forge) -> None:
     with pytest.raises(DomainError, match=r"projects\[0\] \(x/y\).*missing"):
         forge.seed({"groups": [{"path": "x"}],
                     "projects": [{"path": "x/y", "submodules": {"s": "../missing.git"}}]})
+
+
+def test_rest_api_reads_and_writes_around_a_submodule(forge: Forge, world: dict[str, Any]) -> None:
+    """A gitlink's commit lives in another repository: views show it as git does and never
+    read it (each of these was a 500)."""
+    import requests
+    api = f"{forge.url}/api/v4/projects/acme%2Fapp"
+    root = {"PRIVATE-TOKEN": forge.root_token}
+
+    def call(method: str, path: str, **kwargs: Any) -> requests.Response:
+        return requests.request(method, f"{api}{path}", headers=root, timeout=30, **kwargs)
+
+    shown = call("GET", "/repository/commits/main/diff")
+    assert shown.status_code == 200
+    lib = next(d for d in shown.json() if d["new_path"] == "lib")
+    assert (lib["b_mode"], lib["new_file"]) == ("160000", True)
+    assert lib["diff"].startswith("@@ -0,0 +1 @@\n+Subproject commit ")
+    assert call("GET", "/repository/commits/main").status_code == 200
+    assert call("GET", "/repository/commits", params={"with_stats": "true"}).status_code == 200
+    for path in ("/repository/files/lib?ref=main", "/repository/files/lib/raw?ref=main",
+                 "/repository/files/lib/blame?ref=main", "/repository/files/lib%2Fx.txt?ref=main"):
+        answer = call("GET", path)
+        assert (answer.status_code, answer.json()) == (404, {"message": "404 File Not Found"}), path
+    for path in ("lib", "lib/x"):
+        answer = call("GET", "/repository/tree", params={"path": path})
+        assert (answer.status_code, answer.json()) == (404, {"message": "404 Tree Not Found"}), path
+    tree = call("GET", "/repository/tree").json()
+    assert {"name": "lib", "type": "commit", "mode": "160000"}.items() <= next(
+        e for e in tree if e["name"] == "lib").items()
+    assert call("GET", "/repository/archive.tar.gz", params={"path": "lib"}).status_code == 404
+    body = {"branch": "main", "content": "x", "commit_message": "m"}
+    made = call("POST", "/repository/files/lib", json=body)
+    assert (made.status_code, made.json()) == (400, {"message": "A file with this name already exists"})
+    for method in ("PUT", "DELETE"):
+        changed = call(method, "/repository/files/lib", json=body)
+        assert (changed.status_code, changed.json()) == (
+            400, {"message": "A file with this name doesn't exist"}), method
+    under = call("POST", "/repository/files/lib%2Fx.txt", json=body)
+    assert under.status_code == 400, under.text
+    # a commit that moves the submodule can be reverted like any other
+    branch = call("POST", "/repository/branches", json={"branch": "b2", "ref": "main"})
+    assert branch.status_code == 201
+    reverted = call("POST", "/repository/commits/main/revert", json={"branch": "b2"})
+    assert reverted.status_code == 201, reverted.text
+    assert all(e["name"] != "lib" for e in call("GET", "/repository/tree",
+                                                 params={"ref": "b2"}).json())
