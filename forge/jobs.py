@@ -10,7 +10,7 @@ import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlsplit
@@ -36,6 +36,7 @@ from forge.domain import (
 )
 from forge.models import Job, Pipeline, Project, ProtectedBranch, Runner, ScopeLink, User, db
 from forge.repos import RepositoryBackend, compare_and_swap, current_ref, open_repo, writing
+from forge.repository_ops import git_time
 
 
 def get_job(job_id: int) -> Job:
@@ -364,8 +365,7 @@ def commit_facts(backend: RepositoryBackend, pipeline: Pipeline) -> CommitFacts 
                 tag_message = tag.message.decode("utf-8", "replace").rstrip("\n")
         # GitLab reads the committer date with its own offset (Gitlab::Git::Commit's
         # init_date_from_gitaly) and writes it with Time#xmlschema: 2022-01-31T18:47:55+02:00
-        zone = timezone(timedelta(seconds=commit.commit_timezone))
-        when = datetime.fromtimestamp(commit.commit_time, zone)
+        when = git_time(commit.commit_time, commit.commit_timezone)
         return CommitFacts(
             message=commit.message.decode("utf-8", "replace"),
             author=commit.author.decode("utf-8", "replace"),

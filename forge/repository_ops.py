@@ -11,11 +11,10 @@ from __future__ import annotations
 import io
 import stat
 import tarfile
-import time
 import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 from dulwich.annotate import annotate_lines
 from dulwich.diff_tree import tree_changes
@@ -55,6 +54,25 @@ def changed_since(repo: Repo, parent: Commit | None, action: Action) -> bool:
         return False
     touched = history(repo, [parent.id], path=action.file_path)
     return bool(touched) and touched[0].id.decode() != action.last_commit_id
+
+
+EARLIEST = datetime(1, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+
+
+def git_time(seconds: int, offset: int = 0) -> datetime:
+    """A git timestamp as an aware datetime, in its own offset (UTC for an offset of a day or
+    more, which git stores but a datetime cannot hold). Any pusher can write a commit dated
+    past year 9999: such a time is clamped to the range, as Gitaly's parser falls back to
+    its largest time, rather than failing every view of the branch."""
+    try:
+        zone = timezone(timedelta(seconds=offset))
+    except ValueError:
+        zone = UTC
+    try:
+        return datetime.fromtimestamp(seconds, zone)
+    except (ValueError, OverflowError, OSError):
+        return LATEST if seconds > 0 else EARLIEST
 
 
 def set_head(repo: Repo, branch: str) -> None:
@@ -265,10 +283,14 @@ def archive(repo: Repo, commit: Commit, prefix: str, fmt: str, path: str | None 
     buffer = io.BytesIO()
     entries = [(name, mode, sha) for name, mode, sha in walk_tree(repo, tree_id)
                if not stat.S_ISDIR(mode) and not stat.S_ISLNK(mode) and mode != 0o160000]
-    if ARCHIVE_FORMATS[fmt] == "zip":
+    if ARCHIVE_FORMATS[fmt] == "zip":  # zip holds the years 1980 to 2107 only
+        stamp = git_time(commit.commit_time)
+        zip_time = max((1980, 1, 1, 0, 0, 0), min(
+            (stamp.year, stamp.month, stamp.day, stamp.hour, stamp.minute, stamp.second),
+            (2107, 12, 31, 23, 59, 58)))
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zipped:
             for name, mode, sha in entries:
-                info = zipfile.ZipInfo(f"{prefix}/{name}", time.gmtime(commit.commit_time)[:6])
+                info = zipfile.ZipInfo(f"{prefix}/{name}", zip_time)
                 info.external_attr = (mode & 0o777) << 16
                 zipped.writestr(info, repo[sha].as_raw_string())
         return buffer.getvalue()

@@ -927,3 +927,33 @@ def test_api_tags_and_branches_in_gitlabs_orders(forge: Forge, world: dict[str, 
     assert names("tags") == ["v1.9", "v1.2", "v1.10"]
     tag = requests.get(f"{base}/tags/v1.10", headers=root(forge)).json()
     assert tag["commit"]["title"] == "v1.10"
+
+
+@pytest.mark.parametrize("stamp", ["253402300800 +0000", "99999999999999 +0000",
+                                   "1700000000 +9959", "0 +0000"])
+def test_commit_dates_git_accepts_never_break_a_view(forge: Forge, world: dict[str, Any], git,
+                                                      tmp_path: Path, stamp: str) -> None:
+    """Past year 9999, an offset of a day or more, the epoch: a pushed commit with such a
+    date used to make its branch list, commit views, zip archives and jobs answer 500."""
+    import subprocess
+    work = tmp_path / "w"
+    git("clone", "-q", forge.url.replace("//", f"//root:{forge.root_token}@") + "/acme/lib.git", work)
+    tree = git("rev-parse", "HEAD^{tree}", cwd=work).stdout.strip()
+    head = git("rev-parse", "HEAD", cwd=work).stdout.strip()
+    raw = (f"tree {tree}\nparent {head}\nauthor A <a@example.com> {stamp}\n"
+           f"committer A <a@example.com> {stamp}\n\nodd date\n")
+    sha = subprocess.run(["git", "hash-object", "-t", "commit", "--literally", "-w", "--stdin"],
+                         cwd=work, input=raw, capture_output=True, text=True, check=True).stdout.strip()
+    git("-c", "transfer.fsckObjects=false", "push", "-q", "origin", f"{sha}:refs/heads/odd", cwd=work)
+    base = f"{forge.url}/api/v4/projects/{world['p2']}"
+    for path in ("/repository/branches", "/repository/branches/odd", "/repository/commits/odd",
+                 "/repository/commits?ref_name=odd", "/repository/compare?from=main&to=odd",
+                 "/repository/archive.zip?sha=odd", "/repository/archive.tar.gz?sha=odd"):
+        answer = requests.get(base + path, headers=root(forge), timeout=30)
+        assert answer.status_code == 200, (path, answer.status_code, answer.text[:200])
+    dated = requests.get(f"{base}/repository/commits/odd", headers=root(forge), timeout=30).json()
+    assert dated["committed_date"].endswith("Z")
+    started = requests.post(f"{forge.url}/-/forge/jobs", headers=root(forge), timeout=30,
+                            json={"project": "acme/lib", "user": "root", "ref": "odd"})
+    assert started.status_code == 201, started.text
+    assert started.json()["variables"]["CI_COMMIT_TIMESTAMP"]

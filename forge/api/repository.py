@@ -8,7 +8,6 @@ import hashlib
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote
 
@@ -140,7 +139,7 @@ def ref_sha(repo: Repo, name: str) -> bytes | None:
 
 
 def _when(seconds: int) -> str:
-    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return ops.git_time(seconds).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def commit_json(project: Project, commit: Commit) -> dict[str, Any]:
