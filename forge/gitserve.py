@@ -287,8 +287,9 @@ class GitApplication:
                 request = body.read()
             except TooLarge:
                 return text_response(start_response, 413, "Request body too large.")
-            except NotGzip:
-                return text_response(start_response, 400, "Bad request: NotGzip")
+            except (NotGzip, HTTPException, OSError) as exc:  # not gzip, cut short, bad chunks
+                log.warning("git-upload-pack request unreadable: %s: %s", type(exc).__name__, exc)
+                return text_response(start_response, 400, f"Bad request: {type(exc).__name__}")
             body = BytesIO(request)
             key = packcache.request_key(repo_dir, protocol, request)
             while (answer := cache.lookup(key)) is not None:  # stored, or being written

@@ -277,6 +277,24 @@ def test_gzip_body_that_is_not_gzip_gets_400(forge: Forge, dev: UserHandle, engi
     assert requests.get(f"{forge.url}/-/health", timeout=10).status_code == 200
 
 
+@pytest.mark.parametrize("request_tail", [
+    b"Transfer-Encoding: chunked\r\n\r\nzz\r\n\r\n",  # a chunk size that is no number
+    b"Content-Length: 1000\r\n\r\n0032want ",  # and then the client stops sending
+], ids=["bad-chunk", "cut-short"])
+def test_fetch_body_that_cannot_be_read_gets_400(forge: Forge, dev: UserHandle, engine: str,
+                                                 request_tail: bytes) -> None:
+    url = urlsplit(forge.url)
+    with socket.create_connection((url.hostname or "", url.port or 80), timeout=30) as sock:
+        sock.sendall(b"POST /acme/app.git/git-upload-pack HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: application/x-git-upload-pack-request\r\n" + request_tail)
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+    assert requests.get(f"{forge.url}/-/health", timeout=10).status_code == 200
+
+
 def test_gzip_body_within_the_limit_is_served(forge: Forge, dev: UserHandle, engine: str, git,
                                               tmp_path: Path) -> None:
     # git gzips every upload-pack request; a normal clone is well inside the limit.
