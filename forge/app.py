@@ -9,8 +9,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from flask import Flask, jsonify
+from flask import Flask, Response, jsonify
 from flask.signals import got_request_exception
+from werkzeug.http import HTTP_STATUS_CODES
 
 from forge import database, domain, events
 from forge.config import ForgeConfig
@@ -84,6 +85,15 @@ def create_app(config: ForgeConfig | None = None, clock: Callable[[], datetime] 
 
     def health() -> Any:
         return jsonify(status="ok")
+
+    def reason_phrase(response: Response) -> Response:
+        """`401 Unauthorized` in the status line, as GitLab's servers write it (werkzeug
+        writes `401 UNAUTHORIZED`)."""
+        code = response.status_code
+        response.status = f"{code} {HTTP_STATUS_CODES.get(code, 'Unknown')}"
+        return response
+
+    app.after_request(reason_phrase)
 
     from forge import api, control, registry
     from forge import lfs as lfs_api

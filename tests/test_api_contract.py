@@ -441,3 +441,10 @@ def test_api_boolean_spellings_grape_accepts(forge: Forge, world: dict[str, Any]
                  "0", "off", "Off", "OFF", "f", "false", "False", "FALSE", "F", "n", "no", "No", "NO", "N"):
         answer = requests.get(url, params={"recursive": word}, headers={"PRIVATE-TOKEN": forge.root_token})
         assert answer.status_code == 200, (word, answer.text)
+
+
+def test_status_lines_carry_the_reason_phrase_as_gitlab_writes_it(forge: Forge) -> None:
+    for path, line in (("/api/v4/user", "401 Unauthorized"), ("/api/v4/projects/999", "404 Not Found"),
+                       ("/-/health", "200 OK")):
+        answer = requests.get(forge.url + path, timeout=30)
+        assert f"{answer.status_code} {answer.reason}" == line, path
