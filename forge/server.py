@@ -29,6 +29,12 @@ class RedactingRequestHandler(WSGIRequestHandler):
         """Log like werkzeug, but never a token."""
         super().log(type, redact(message % args if args else message).replace("%", "%%"))
 
+    def handle_expect_100(self) -> bool:
+        """Send nothing yet: werkzeug answers `Expect: 100-continue` itself as the request
+        reaches the app, and the standard library's answer here made a second
+        `HTTP/1.1 100 Continue`."""
+        return True
+
 
 class ForgeServer:
     """A forge app bound to host:port (0 picks a free port), with its real URL known."""

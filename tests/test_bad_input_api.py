@@ -957,3 +957,17 @@ def test_commit_dates_git_accepts_never_break_a_view(forge: Forge, world: dict[s
                             json={"project": "acme/lib", "user": "root", "ref": "odd"})
     assert started.status_code == 201, started.text
     assert started.json()["variables"]["CI_COMMIT_TIMESTAMP"]
+
+
+def test_expect_100_continue_is_answered_once(forge: Forge) -> None:
+    url = urlsplit(forge.url)
+    with socket.create_connection((url.hostname or "", url.port or 80), timeout=30) as sock:
+        sock.sendall(b"POST /api/v4/projects HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 13\r\nExpect: 100-continue\r\n\r\n")
+        assert sock.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(b'{"name":"x"}\n')
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 401 Unauthorized\r\n"), answer[:100]
