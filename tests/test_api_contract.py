@@ -302,7 +302,10 @@ MALFORMED = [
     pytest.param("POST", "/groups", {"name": "x", "path": "x", "parent_id": 99999}, 404,
                  {"message": "404 Group Not Found"}),
     pytest.param("POST", "/users", {"username": "a b", "email": "x", "name": "y", "password": "p"}, 400,
-                 {"message": BAD + "invalid username 'a b': segment 'a b' is not allowed"}),
+                 {"message": {"username": ["can contain only letters, digits, '_', '-' and '.'. "
+                                           "Cannot start with '-' or end in '.', '.git' or '.atom'."],
+                              "email": ["is invalid"],
+                              "password": ["is too short (minimum is 8 characters)"]}}),
     pytest.param("POST", "/users", {}, 400, {"error": "username is missing"}),
     pytest.param("POST", "/users/{extra}/personal_access_tokens", {"name": "t", "scopes": ["nope"]}, 400,
                  {"error": "scopes does not have a valid value"}),
@@ -448,3 +451,27 @@ def test_status_lines_carry_the_reason_phrase_as_gitlab_writes_it(forge: Forge) 
                        ("/-/health", "200 OK")):
         answer = requests.get(forge.url + path, timeout=30)
         assert f"{answer.status_code} {answer.reason}" == line, path
+
+
+def test_create_validations_answer_as_render_validation_error(forge: Forge) -> None:
+    """Lengths, e-mail format and Devise's password length: 400 with the fields' errors."""
+    api = f"{forge.url}/api/v4"
+    root = {"PRIVATE-TOKEN": forge.root_token}
+    long = "x" * 256
+    user = {"username": "newbie", "email": "newbie@example.com", "name": "Newbie",
+            "password": "long-enough-1"}
+
+    def post(path: str, body: dict[str, Any]) -> tuple[int, Any]:
+        answer = requests.post(api + path, json=body, headers=root, timeout=30)
+        return answer.status_code, answer.json()
+
+    too_long = ["is too long (maximum is 255 characters)"]
+    assert post("/users", {**user, "email": "bad"}) == (400, {"message": {"email": ["is invalid"]}})
+    assert post("/users", {**user, "password": "short"}) == (
+        400, {"message": {"password": ["is too short (minimum is 8 characters)"]}})
+    assert post("/users", {**user, "name": long}) == (400, {"message": {"name": too_long}})
+    assert post("/users", user)[0] == 201
+    assert post("/projects", {"name": long}) == (400, {"message": {"name": too_long, "path": too_long}})
+    assert post("/groups", {"name": "ok", "path": long}) == (
+        400, {"message": 'Failed to save group {:path=>["is too long (maximum is 255 characters)"]}'})
+    assert post("/projects", {"name": "x" * 255})[0] == 201

@@ -42,6 +42,13 @@ def fail(status: int, message: str) -> NoReturn:
     raise ApiError(status, {"message": message})
 
 
+def too_long(errors: dict[str, list[str]], values: dict[str, str | None], maximum: int = 255) -> None:
+    """Add ActiveRecord's length error for each value longer than `maximum`, by field name."""
+    for field, value in values.items():
+        if value is not None and len(value) > maximum:
+            errors.setdefault(field, []).append(f"is too long (maximum is {maximum} characters)")
+
+
 def missing(name: str) -> NoReturn:
     """Raise GitLab's missing-parameter error."""
     raise ApiError(400, {"error": f"{name} is missing"})

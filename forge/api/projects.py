@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from urllib.parse import unquote
 
@@ -36,6 +37,7 @@ from forge.api import (
     project_ability,
     state,
     text,
+    too_long,
     web_url,
 )
 from forge.api.ci import package_json, packages_of
@@ -213,6 +215,11 @@ def create_group() -> tuple[Response, int]:
     else:
         who = instance_ability("create_group")
         full_path = str(path)
+    long: dict[str, list[str]] = {}
+    too_long(long, {"name": name, "path": path})
+    if long:  # as Ruby's Hash#inspect writes group.errors.messages
+        fail(400, "Failed to save group {" + ", ".join(
+            f":{field}=>{json.dumps(errors)}" for field, errors in long.items()) + "}")
     try:  # groups.rb: render_api_error!("Failed to save group #{group.errors.messages}", 400)
         group = domain.create_group(now(), full_path, name=name, visibility=visibility)
     except domain.Conflict:
@@ -293,6 +300,10 @@ def create_project() -> tuple[Response, int]:
         user = current_user(who)
         assert user is not None
         namespace = user.username
+    long: dict[str, list[str]] = {}
+    too_long(long, {"name": name, "path": path})
+    if long:
+        raise ApiError(400, {"message": long})
     _refuse_taken(namespace, name or path, path)
     files = {"README.md": f"# {name or path}\n"} if readme else None
     project = domain.create_project(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime, time
 from typing import Any
 
@@ -29,6 +30,7 @@ from forge.api import (
     params,
     state,
     text,
+    too_long,
     web_url,
 )
 from forge.models import PersonalAccessToken, User, db
@@ -77,6 +79,19 @@ def _user(user_id: str) -> User:
     if found is None:
         fail(404, "404 User Not Found")
     return found
+
+
+EMAIL = re.compile(r"[^@\s]+@[^@\s]+")  # Devise.email_regexp
+NAMESPACE_FORMAT = ("can contain only letters, digits, '_', '-' and '.'. "  # Gitlab::PathRegex
+                    "Cannot start with '-' or end in '.', '.git' or '.atom'.")
+
+
+def _valid_path(segment: str) -> bool:
+    try:
+        domain.check_path(segment)
+    except domain.DomainError:
+        return False
+    return True
 
 
 @bp.get("/user")
@@ -130,6 +145,17 @@ def create_user() -> tuple[Response, int]:
     if not password and not reset and not random:
         fail(400, "400 Bad request - password, reset_password, force_random_password are missing, "
                   "exactly one parameter must be provided")
+    errors: dict[str, list[str]] = {}  # User's validations, as render_validation_error! shows them
+    too_long(errors, {"name": name, "username": username})
+    if "/" in username or not _valid_path(username):
+        errors.setdefault("username", []).append(NAMESPACE_FORMAT)
+    if not EMAIL.fullmatch(email):
+        errors["email"] = ["is invalid"]
+    if password and not 8 <= len(password) <= 128:  # Devise's password_length
+        errors["password"] = ["is too short (minimum is 8 characters)" if len(password) < 8
+                              else "is too long (maximum is 128 characters)"]
+    if errors:
+        raise ApiError(400, {"message": errors})
     try:
         user = domain.create_user(
             now(), username, email=email, name=name, password=password or None, admin=admin,
