@@ -244,9 +244,9 @@ def moment(values: dict[str, Any], name: str) -> datetime | None:
         return None
     try:
         when = datetime.fromisoformat(raw)
-    except ValueError:
+        return when.astimezone(UTC).replace(tzinfo=None) if when.tzinfo else when
+    except (ValueError, OverflowError):  # OverflowError: past year 9999 or before 1 in UTC
         invalid(name)
-    return when.astimezone(UTC).replace(tzinfo=None) if when.tzinfo else when
 
 
 def choice(values: dict[str, Any], name: str, options: Iterable[Any]) -> str | None:
