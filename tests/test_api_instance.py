@@ -368,6 +368,19 @@ def test_a_release_is_created_with_its_asset_links(forge: Forge, api: Api) -> No
     assert (no_url.status_code, no_url.json()) == (400, {"error": "assets[links][url] is missing"})
 
 
+@pytest.mark.parametrize("value,state", [
+    ("1", "on"), ("7", "on"), ("0", "off"), ("true", "on"), ("false", "off"),
+    ("\u00b2", None), ("yes", None), ("-1", None),
+])
+def test_feature_value_is_a_boolean_or_a_whole_number(forge: Forge, api: Api, value: str,
+                                                      state: str | None) -> None:
+    answer = api("POST", "/features/some_flag", json={"value": value})
+    if state is None:
+        assert (answer.status_code, answer.json()) == (400, {"error": "value is invalid"})
+    else:
+        assert (answer.status_code, answer.json()["state"]) == (201, state)
+
+
 def test_released_at_defaults_to_created_at_and_a_future_one_is_upcoming(forge: Forge, api: Api) -> None:
     """lib/api/releases.rb's `released_at` (DateTime): Release#set_released_at defaults it to
     created_at, upcoming_release? is a future one, and lists order by it unless asked."""

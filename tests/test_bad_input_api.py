@@ -942,3 +942,7 @@ def test_api_tags_and_branches_in_gitlabs_orders(forge: Forge, world: dict[str, 
     assert names("tags") == ["v1.9", "v1.2", "v1.10"]
     tag = requests.get(f"{base}/tags/v1.10", headers=root(forge)).json()
     assert tag["commit"]["title"] == "v1.10"
+    made = requests.post(f"{base}/tags", json={"tag_name": "v1.9\u00b2", "ref": "main"},
+                         headers=root(forge))  # a digit to str.isdigit(), none to int()
+    assert made.status_code == 201, made.text
+    assert sorted(names("tags", order_by="version")) == ["v1.10", "v1.2", "v1.9", "v1.9\u00b2"]
