@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 from flask import Blueprint, Flask, Response, abort, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from forge import auth, domain, events, jobs, seed
+from forge import auth, domain, events, inputs, jobs, seed
 from forge import permissions as perm
 from forge.models import Job, db
 from forge.state import ForgeState, state_of
@@ -258,7 +258,7 @@ EVENT_INTS = {"user_id", "job_id", "project_id", "status"}
 
 def _int_arg(name: str, default: int) -> int:
     value = request.args.get(name, str(default))
-    if not value.isdigit():
+    if not inputs.digits(value):
         abort(400, f"{name} must be a whole number")
     return int(value)
 
