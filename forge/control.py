@@ -90,7 +90,7 @@ def _name(body: dict[str, Any], key: str) -> str:
     value = _text(body, key)
     if not value:
         abort(400, f"{key} is missing")
-    if value.isdigit() and int(value) > MAX_ID:
+    if inputs.digits(value) and int(value) > MAX_ID:
         raise domain.NotFound(f"{key} {value} does not exist")
     return value
 

@@ -331,6 +331,14 @@ def test_seed_errors_never_echo_the_offending_value(forge: Forge, api: requests.
      "minimal_access, guest, reporter, developer, maintainer, owner"),
     ("post", "allowlist", {"source_project": 10**30}, 404, f"source_project {10**30} does not exist"),
     ("patch", "jobs/1", {"status": ["success"]}, 400, "status must be a string"),
+    # a digit to str.isdigit(), none to int()
+    ("post", "jobs", {"project": "\u00b2"}, 404, "project '\u00b2' does not exist"),
+    ("post", "jobs", {"user": "\u00b2"}, 404, "user '\u00b2' does not exist"),
+    ("post", "allowlist", {"project": "\u00b2", "source_project": "g/app"}, 404,
+     "project '\u00b2' does not exist"),
+    ("post", "allowlist", {"source_project": "\u00b2"}, 404, "project '\u00b2' does not exist"),
+    ("patch", "jobs/1", {"status": "\u00b2"}, 400, "unknown job status '\u00b2'; use one of "
+     "created, pending, running, success, failed, canceled, skipped, manual"),
     ("get", "jobs/99999999999999999999999", None, 404, "job 99999999999999999999999 does not exist"),
 ])
 def test_control_bad_values_are_4xx(forge: Forge, api: requests.Session, method: str,
