@@ -144,7 +144,10 @@ def move_clock() -> tuple[Response, int]:
     if isinstance(value, bool) or not isinstance(value, int | float) or not -1e9 < value < 1e9:
         abort(400, "expected {\"advance\": seconds} or {\"offset\": seconds}")
     offset = value + (state.clock_offset().total_seconds() if key == "advance" else 0)
-    state.set_clock_offset(offset)
+    try:
+        state.set_clock_offset(offset)
+    except ValueError as exc:  # too far: the forge's times would leave years 1..9999
+        abort(400, str(exc))
     return jsonify(offset=offset, now=state.now().isoformat() + "Z"), 200
 
 
