@@ -469,7 +469,10 @@ def _submodule_entries(backend: RepositoryBackend, project: Project,
     entries: dict[str, TreeEntry] = {}
     config = ""
     for path, url in submodules.items():
-        split = urlsplit(url)
+        try:
+            split = urlsplit(url)
+        except ValueError:  # `http://[::1`; not echoed, as a URL may carry a password
+            raise DomainError(f"submodule {path!r}: not a valid URL") from None
         target_path = (split.path if split.scheme else posixpath.normpath(
             posixpath.join(f"{project.full_path}.git", url))).strip("/").removesuffix(".git")
         target = find_project(target_path)

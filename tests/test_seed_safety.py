@@ -229,6 +229,7 @@ BAD_NAME = "invalid file name {!r}: use a relative path without '.', '..' or '.g
     ({"files": {"a": ["list"]}}, "projects[0] (g/app).files['a']: expected the file's content, got a list"),
     ({"files": ["a"]}, "projects[0] (g/app).files: expected a mapping of file name to content, got a list"),
     ({"submodules": {"lib": 5.5}}, "projects[0] (g/app).submodules['lib']: expected a string, got a number"),
+    ({"submodules": {"m": "http://[::1"}}, "projects[0] (g/app): submodule 'm': not a valid URL"),
     ({"visibility": ["public"]}, "projects[0] (g/app).visibility: expected a string, got a list"),
     ({"lfs_enabled": "no"}, "projects[0] (g/app).lfs_enabled: expected true or false, got a string"),
     ({"members": {"bob": ["developer"]}},
