@@ -20,7 +20,7 @@ from sqlalchemy.orm import joinedload
 from werkzeug.datastructures import Headers
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from forge import domain, jobs
+from forge import domain, inputs, jobs
 from forge import permissions as perm
 from forge.models import Event, PersonalAccessToken, Project, User, db
 from forge.repos import RepositoryBackend
@@ -152,7 +152,7 @@ def api_principal(headers: Mapping[str, str] | Headers, args: Mapping[str, str],
 
 def find_user(ref: str) -> User | None:
     """A user by id or username (how `Sudo` names one)."""
-    if ref.isdigit():
+    if inputs.digits(ref):
         return domain.by_id(User, ref)
     return domain.user_by_username(ref)
 

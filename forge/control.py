@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 from flask import Blueprint, Flask, Response, abort, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from forge import auth, domain, events, jobs, seed
+from forge import auth, domain, events, inputs, jobs, seed
 from forge import permissions as perm
 from forge.models import Job, db
 from forge.state import ForgeState, state_of
@@ -90,7 +90,7 @@ def _name(body: dict[str, Any], key: str) -> str:
     value = _text(body, key)
     if not value:
         abort(400, f"{key} is missing")
-    if value.isdigit() and int(value) > MAX_ID:
+    if inputs.digits(value) and int(value) > MAX_ID:
         raise domain.NotFound(f"{key} {value} does not exist")
     return value
 
@@ -144,7 +144,10 @@ def move_clock() -> tuple[Response, int]:
     if isinstance(value, bool) or not isinstance(value, int | float) or not -1e9 < value < 1e9:
         abort(400, "expected {\"advance\": seconds} or {\"offset\": seconds}")
     offset = value + (state.clock_offset().total_seconds() if key == "advance" else 0)
-    state.set_clock_offset(offset)
+    try:
+        state.set_clock_offset(offset)
+    except ValueError as exc:  # too far: the forge's times would leave years 1..9999
+        abort(400, str(exc))
     return jsonify(offset=offset, now=state.now().isoformat() + "Z"), 200
 
 
@@ -258,7 +261,7 @@ EVENT_INTS = {"user_id", "job_id", "project_id", "status"}
 
 def _int_arg(name: str, default: int) -> int:
     value = request.args.get(name, str(default))
-    if not value.isdigit():
+    if not inputs.digits(value):
         abort(400, f"{name} must be a whole number")
     return int(value)
 

@@ -19,6 +19,7 @@ from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import generate_password_hash
 
+from forge import inputs
 from forge import permissions as perm
 from forge.database import restart_ids
 from forge.models import (
@@ -124,7 +125,7 @@ def role_level(role: int | str) -> int:
             raise DomainError(f"unknown access level {role}")
         return role
     key = str(role).strip().lower().replace(" ", "_")
-    if key.isdigit():
+    if inputs.digits(key):
         return role_level(int(key))
     if key not in perm.ROLE_NAMES:
         raise DomainError(f"unknown role {role!r}; use one of {', '.join(perm.ROLE_NAMES)}")
@@ -147,7 +148,7 @@ def user_namespace_id(user: User) -> int:
 def namespace_by_id(key: object) -> Group | User | None:
     """The group or user (personal namespace) a namespace id names, or None."""
     found = by_id(Group, key)
-    if found is None and isinstance(key, (int, str)) and str(key).isascii() and str(key).isdigit():
+    if found is None and isinstance(key, (int, str)) and inputs.digits(str(key)):
         number = int(key)
         if number > USER_NAMESPACE_BASE:
             return by_id(User, number - USER_NAMESPACE_BASE)
@@ -163,7 +164,7 @@ def by_id(model: type[Row], key: object) -> Row | None:
     if isinstance(key, bool):
         return None
     if isinstance(key, str):
-        if not key.isdigit() or not key.isascii():
+        if not inputs.digits(key):
             return None
         key = int(key)
     if not isinstance(key, int) or not 0 < key <= MAX_ID:
@@ -222,7 +223,7 @@ def find_project(full_path: str) -> Project | None:
 def get_project(ref: str | int) -> Project:
     """Find a project by numeric id or full path, or raise NotFound."""
     project = None
-    if isinstance(ref, int) or str(ref).isdigit():
+    if isinstance(ref, int) or inputs.digits(str(ref)):
         project = by_id(Project, ref)
     else:
         project = find_project(str(ref))
@@ -468,7 +469,10 @@ def _submodule_entries(backend: RepositoryBackend, project: Project,
     entries: dict[str, TreeEntry] = {}
     config = ""
     for path, url in submodules.items():
-        split = urlsplit(url)
+        try:
+            split = urlsplit(url)
+        except ValueError:  # `http://[::1`; not echoed, as a URL may carry a password
+            raise DomainError(f"submodule {path!r}: not a valid URL") from None
         target_path = (split.path if split.scheme else posixpath.normpath(
             posixpath.join(f"{project.full_path}.git", url))).strip("/").removesuffix(".git")
         target = find_project(target_path)

@@ -40,6 +40,8 @@ def page(since: int = 0, limit: int | None = DEFAULT_LIMIT, **filters: Any) -> P
     if unknown:
         raise ValueError(f"cannot filter events by {', '.join(unknown)}; "
                          f"use {', '.join(sorted(FILTERS))}")
+    if any(isinstance(value, int) and not -MAX_ID - 1 <= value <= MAX_ID for value in filters.values()):
+        return Page([], False, since)  # no row holds a number the integer columns cannot
     conditions: list[ColumnElement[bool]] = [Event.id > min(max(since, 0), MAX_ID)]
     conditions += [getattr(Event, name) == value for name, value in filters.items()]
     query = select(Event).where(*conditions).order_by(Event.id)

@@ -112,6 +112,14 @@ def nested_params(pairs: Iterable[tuple[str, str]]) -> dict[str, Any]:
     return params
 
 
+def digits(text: str) -> bool:
+    """Whether `text` is a whole number in ASCII digits, one `int()` reads as GitLab's Integer.
+
+    `str.isdigit()` alone admits "²" and other Unicode digits that `int()` refuses.
+    """
+    return text.isascii() and text.isdigit()
+
+
 def _pairs(raw: bytes) -> list[tuple[str, str]]:
     """`name=value` pairs in their order (werkzeug's MultiDict groups them by name, and the
     order is what tells `a[][x]` hashes apart). Names and values are UTF-8, sent raw or

@@ -18,6 +18,8 @@ import tempfile
 import uuid
 from pathlib import Path
 
+from forge import inputs
+
 SUPERUSER = "postgres"
 SETTINGS = {
     "listen_addresses": "",  # the Unix socket only
@@ -37,7 +39,7 @@ def find_program(name: str) -> str | None:
     if found:
         return found
     candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"),
-                        key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0)
+                        key=lambda p: int(Path(p).parts[-3]) if inputs.digits(Path(p).parts[-3]) else 0)
     return candidates[-1] if candidates else None
 
 

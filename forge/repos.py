@@ -24,6 +24,8 @@ from dulwich.refs import Ref
 from dulwich.repo import Repo
 from dulwich.server import Backend, BackendRepo
 
+from forge import inputs
+
 OID = re.compile(r"^[0-9a-f]{64}$")
 ZERO = b"0" * 40
 REF_LOCK = "forge-refs.lock"
@@ -166,7 +168,7 @@ class RepositoryBackend(Backend):
     def path_for(self, key: str | int) -> Path:
         """Return the repository directory for a project id, or raise NotGitRepository."""
         key = str(key).strip("/")
-        if not key.isdigit():
+        if not inputs.digits(key):
             raise NotGitRepository(f"no repository at {key!r}")
         path = (self.root / f"{int(key)}.git").resolve()
         if path.parent != self.root:

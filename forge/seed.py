@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from forge import domain, jobs
+from forge import domain, inputs, jobs
 from forge.models import db
 from forge.state import ForgeState
 from forge.templates import TemplateError, read_template
@@ -186,7 +186,7 @@ def parse_datetime(value: Any, where: str) -> datetime | None:
 
 def job_timeout(value: Any) -> int:
     """Check a job timeout: whole seconds from 1 to 30 days; raise ValueError otherwise."""
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and inputs.digits(value.strip()):
         value = int(value)
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         value = int(value)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import math
 import os
 import threading
 import time
@@ -37,8 +38,30 @@ CLOCK_FILE = "clock-offset"
 ERRORS_DIR = "server-errors"
 SIGNING_LOCK = "forge-signing.lock"
 MAX_ERRORS = 1000  # kept for a test to collect; past that, only the log has them
+# How far the clock may move from the real one: any time a forge computes (a token's expiry,
+# a job's deadline) stays far inside datetime's years 1..9999.
+MAX_CLOCK_YEARS = 100
+MAX_CLOCK_OFFSET = timedelta(days=365.25 * MAX_CLOCK_YEARS)
 
 log = logging.getLogger(__name__)
+
+
+def _offset_in_range(seconds: float) -> bool:
+    return math.isfinite(seconds) and abs(seconds) <= MAX_CLOCK_OFFSET.total_seconds()
+
+
+def _stored_offset(text: str, path: Path) -> timedelta:
+    """The offset a clock file holds. One that is no number or out of range (an older forge
+    wrote any) is ignored with a warning: else every request would fail, reset included."""
+    try:
+        seconds = float(text or 0)
+    except ValueError:
+        seconds = math.nan
+    if not _offset_in_range(seconds):
+        log.warning("ignoring the clock offset in %s: not a number of seconds within %d years",
+                    path, MAX_CLOCK_YEARS)
+        return timedelta()
+    return timedelta(seconds=seconds)
 
 
 def utcnow() -> datetime:
@@ -75,15 +98,21 @@ class ForgeState:
             return timedelta()
         seen = (stat.st_ino, stat.st_mtime_ns, stat.st_size)  # a new file (inode) each change
         if seen != self._offset_seen:
+            path = self.config.data_dir / CLOCK_FILE
             try:
-                text = (self.config.data_dir / CLOCK_FILE).read_text()
+                text = path.read_text(errors="replace")
             except FileNotFoundError:
                 return timedelta()
-            self._offset, self._offset_seen = timedelta(seconds=float(text or 0)), seen
+            self._offset, self._offset_seen = _stored_offset(text, path), seen
         return self._offset
 
     def set_clock_offset(self, seconds: float) -> None:
-        """Move every process's clock to real time plus `seconds` (0: the real clock)."""
+        """Move every process's clock to real time plus `seconds` (0: the real clock).
+
+        Raises ValueError for an offset beyond `MAX_CLOCK_YEARS` either way.
+        """
+        if not _offset_in_range(seconds):
+            raise ValueError(f"the clock may move at most {MAX_CLOCK_YEARS} years from the real time")
         path = self.config.data_dir / CLOCK_FILE
         if not seconds:
             path.unlink(missing_ok=True)

@@ -236,6 +236,7 @@ def test_release_links_are_validated_as_gitlabs_model(forge: Forge, api: Api) ->
          ["Url has already been taken", "Name has already been taken", "Filepath has already been taken"]),
         ({"name": "other", "url": "not a url"}, [BLOCKED]),
         ({"name": "ssh", "url": "ssh://example.org/x"}, [BLOCKED]),
+        ({"name": "v6", "url": "http://[::1"}, ["Url is blocked: URI is invalid"]),  # unparsable
         ({"name": "odd", "url": "https://example.org/odd", "direct_asset_path": "no-slash"},
          ["Filepath is invalid"]),
     ]
@@ -244,6 +245,8 @@ def test_release_links_are_validated_as_gitlabs_model(forge: Forge, api: Api) ->
         assert (refused.status_code, refused.json()) == (400, {"message": messages}), body
     second = api("POST", links, json={"name": "two", "url": "ftp://example.org/two"})
     assert second.status_code == 201, second.text
+    broken = api("PUT", f"{links}/{second.json()['id']}", json={"url": "http://[::1"})
+    assert (broken.status_code, broken.json()) == (400, {"message": ["Url is blocked: URI is invalid"]})
     clash = api("PUT", f"{links}/{second.json()['id']}", json={"name": "bin"})
     assert (clash.status_code, clash.json()) == (400, {"message": ["Name has already been taken"]})
     empty = api("PUT", f"{links}/{second.json()['id']}", json={"link_type": "image"})
@@ -356,9 +359,26 @@ def test_a_release_is_created_with_its_asset_links(forge: Forge, api: Api) -> No
     assert (bad.status_code, bad.json()) == (400, {
         "message": "Validation failed: Links url is blocked: Only allowed schemes are http, https, ftp"})
     assert api("GET", f"/projects/{pid}/repository/tags/v2").status_code == 200
+    broken = api("POST", f"/projects/{pid}/releases", json={
+        "tag_name": "v2", "assets": {"links": [{"name": "x", "url": "http://[::1"}]}})
+    assert (broken.status_code, broken.json()) == (400, {
+        "message": "Validation failed: Links url is blocked: URI is invalid"})
     no_url = api("POST", f"/projects/{pid}/releases", json={
         "tag_name": "v3", "ref": "main", "assets": {"links": [{"name": "x"}]}})
     assert (no_url.status_code, no_url.json()) == (400, {"error": "assets[links][url] is missing"})
+
+
+@pytest.mark.parametrize("value,state", [
+    ("1", "on"), ("7", "on"), ("0", "off"), ("true", "on"), ("false", "off"),
+    ("\u00b2", None), ("yes", None), ("-1", None),
+])
+def test_feature_value_is_a_boolean_or_a_whole_number(forge: Forge, api: Api, value: str,
+                                                      state: str | None) -> None:
+    answer = api("POST", "/features/some_flag", json={"value": value})
+    if state is None:
+        assert (answer.status_code, answer.json()) == (400, {"error": "value is invalid"})
+    else:
+        assert (answer.status_code, answer.json()["state"]) == (201, state)
 
 
 def test_released_at_defaults_to_created_at_and_a_future_one_is_upcoming(forge: Forge, api: Api) -> None:

@@ -99,7 +99,7 @@ def test_traversal_and_unknown_paths_never_reach_a_repository(
 
 def test_backend_refuses_keys_outside_its_root(forge: Forge) -> None:
     backend = forge.state.backend
-    for key in ("../x", "/etc", "1/../../2", "-1", "1.git", ""):
+    for key in ("../x", "/etc", "1/../../2", "-1", "1.git", "", "\u00b2"):
         with pytest.raises(Exception, match="no repository"):
             backend.path_for(key)
 

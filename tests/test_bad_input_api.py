@@ -358,6 +358,21 @@ def test_token_fields_of_the_wrong_type_get_grapes_invalid(forge: Forge, world: 
     assert (response.status_code, response.json()) == (400, {"error": error})
 
 
+@pytest.mark.parametrize("method,route,body,field", [
+    ("GET", "/projects/{p}/repository/commits?since=9999-12-31T23:59:59-01:00", None, "since"),
+    ("GET", "/projects/{p}/repository/commits?until=9999-12-31T23:59:59-01:00", None, "until"),
+    ("POST", "/projects/{p}/releases",
+     {"tag_name": "v9", "ref": "main", "released_at": "0001-01-01T00:00:00+01:00"}, "released_at"),
+    ("POST", "/projects/{p}/releases",
+     {"tag_name": "v9", "ref": "main", "released_at": "9999-12-31T23:00:00-02:00"}, "released_at"),
+])
+def test_times_beyond_year_9999_or_before_1_in_utc_are_invalid(
+        forge: Forge, world: dict[str, Any], method: str, route: str, body: Any, field: str) -> None:
+    response = requests.request(method, f"{forge.url}/api/v4{route.format(**world)}", json=body,
+                                headers=root(forge))
+    assert (response.status_code, response.json()) == (400, {"error": f"{field} is invalid"})
+
+
 @pytest.mark.parametrize("method,route,body,answer", [
     ("GET", "/projects/" + "9" * 40, None, (404, {"message": "404 Project Not Found"})),
     ("GET", "/users/" + "9" * 40, None, (404, {"message": "404 User Not Found"})),
@@ -927,6 +942,10 @@ def test_api_tags_and_branches_in_gitlabs_orders(forge: Forge, world: dict[str, 
     assert names("tags") == ["v1.9", "v1.2", "v1.10"]
     tag = requests.get(f"{base}/tags/v1.10", headers=root(forge)).json()
     assert tag["commit"]["title"] == "v1.10"
+    made = requests.post(f"{base}/tags", json={"tag_name": "v1.9\u00b2", "ref": "main"},
+                         headers=root(forge))  # a digit to str.isdigit(), none to int()
+    assert made.status_code == 201, made.text
+    assert sorted(names("tags", order_by="version")) == ["v1.10", "v1.2", "v1.9", "v1.9\u00b2"]
 
 
 @pytest.mark.parametrize("stamp", ["253402300800 +0000", "99999999999999 +0000",

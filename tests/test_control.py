@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -188,3 +189,47 @@ def test_control_clock_moves_and_reset_restores_it(forge: Forge) -> None:
                          headers=headers).status_code == 400
     requests.post(f"{forge.url}/-/forge/reset", headers=headers)
     assert (forge.now() - before).total_seconds() < 60
+
+
+def test_control_clock_moves_at_most_100_years(forge: Forge, api: requests.Session) -> None:
+    clock = f"{forge.url}/-/forge/clock"
+    for _ in range(3):  # 3 * 999999999 s is about 95 years
+        assert api.post(clock, json={"advance": 999999999}).status_code == 200
+    too_far = api.post(clock, json={"advance": 999999999})
+    assert (too_far.status_code, too_far.json()) == (
+        400, {"message": "the clock may move at most 100 years from the real time"})
+    assert forge.state.clock_offset().total_seconds() == 3 * 999999999
+    assert api.get(f"{forge.url}/-/forge/events").status_code == 200
+    back = api.post(clock, json={"offset": -999999999})
+    assert (back.status_code, back.json()["offset"]) == (200, -999999999)
+    for _ in range(2):
+        assert api.post(clock, json={"advance": -999999999}).status_code == 200
+    assert api.post(clock, json={"advance": -999999999}).status_code == 400
+
+
+@pytest.mark.parametrize("stored", ["1e12", "-1e12", "inf", "nan", "soon"])
+def test_control_clock_file_out_of_range_is_ignored_with_a_warning(
+        forge: Forge, api: requests.Session, caplog: pytest.LogCaptureFixture, stored: str) -> None:
+    """As an older forge could leave it: else every request failed, reset included."""
+    (forge.state.config.data_dir / "clock-offset").write_text(stored)
+    response = api.get(f"{forge.url}/-/forge/events")
+    assert (response.status_code, response.json()) == (200, [])
+    assert abs((forge.now() - datetime.now(UTC).replace(tzinfo=None)).total_seconds()) < 60
+    assert "ignoring the clock offset in" in caplog.text
+    assert api.post(f"{forge.url}/-/forge/clock", json={"offset": 60}).json()["offset"] == 60
+
+
+def test_control_clock_file_out_of_range_lets_a_forge_start(tmp_path: Path) -> None:
+    from forge.config import ForgeConfig
+    from forge.server import ForgeServer
+
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "clock-offset").write_text("1e12")  # past year 9999
+    server = ForgeServer(ForgeConfig(data_dir=tmp_path / "d", testing=True)).start()
+    try:
+        answer = requests.post(f"{server.url}/-/forge/reset",
+                               headers={"PRIVATE-TOKEN": server.state.config.root_token})
+        assert (answer.status_code, answer.json()) == (200, {"status": "reset"})
+        assert not (tmp_path / "d" / "clock-offset").exists()
+    finally:
+        server.stop()

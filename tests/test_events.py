@@ -71,6 +71,9 @@ def test_events_limit_and_filters_page_through_the_log(forge: Forge, api: reques
     ({"since": "-1"}, "since must be a whole number"),
     ({"allowed": "maybe"}, "allowed must be true or false"),
     ({"status": "4o4"}, "status must be a whole number"),
+    ({"since": "\u00b2"}, "since must be a whole number"),  # a digit to str.isdigit(), none to int()
+    ({"limit": "\u00b2"}, "limit must be a whole number"),
+    ({"user_id": "\u00b2"}, "user_id must be a whole number"),
 ])
 def test_events_bad_parameters_are_400(forge: Forge, api: requests.Session,
                                        params: dict[str, object], message: str) -> None:
@@ -82,6 +85,16 @@ def test_events_since_beyond_any_id_is_empty(forge: Forge, api: requests.Session
     _fill(forge, 3)
     response = api.get(f"{forge.url}/-/forge/events", params={"since": "9" * 30})
     assert (response.status_code, response.json()) == (200, [])
+
+
+@pytest.mark.parametrize("name", ["user_id", "job_id", "project_id", "status"])
+def test_events_filter_by_an_id_beyond_any_is_empty(forge: Forge, api: requests.Session,
+                                                     name: str) -> None:
+    _fill(forge, 3)
+    response = api.get(f"{forge.url}/-/forge/events", params={name: "9" * 20})
+    assert (response.status_code, response.json()) == (200, [])
+    with forge.app.app_context():
+        assert events.page(0, 5, **{name: 10**20}) == events.Page([], False, 0)
 
 
 def test_events_retention_keeps_the_newest(forge: Forge, api: requests.Session,

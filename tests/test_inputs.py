@@ -36,3 +36,14 @@ def test_nested_params_as_rack(pairs: list[tuple[str, str]], nested: dict[str, A
 def test_nested_params_refuses_conflicting_or_too_deep_names(pairs: list[tuple[str, str]]) -> None:
     with pytest.raises(inputs.BadParams):
         inputs.nested_params(pairs)
+
+
+@pytest.mark.parametrize("text,answer", [
+    ("0", True), ("123", True), ("9" * 40, True),
+    ("", False), ("-1", False), (" 1", False), ("1.0", False),
+    ("\u00b2", False), ("1\u00b2", False), ("\u0663", False),  # superscript two, Arabic-Indic three
+])
+def test_digits_are_ascii_digits_only(text: str, answer: bool) -> None:
+    assert inputs.digits(text) is answer
+    if answer:
+        int(text)  # what every caller does next

@@ -176,7 +176,7 @@ TIMEOUT = f"timeout must be a whole number of seconds from 1 to {MAX_JOB_TIMEOUT
 
 
 @pytest.mark.parametrize("raw", ['1e308', '100000000000000000000000', 'Infinity', 'NaN', '-5',
-                                 'true', '"soon"', '[1]', '2592001'])
+                                 'true', '"soon"', '[1]', '2592001', '"\\u00b2"'])
 def test_control_job_timeout_out_of_range_is_400(forge: Forge, api: requests.Session,
                                                  raw: str) -> None:
     _seed(api, forge, {**GROUP, "projects": [{"path": "g/app"}]}).raise_for_status()
@@ -229,6 +229,7 @@ BAD_NAME = "invalid file name {!r}: use a relative path without '.', '..' or '.g
     ({"files": {"a": ["list"]}}, "projects[0] (g/app).files['a']: expected the file's content, got a list"),
     ({"files": ["a"]}, "projects[0] (g/app).files: expected a mapping of file name to content, got a list"),
     ({"submodules": {"lib": 5.5}}, "projects[0] (g/app).submodules['lib']: expected a string, got a number"),
+    ({"submodules": {"m": "http://[::1"}}, "projects[0] (g/app): submodule 'm': not a valid URL"),
     ({"visibility": ["public"]}, "projects[0] (g/app).visibility: expected a string, got a list"),
     ({"lfs_enabled": "no"}, "projects[0] (g/app).lfs_enabled: expected true or false, got a string"),
     ({"members": {"bob": ["developer"]}},
@@ -327,8 +328,18 @@ def test_seed_errors_never_echo_the_offending_value(forge: Forge, api: requests.
     ("post", "jobs", {"project": "9" * 25}, 404, f"project {'9' * 25} does not exist"),
     ("put", "members", {"project": 10**30, "role": "guest"}, 404, f"project {10**30} does not exist"),
     ("put", "members", {"role": ["guest"]}, 400, "role must be a role name or access level"),
+    ("put", "members", {"role": "\u00b2"}, 400, "unknown role '\u00b2'; use one of no_access, "
+     "minimal_access, guest, reporter, developer, maintainer, owner"),
     ("post", "allowlist", {"source_project": 10**30}, 404, f"source_project {10**30} does not exist"),
     ("patch", "jobs/1", {"status": ["success"]}, 400, "status must be a string"),
+    # a digit to str.isdigit(), none to int()
+    ("post", "jobs", {"project": "\u00b2"}, 404, "project '\u00b2' does not exist"),
+    ("post", "jobs", {"user": "\u00b2"}, 404, "user '\u00b2' does not exist"),
+    ("post", "allowlist", {"project": "\u00b2", "source_project": "g/app"}, 404,
+     "project '\u00b2' does not exist"),
+    ("post", "allowlist", {"source_project": "\u00b2"}, 404, "project '\u00b2' does not exist"),
+    ("patch", "jobs/1", {"status": "\u00b2"}, 400, "unknown job status '\u00b2'; use one of "
+     "created, pending, running, success, failed, canceled, skipped, manual"),
     ("get", "jobs/99999999999999999999999", None, 404, "job 99999999999999999999999 does not exist"),
 ])
 def test_control_bad_values_are_4xx(forge: Forge, api: requests.Session, method: str,

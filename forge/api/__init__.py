@@ -171,7 +171,7 @@ def group_ability(group: Group, ability: str) -> perm.Principal:
 def find_project(ref: str) -> Project | None:
     """A project by numeric id or URL-encoded full path."""
     ref = unquote(ref)
-    if ref.isdigit():
+    if inputs.digits(ref):
         return by_id(Project, ref)
     try:
         domain.check_path(ref)
@@ -183,8 +183,8 @@ def find_project(ref: str) -> Project | None:
 def find_group(ref: str) -> Group:
     """A group by numeric id or URL-encoded full path, or 404."""
     ref = unquote(ref)
-    group = by_id(Group, ref) if ref.isdigit() else None
-    if group is None and not ref.isdigit():
+    group = by_id(Group, ref) if inputs.digits(ref) else None
+    if group is None and not inputs.digits(ref):
         try:
             group = domain.get_group(ref)
         except domain.DomainError:
@@ -251,9 +251,9 @@ def moment(values: dict[str, Any], name: str) -> datetime | None:
         return None
     try:
         when = datetime.fromisoformat(raw)
-    except ValueError:
+        return when.astimezone(UTC).replace(tzinfo=None) if when.tzinfo else when
+    except (ValueError, OverflowError):  # OverflowError: past year 9999 or before 1 in UTC
         invalid(name)
-    return when.astimezone(UTC).replace(tzinfo=None) if when.tzinfo else when
 
 
 def choice(values: dict[str, Any], name: str, options: Iterable[Any]) -> str | None:

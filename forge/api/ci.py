@@ -388,13 +388,23 @@ LINK_FILEPATH = re.compile(r"\A/(?:[\-.\w]+/?)*[\da-zA-Z]+\Z")
 LINK_SCHEMES = ("http", "https", "ftp")
 
 
+def _scheme(url: str) -> str | None:
+    """A URL's scheme in lower case; None when it cannot be parsed (`http://[::1`)."""
+    try:
+        return urlsplit(url).scheme.lower()
+    except ValueError:
+        return None
+
+
 def _link_errors(link: dict[str, Any], others: list[dict[str, Any]]) -> list[str]:
     """Release::Link's validation errors as full messages, in its order (url, name, filepath)."""
     errors = []
     url, name, path = link.get("url") or "", link.get("name") or "", link.get("direct_asset_path")
     if not url:
         errors.append("Url can't be blank")
-    elif urlsplit(url).scheme.lower() not in LINK_SCHEMES:
+    elif (scheme := _scheme(url)) is None:  # Gitlab::UrlBlocker.parse_url's refusal
+        errors.append("Url is blocked: URI is invalid")
+    elif scheme not in LINK_SCHEMES:
         errors.append(f"Url is blocked: Only allowed schemes are {', '.join(LINK_SCHEMES)}")
     elif any(other["url"] == url for other in others):
         errors.append("Url has already been taken")

@@ -9,7 +9,7 @@ from urllib.parse import unquote
 from flask import Response, jsonify
 from sqlalchemy import select
 
-from forge import GITLAB_REVISION, GITLAB_VERSION, domain
+from forge import GITLAB_REVISION, GITLAB_VERSION, domain, inputs
 from forge import permissions as perm
 from forge.api import (
     bp,
@@ -114,7 +114,7 @@ def show_namespace(ref: str) -> Response:
     who = instance_ability("read_user")
     ref = unquote(ref)
     found: Group | User | None = None
-    if ref.isdigit():
+    if inputs.digits(ref):
         found = domain.namespace_by_id(ref)
     else:
         found = db.session.scalar(select(Group).where(Group.full_path == ref)) or db.session.scalar(
@@ -219,7 +219,7 @@ def set_feature(name: str) -> tuple[Response, int]:
     raw = values.get("value")
     if raw is None or raw == "":
         missing("value")
-    on = str(raw).lower() in ("true", "1") or (str(raw).isdigit() and int(str(raw)) > 0)
+    on = str(raw).lower() in ("true", "1") or (inputs.digits(str(raw)) and int(str(raw)) > 0)
     if not on and str(raw).lower() not in ("false", "0"):
         invalid("value")
     return jsonify(name=name, state="on" if on else "off",

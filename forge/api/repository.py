@@ -17,7 +17,7 @@ from dulwich.repo import Repo
 from flask import Response, g, jsonify
 from sqlalchemy import select
 
-from forge import domain, repos
+from forge import domain, inputs, repos
 from forge import permissions as perm
 from forge import repository_ops as ops
 from forge.api import (
@@ -308,7 +308,7 @@ def _ordered(repo: Repo, refs: dict[str, bytes], kind: str, values: dict[str, An
 
 def _version_key(name: str) -> list[tuple[int, int, str]]:
     """Order names as versions: numbers by value (v1.10 after v1.9)."""
-    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name)]
+    return [(0, int(part), "") if inputs.digits(part) else (1, 0, part) for part in re.split(r"(\d+)", name)]
 
 
 @bp.get(f"{KIND_ROUTE}/<path:name>")

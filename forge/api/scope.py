@@ -13,7 +13,7 @@ from typing import Any
 from flask import Response, jsonify
 from sqlalchemy import select
 
-from forge import domain
+from forge import domain, inputs
 from forge import permissions as perm
 from forge.api import (
     ApiError,
@@ -132,9 +132,9 @@ def remove_entry(project_id: str, kind: str, entry_id: str) -> Response:
     """Remove a project (`allowlist`) or group (`groups_allowlist`) entry."""
     project, _ = project_ability(project_id, "admin_job_token_scope")
     source: Project | Group | None = None
-    if not entry_id.isdigit():  # declared `type: Integer`
+    if not inputs.digits(entry_id):  # declared `type: Integer`
         invalid("target_project_id" if kind == "allowlist" else "target_group_id")
-    if entry_id.isdigit():
+    else:
         source = by_id(Project, entry_id) if kind == "allowlist" else by_id(Group, entry_id)
     if source is None:
         fail(404, "404 Project Not Found" if kind == "allowlist" else "404 Group Not Found")

@@ -9,7 +9,7 @@ from typing import Any
 from flask import Response, jsonify
 from sqlalchemy import select
 
-from forge import domain
+from forge import domain, inputs
 from forge import permissions as perm
 from forge.api import (
     ApiError,
@@ -73,7 +73,7 @@ def token_json(token: PersonalAccessToken, secret: str | None = None) -> dict[st
 
 
 def _user(user_id: str) -> User:
-    if not user_id.isdigit():  # the routes require a numeric id: Grape's catch-all answers
+    if not inputs.digits(user_id):  # the routes require a numeric id: Grape's catch-all answers
         raise ApiError(404, {"error": "404 Not Found"})
     found = by_id(User, user_id)
     if found is None:
