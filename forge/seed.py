@@ -111,6 +111,16 @@ def _text(value: Any, where: str) -> str:
     raise SeedError(f"{where}: expected a string, got {_kind(value)}")
 
 
+def _opt_secret(entry: Mapping[str, Any], key: str, where: str) -> str | None:
+    """A password or token: a string only. YAML reads `password: 01234567` as the octal
+    number 342391, and a secret must never quietly become another one."""
+    value = entry.get(key)
+    if value is None or isinstance(value, str):
+        return value
+    hint = " (quote it)" if isinstance(value, int | float) and not isinstance(value, bool) else ""
+    raise SeedError(f"{where}.{key}: expected a string, got {_kind(value)}{hint}")
+
+
 def _opt_text(entry: Mapping[str, Any], key: str, where: str, default: str | None = None
               ) -> str | None:
     value = entry.get(key)
@@ -243,7 +253,7 @@ def _apply(state: ForgeState, scenario: Mapping[str, Any], templates_dir: Path |
         entry = _check_keys(entry, USER_KEYS, where)
         user = named(where, domain.create_user, now, _required(entry, "username", where),
                      email=_opt_text(entry, "email", where), name=_opt_text(entry, "name", where),
-                     password=_opt_text(entry, "password", where),
+                     password=_opt_secret(entry, "password", where),
                      admin=_flag(entry, "admin", where, False),
                      external=_flag(entry, "external", where, False),
                      state=_opt_text(entry, "state", where, "active"),
@@ -256,7 +266,7 @@ def _apply(state: ForgeState, scenario: Mapping[str, Any], templates_dir: Path |
             scopes = _texts(tok["scopes"], f"{twhere}.scopes") if tok.get("scopes") else ["api"]
             pat, secret = named(twhere, domain.create_token, now, user, name=name, scopes=scopes,
                                 expires_at=parse_datetime(tok.get("expires_at"), f"{twhere}.expires_at"),
-                                token=_opt_text(tok, "token", twhere))
+                                token=_opt_secret(tok, "token", twhere))
             pat.revoked = _flag(tok, "revoked", twhere, False)
             tokens[name] = secret
         result["users"][user.username] = {"id": user.id, "tokens": tokens}
@@ -325,7 +335,7 @@ def _apply(state: ForgeState, scenario: Mapping[str, Any], templates_dir: Path |
                            stage=_opt_text(entry, "stage", where, "test"), timeout=timeout,
                            status=_opt_text(entry, "status", where,
                                             None if jobs.is_runner_job(spec) else "running"),
-                           token=_opt_text(entry, "token", where), pipeline=shared, spec=spec,
+                           token=_opt_secret(entry, "token", where), pipeline=shared, spec=spec,
                            seal=state.seal)
         if label:
             pipelines[(project.id, label)] = job.pipeline

@@ -257,6 +257,10 @@ def test_seed_bad_project_values_are_400_naming_the_entry(
      "users[0] (alice).tokens[0].revoked: expected true or false, got a string"),
     ({"admin": "yes"}, "users[0] (alice).admin: expected true or false, got a string"),
     ({"email": ["a@b"]}, "users[0] (alice).email: expected a string, got a list"),
+    # YAML's `password: 01234567` is the octal number 342391: a secret is never converted
+    ({"password": 342391}, "users[0] (alice).password: expected a string, got a number (quote it)"),
+    ({"tokens": [{"token": 12345678}]},
+     "users[0] (alice).tokens[0].token: expected a string, got a number (quote it)"),
 ])
 def test_seed_bad_user_values_are_400_naming_the_entry(
         forge: Forge, api: requests.Session, user: dict[str, Any], message: str | None) -> None:
