@@ -9,8 +9,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from flask.signals import got_request_exception
+from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 
 from forge import database, domain, events
@@ -103,6 +104,18 @@ def create_app(config: ForgeConfig | None = None, clock: Callable[[], datetime] 
         registry.init_app(app)
         lfs_api.init_app(app)
         api.init_app(app)
+
+    def not_routed(exc: HTTPException) -> Response | HTTPException:
+        """A route or method no blueprint has never reaches a blueprint's handlers: answer
+        it as the API it was meant for (JSON under /api/v4 and /-/forge)."""
+        if request.path == "/api/v4" or request.path.startswith("/api/v4/"):
+            return api.http_error(exc)
+        if request.path.startswith("/-/forge/"):
+            return control.http_error(exc)
+        return exc
+
+    app.register_error_handler(404, not_routed)
+    app.register_error_handler(405, not_routed)
 
     from forge.gitserve import GitApplication
     app.wsgi_app = GitApplication(state, app, app.wsgi_app)  # type: ignore[method-assign]

@@ -278,6 +278,10 @@ def events_log() -> Response:
     limit = _int_arg("limit", events.DEFAULT_LIMIT)
     if not 1 <= limit <= events.MAX_LIMIT:
         abort(400, f"limit must be from 1 to {events.MAX_LIMIT}")
+    unknown = sorted(set(request.args) - events.FILTERS - {"since", "limit"})
+    if unknown:  # a mistyped filter must not quietly return everything
+        abort(400, f"cannot filter events by {', '.join(unknown)}; use since, limit or "
+                   f"{', '.join(sorted(events.FILTERS))}")
     filters: dict[str, Any] = {}
     for key in events.FILTERS & set(request.args):
         value = request.args[key]

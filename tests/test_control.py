@@ -233,3 +233,16 @@ def test_control_clock_file_out_of_range_lets_a_forge_start(tmp_path: Path) -> N
         assert not (tmp_path / "d" / "clock-offset").exists()
     finally:
         server.stop()
+
+
+def test_unknown_control_routes_and_filters_answer_json(forge: Forge, api: requests.Session) -> None:
+    for method, path, status in (("GET", "/-/forge/nope", 404), ("GET", "/-/forge/jobs/1/variables", 404),
+                                 ("GET", "/-/forge/jobs", 405)):
+        answer = api.request(method, f"{forge.url}{path}")
+        assert (answer.status_code, answer.headers["Content-Type"]) == (status, "application/json"), path
+        assert "message" in answer.json()
+    assert requests.get(f"{forge.url}/api/v4/nope").json() == {"error": "404 Not Found"}
+    assert requests.get(f"{forge.url}/nope").status_code == 404
+    typo = api.get(f"{forge.url}/-/forge/events", params={"user": "bob"})
+    assert typo.status_code == 400
+    assert typo.json()["message"].startswith("cannot filter events by user; use since, limit or ")

@@ -447,11 +447,3 @@ def init_app(app: Flask) -> None:
 
     app.register_blueprint(bp)
     app.wsgi_app = EncodedIds(app.wsgi_app)  # type: ignore[method-assign]
-
-    @app.errorhandler(404)
-    @app.errorhandler(405)
-    def api_routing_error(exc: HTTPException) -> Response | HTTPException:
-        # Unknown routes never reach the blueprint's handlers; answer JSON under /api/v4.
-        if request.path.startswith("/api/v4/") or request.path == "/api/v4":
-            return http_error(exc)
-        return exc
