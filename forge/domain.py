@@ -425,6 +425,8 @@ def create_project(
     if protect_default_branch:
         protect_branch(project, default_branch)
     tree: dict[str, TreeEntry] = dict(files or {})
+    if submodules:  # first: a bad one leaves no LFS object stored
+        tree.update(_submodule_entries(backend, project, submodules))
     if lfs_files:
         if lfs is None:
             raise DomainError("LFS files need the forge's LFS store")
@@ -435,8 +437,6 @@ def create_project(
             tree[name] = lfs_pointer(oid, size)
             attributes += f"{name.replace(' ', '[[:space:]]')} filter=lfs diff=lfs merge=lfs -text\n"
         tree[".gitattributes"] = attributes
-    if submodules:
-        tree.update(_submodule_entries(backend, project, submodules))
     with backend.create(project.id, default_branch) as repo:
         if tree:
             commit_files(repo, default_branch, tree, author=author, timestamp=int(now.timestamp()))
@@ -463,6 +463,14 @@ def check_file_names(full_path: str, names: Iterable[str]) -> None:
                                   f"{full_path!r}: {'/'.join(parts[:end])!r} is a file")
 
 
+def submodule_target(project_path: str, url: str) -> str:
+    """The full path of the forge project a submodule URL of `project_path` names:
+    `../lib.git` beside it, or the path of an absolute URL. ValueError for no URL."""
+    split = urlsplit(url)
+    return (split.path if split.scheme else posixpath.normpath(
+        posixpath.join(f"{project_path}.git", url))).strip("/").removesuffix(".git")
+
+
 def _submodule_entries(backend: RepositoryBackend, project: Project,
                        submodules: Mapping[str, str]) -> dict[str, TreeEntry]:
     """`.gitmodules` and gitlinks for submodules that are other forge projects."""
@@ -470,11 +478,9 @@ def _submodule_entries(backend: RepositoryBackend, project: Project,
     config = ""
     for path, url in submodules.items():
         try:
-            split = urlsplit(url)
+            target_path = submodule_target(project.full_path, url)
         except ValueError:  # `http://[::1`; not echoed, as a URL may carry a password
             raise DomainError(f"submodule {path!r}: not a valid URL") from None
-        target_path = (split.path if split.scheme else posixpath.normpath(
-            posixpath.join(f"{project.full_path}.git", url))).strip("/").removesuffix(".git")
         target = find_project(target_path)
         if target is None:
             raise NotFound(f"submodule {path!r}: project {target_path!r} does not exist")

@@ -234,6 +234,38 @@ def apply(state: ForgeState, scenario: Mapping[str, Any], templates_dir: Path | 
         raise
 
 
+def _creation_order(entries: list[tuple[int, Any]]) -> list[tuple[int, Any]]:
+    """Projects in file order, except that each comes after the scenario's projects its
+    submodules point at: their commits must exist when its first commit is made."""
+    paths = {entry["path"].strip("/"): (i, entry) for i, entry in entries
+             if isinstance(entry, Mapping) and isinstance(entry.get("path"), str)}
+    order: list[tuple[int, Any]] = []
+    state: dict[int, str] = {}
+
+    def visit(i: int, entry: Any) -> None:
+        if state.get(i) == "done":
+            return
+        if state.get(i) == "visiting":
+            raise SeedError(f"{_where('projects', i, entry, 'path')}.submodules: "
+                            "the scenario's submodules point at each other in a circle")
+        state[i] = "visiting"
+        submodules = entry.get("submodules") if isinstance(entry, Mapping) else None
+        if isinstance(submodules, Mapping) and isinstance(entry.get("path"), str):
+            for url in submodules.values():
+                try:
+                    target = domain.submodule_target(entry["path"].strip("/"), str(url))
+                except ValueError:
+                    continue  # reported when the project is created
+                if target in paths:
+                    visit(*paths[target])
+        state[i] = "done"
+        order.append((i, entry))
+
+    for i, entry in entries:
+        visit(i, entry)
+    return order
+
+
 def _apply(state: ForgeState, scenario: Mapping[str, Any], templates_dir: Path | None,
            created: list[int]) -> dict[str, Any]:
     now = state.now()
@@ -286,7 +318,7 @@ def _apply(state: ForgeState, scenario: Mapping[str, Any], templates_dir: Path |
         result["groups"][group.full_path] = group.id
 
     projects = []
-    for i, entry in enumerate(_list(scenario, "projects", "")):
+    for i, entry in _creation_order(list(enumerate(_list(scenario, "projects", "")))):
         where = _where("projects", i, entry, "path")
         entry = _check_keys(entry, PROJECT_KEYS, where)
         path = _required(entry, "path", where)

@@ -354,3 +354,19 @@ def test_control_bad_values_are_4xx(forge: Forge, api: requests.Session, method:
     full = {"project": "g/app", "user": "bob", **body} if body is not None else None
     response = api.request(method, f"{forge.url}/-/forge/{endpoint}", json=full)
     assert (response.status_code, response.json()) == (status, {"message": message})
+
+
+def test_seed_creates_submodule_targets_first_whatever_the_order(forge: Forge, api: requests.Session,
+                                                                 git, tmp_path: Path) -> None:
+    scenario = {"groups": [{"path": "corp"}, {"path": "corp/platform"}], "projects": [
+        {"path": "corp/app", "visibility": "public", "submodules": {"lib": "../platform/lib.git"}},
+        {"path": "corp/platform/lib", "visibility": "public", "files": {"lib.txt": "lib\n"}}]}
+    answer = _seed(api, forge, scenario)
+    assert answer.status_code == 201, answer.text
+    git("clone", "-q", "--recurse-submodules", f"{forge.url}/corp/app.git", tmp_path / "app")
+    assert (tmp_path / "app" / "lib" / "lib.txt").read_text() == "lib\n"
+    forge.reset()
+    circle = {"groups": [{"path": "g"}], "projects": [
+        {"path": "g/a", "submodules": {"b": "../b.git"}}, {"path": "g/b", "submodules": {"a": "../a.git"}}]}
+    _refused(forge, _seed(api, forge, circle),
+             "projects[0] (g/a).submodules: the scenario's submodules point at each other in a circle")
