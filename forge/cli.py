@@ -228,19 +228,32 @@ def clone_commands(state: Any, scenario: dict[str, Any], result: dict[str, Any])
             return "expect: clones"
         return f"expect: {decision.status} ({decision.reason}) {decision.message}"
 
+    roles = {level: name for name, level in perm.ROLE_NAMES.items()}
+
+    def role_in(username: str, path: str) -> str:
+        """The user's role in the project, through its groups too ("" for none)."""
+        user, project = domain.user_by_username(username), domain.find_project(path)
+        if user is None or project is None:
+            return ""
+        level = domain.project_facts(project, user).role
+        return roles.get(level, str(level)) if level > perm.NO_ACCESS else ""
+
     lines = ["", "Paste any of these into a terminal:"]
     for project in scenario.get("projects") or []:
         path, visibility = project["path"], project.get("visibility", "private")
         if visibility == "public":
             lines += [f"# {path} ({visibility}), anonymously: {expect('', '', path)}", clone(path)]
             continue
-        members = project.get("members") or {}
-        if isinstance(members, list):
-            members = {m.get("user"): m.get("role") for m in members}
+        members = {name: role for name, role in ((u, role_in(u, path)) for u in users) if role}
+        direct = project.get("members") or {}
+        if isinstance(direct, list):
+            direct = {m.get("user"): m.get("role") for m in direct}
         with_password = [u for u in users.values() if u.get("password")]
-        picks = [  # one member, and for internal projects an outsider and an external user
-            next((u for u in with_password if u["username"] in members
-                  and u.get("state", "active") == "active"), None),
+        active_members = [u for u in with_password
+                          if u["username"] in members and u.get("state", "active") == "active"]
+        picks = [  # one member (its own first), and for internal projects an outsider and an external user
+            next((u for u in active_members if u["username"] in direct),
+                 active_members[0] if active_members else None),
             next((u for u in with_password if u["username"] not in members
                   and not u.get("external") and u.get("state", "active") == "active"), None)
             if visibility == "internal" else None,

@@ -39,14 +39,17 @@ JOB1 = "with the token of running job 1 of acme/app (bob)"
 # rules, so a wrong rule or message fails here instead of agreeing with itself.
 DEMO_HINTS: list[tuple[str, str | None]] = [
     ("# acme/website (public), anonymously: expect: clones", None),
-    ("# acme/handbook (internal) as alice (not a member) with a password: expect: clones", None),
+    ("# acme/handbook (internal) as alice (maintainer) with a password: expect: clones", None),
+    ("# acme/handbook (internal) as bob (not a member) with a password: expect: clones", None),
     ("# acme/handbook (internal) as eve (not a member, external) with a password: expect: 404 "
      f"(project_not_visible) {NOT_FOUND}",
      f"remote: {NOT_FOUND}"),
+    ("# acme/platform/lib (private) as alice (maintainer) with a password: expect: clones", None),
     ("# acme/app (private) as bob (developer) with a password: expect: clones", None),
     ("# acme/app (private) as mallory (developer, blocked) with a password: expect: 401 (user_blocked) "
      + DENIED_401,
      f"remote: {DENIED_401}"),
+    ("# acme/platform/tools (private) as alice (maintainer) with a password: expect: clones", None),
     ("# acme/secret (private) as bob (developer) with a password: expect: clones", None),
     (f"# acme/website {JOB1}: expect: clones", None),
     (f"# acme/handbook {JOB1}: expect: clones", None),
