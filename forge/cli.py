@@ -236,7 +236,7 @@ def clone_commands(state: Any, scenario: dict[str, Any], result: dict[str, Any])
         if user is None or project is None:
             return ""
         level = domain.project_facts(project, user).role
-        return roles.get(level, str(level)) if level > perm.NO_ACCESS else ""
+        return roles.get(level, str(level)) if level != perm.NO_ACCESS else ""
 
     lines = ["", "Paste any of these into a terminal:"]
     for project in scenario.get("projects") or []:

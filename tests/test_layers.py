@@ -96,3 +96,14 @@ def test_layers_permissions_are_pure() -> None:
             elif isinstance(node, ast.ImportFrom) and node.module:
                 found.add(node.module)
     assert {name for name in found if not name.startswith("forge.permissions.")} <= allowed
+
+
+def test_layers_every_reason_code_is_in_the_readme() -> None:
+    """A test reads the decision log's `reason`: each one the rules can give is documented."""
+    import re
+    codes = set()
+    for path in (PACKAGE / "permissions").glob("*.py"):
+        codes |= set(re.findall(r'_(?:allow|deny|api_deny)\(\s*"([a-z_]+)"', path.read_text()))
+    readme = (PACKAGE.parent / "README.md").read_text()
+    section = readme.split("\n## What the forge decides, and why\n", 1)[1].split("\n## ", 1)[0]
+    assert sorted(code for code in codes if f"`{code}`" not in section) == []
