@@ -92,6 +92,12 @@ class ForgeReceivePackHandler(ReceivePackHandler):
                     sweep(self.repo_dir)
 
     def _apply_pack(self, refs: list[tuple[Any, Any, Any]]) -> Iterator[tuple[bytes, bytes]]:
+        """dulwich's, with git's words for the refs an `--atomic` push did not apply because
+        another was refused (dulwich says `atomic push failed`)."""
+        for ref, status in self._apply_pack_hiding(refs):
+            yield ref, b"atomic push failure" if status == b"atomic push failed" else status
+
+    def _apply_pack_hiding(self, refs: list[tuple[Any, Any, Any]]) -> Iterator[tuple[bytes, bytes]]:
         """dulwich's, except that an `--atomic` push refuses its hidden refs first and applies
         the rest atomically, as git's receive-pack (`reject_updates_to_hidden` runs before
         the transaction, which skips what it refused)."""
@@ -148,7 +154,10 @@ class ForgeReceivePackHandler(ReceivePackHandler):
             except RepositoryBusy:
                 return b"failed to lock"
             self._locked = True
-        if current_ref(self.repo, ref_name) != old_sha:  # type: ignore[arg-type]
+        current = current_ref(self.repo, ref_name)  # type: ignore[arg-type]
+        if current != old_sha:
+            self._error(f"cannot lock ref '{_name(ref_name)}': is at {current.decode()} but "
+                        f"expected {old_sha.decode()}")
             return b"failed to update ref"
         zero = perm.ZERO_SHA.encode()
         if new_sha != zero and not self._objects_connected(new_sha):
@@ -165,8 +174,31 @@ class ForgeReceivePackHandler(ReceivePackHandler):
                 return b"pre-receive hook declined"
         if ref_name.startswith(b"refs/heads/") and new_sha != zero and not isinstance(
                 self.repo.object_store[ObjectID(new_sha)], Commit):
+            self._error(f"cannot update ref '{_name(ref_name)}': trying to write non-commit "
+                        f"object {new_sha.decode()} to branch '{_name(ref_name)}'")
             return b"failed to update ref"  # git's ref store: a branch names a commit
+        if new_sha != zero and old_sha == zero and (clash := self._clash(ref_name)):
+            self._error(f"cannot lock ref '{_name(ref_name)}': '{_name(clash)}' exists; "
+                        f"cannot create '{_name(ref_name)}'")
+            return b"failed to update ref"
         return None
+
+    def _clash(self, ref_name: bytes) -> bytes | None:
+        """An existing ref that a new `ref_name` cannot live beside in a ref store of files:
+        `refs/heads/a` when creating `refs/heads/a/b`, or `refs/heads/a/b` when creating
+        `refs/heads/a` (git's D/F conflict)."""
+        names = set(self.repo.refs.allkeys())
+        parts = ref_name.split(b"/")
+        for end in range(2, len(parts)):
+            if (prefix := b"/".join(parts[:end])) in names:
+                return prefix
+        below = ref_name + b"/"
+        return next((name for name in sorted(names) if name.startswith(below)), None)
+
+    def _error(self, message: str) -> None:
+        """Tell the pusher why, as git's receive-pack does (`remote: error: ...`)."""
+        if self.has_capability(CAPABILITY_SIDE_BAND_64K):
+            self.proto.write_sideband(SIDE_BAND_CHANNEL_PROGRESS, f"error: {message}\n".encode())
 
     def _is_ancestor(self, old_sha: bytes, new_sha: bytes) -> bool:
         """Whether the update is a fast-forward: `old_sha` (peeled to a commit) is an
@@ -218,6 +250,10 @@ class ForgeReceivePackHandler(ReceivePackHandler):
                        for sha in pack)
         finally:
             pack.close()
+
+
+def _name(ref: bytes) -> str:
+    return ref.decode(errors="replace")
 
 
 def find_git() -> str | None:

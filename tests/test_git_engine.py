@@ -245,7 +245,7 @@ def test_push_atomic_lands_all_or_nothing(forge: Forge, history, git, commit) ->
     refused = git("push", "--atomic", "origin", "HEAD:refs/heads/c", "HEAD:refs/heads/guarded",
                   cwd=work, check=False)
     assert refused.returncode != 0
-    assert "! [remote rejected] HEAD -> c (atomic push failed)" in refused.stderr
+    assert "! [remote rejected] HEAD -> c (atomic push failure)" in refused.stderr  # git's words
     assert "refs/heads/c" not in git("ls-remote", "origin", cwd=work).stdout  # nothing landed
     # As git's receive-pack: hidden refs are refused before the transaction, the rest lands.
     hidden = git("push", "--atomic", "origin", "HEAD:refs/heads/c", "HEAD:refs/pipelines/9",
@@ -255,6 +255,31 @@ def test_push_atomic_lands_all_or_nothing(forge: Forge, history, git, commit) ->
     assert "* [new branch]      HEAD -> c" in hidden.stderr
     refs = git("ls-remote", "origin", cwd=work).stdout
     assert "refs/heads/c" in refs and "refs/pipelines/9" not in refs
+
+
+def test_push_ref_that_cannot_live_beside_another_is_refused_as_git(forge: Forge, history, git,
+                                                                      commit) -> None:
+    """A D/F conflict (`dir` beside `dir/sub`): git's status and its reason, and an
+    `--atomic` push lands nothing (the other ref used to land)."""
+    dev, work, _ = history
+    git("push", "-q", "origin", "HEAD:refs/heads/dir/sub", "HEAD:refs/heads/top", cwd=work)
+    atomic = git("push", "--atomic", "origin", "HEAD:refs/heads/at6", "HEAD:refs/heads/dir",
+                 cwd=work, check=False)
+    assert atomic.returncode != 0
+    assert ("remote: error: cannot lock ref 'refs/heads/dir': 'refs/heads/dir/sub' exists; "
+            "cannot create 'refs/heads/dir'") in atomic.stderr
+    assert "! [remote rejected] HEAD -> dir (failed to update ref)" in atomic.stderr
+    assert "! [remote rejected] HEAD -> at6 (atomic push failure)" in atomic.stderr
+    assert "refs/heads/at6" not in git("ls-remote", "origin", cwd=work).stdout
+    under = git("push", "origin", "HEAD:refs/heads/top/x", cwd=work, check=False)
+    assert ("remote: error: cannot lock ref 'refs/heads/top/x': 'refs/heads/top' exists; "
+            "cannot create 'refs/heads/top/x'") in under.stderr
+    assert "! [remote rejected] HEAD -> top/x (failed to update ref)" in under.stderr
+    git("tag", "-a", "annotated", "-m", "a tag object", cwd=work)
+    tag = git("rev-parse", "annotated", cwd=work).stdout.strip()
+    not_a_commit = git("push", "origin", "annotated:refs/heads/tagbr", cwd=work, check=False)
+    assert (f"remote: error: cannot update ref 'refs/heads/tagbr': trying to write non-commit "
+            f"object {tag} to branch 'refs/heads/tagbr'") in not_a_commit.stderr
 
 
 def test_push_force_with_lease(forge: Forge, history, git, commit, tmp_path: Path) -> None:
