@@ -50,6 +50,8 @@ from forge.repos import (
     TreeEntry,
     commit_files,
     lfs_pointer,
+    open_repo,
+    ref_lock,
 )
 from forge.tokens import digest as digest
 from forge.tokens import new_job_token as new_job_token
@@ -515,6 +517,27 @@ def update_project(project: Project, **changes: Any) -> None:
         raise DomainError(f"invalid default branch {changes['default_branch']!r}")
     for key, value in changes.items():
         setattr(project, key, value)
+
+
+def adopt_default_branch(project: Project, backend: RepositoryBackend) -> str | None:
+    """After a push: when the project's default branch does not exist but others do (the
+    first push to an empty project named another branch), the branch Gitaly names default
+    (`main`, else `master`, else the first by name) becomes the default branch, as GitLab's
+    BranchHooksService makes it: HEAD points at it and the default branch's protection
+    moves to it. Returns the new name, or None when nothing changed."""
+    with ref_lock(backend.path_for(project.id)), open_repo(backend.path_for(project.id)) as repo:
+        heads = sorted(name.decode(errors="replace")
+                       for name in repo.refs.keys(base=Ref(b"refs/heads/")))
+        if not heads or project.default_branch in heads:
+            return None
+        chosen = next((name for name in ("main", "master") if name in heads), heads[0])
+        repo.refs.set_symbolic_ref(Ref(b"HEAD"), Ref(f"refs/heads/{chosen}".encode()))
+    rules = {rule.name: rule for rule in db.session.scalars(select(ProtectedBranch).where(
+        ProtectedBranch.project_id == project.id))}
+    if project.default_branch in rules and chosen not in rules:
+        rules[project.default_branch].name = chosen
+    project.default_branch = chosen
+    return chosen
 
 
 def set_member(user: User, target: Group | Project, role: int | str) -> Membership:

@@ -34,7 +34,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.wsgi import get_input_stream
 
-from forge import auth, gitproc, packcache
+from forge import auth, domain, gitproc, packcache
 from forge import permissions as perm
 from forge.models import Project, db
 from forge.receivepack import ForgeReceivePackHandler, PushProtocol, RefCheck
@@ -373,6 +373,8 @@ class GitApplication:
                     backend, [str(project_id)], proto, stateless_rpc=True, check_ref=check,
                     repo_dir=repo_dir)
                 handler.handle()
+                if handler.accepted:
+                    self._after_push(project_id)
             else:
                 with in_use(repo_dir):
                     handler = ForgeUploadPackHandler(backend, [str(project_id)], proto,
@@ -399,6 +401,14 @@ class GitApplication:
             if service == "git-receive-pack":
                 self.state.housekeeper.after_push(project_id)
         return [b""]
+
+    def _after_push(self, project_id: int) -> None:
+        """What GitLab does once a push landed: the first branch pushed to an empty project
+        becomes its default branch (see `domain.adopt_default_branch`)."""
+        with self.flask_app.app_context():
+            project = db.session.get(Project, project_id)
+            if project is not None and domain.adopt_default_branch(project, self.state.backend):
+                db.session.commit()
 
     def _ref_checker(self, outcome: auth.Outcome, project_id: int,
                      environ: WSGIEnvironment) -> RefCheck:

@@ -59,6 +59,11 @@ class ForgeReceivePackHandler(ReceivePackHandler):
         self._accepted = False
         self._refused = False
 
+    @property
+    def accepted(self) -> bool:
+        """Whether the push changed at least one ref."""
+        return self._accepted
+
     def capabilities(self) -> list[bytes]:
         """dulwich's capabilities plus `push-options` and `report-status-v2`, as Gitaly's."""
         return [*super().capabilities(), CAPABILITY_PUSH_OPTIONS, REPORT_STATUS_V2]

@@ -210,3 +210,25 @@ def test_push_8mb_chunked_body_lands(forge: Forge, users: dict[str, UserHandle],
         again)
     assert (again / "big.bin").read_bytes() == (work / "big.bin").read_bytes()
     git("fsck", "--full", cwd=forge.repository_path("acme/app"))
+
+
+def test_first_branch_pushed_to_an_empty_project_becomes_its_default(
+        forge: Forge, users: dict[str, UserHandle], git, commit, tmp_path: Path) -> None:
+    """As GitLab's BranchHooksService: HEAD follows, and so does the default branch's
+    protection; a clone checks the branch out."""
+    import requests
+    forge.create_project("acme/empty", members={users["maintainer"].username: "maintainer",
+                                                users["developer"].username: "developer"})
+    work = tmp_path / "new"
+    git("init", "-q", "-b", "develop", work)
+    commit(work, {"a.txt": "a\n"})
+    git("push", "-q", forge.clone_url("acme/empty", user=users["maintainer"]), "develop", cwd=work)
+    project = requests.get(f"{forge.url}/api/v4/projects/acme%2Fempty",
+                           headers={"PRIVATE-TOKEN": forge.root_token}, timeout=30).json()
+    assert project["default_branch"] == "develop"
+    clone = git("clone", forge.clone_url("acme/empty", user=users["developer"]), tmp_path / "c")
+    assert "warning" not in clone.stderr
+    assert (tmp_path / "c" / "a.txt").read_text() == "a\n"
+    commit(tmp_path / "c", {"b.txt": "b\n"})
+    refused = git("push", "origin", "develop", cwd=tmp_path / "c", check=False)
+    assert PROTECTED in refused.stderr  # the default branch's protection moved with it
