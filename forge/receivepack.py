@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -97,12 +97,42 @@ class ForgeReceivePackHandler(ReceivePackHandler):
                     sweep(self.repo_dir)
 
     def _apply_pack(self, refs: list[tuple[Any, Any, Any]]) -> Iterator[tuple[bytes, bytes]]:
-        """dulwich's, with git's words for the refs an `--atomic` push did not apply because
-        another was refused (dulwich says `atomic push failed`)."""
-        for ref, status in self._apply_pack_hiding(refs):
+        """dulwich's, with the received objects checked as Gitaly's receive-pack checks them
+        (`receive.fsckObjects`) before any ref moves, and with git's words for the refs an
+        `--atomic` push did not apply because another was refused (dulwich says `atomic
+        push failed`)."""
+        statuses = self._apply_pack_hiding(refs)
+        for ref, status in statuses:
+            if ref == b"unpack" and status == b"ok" and (problems := self._fsck()):
+                statuses.close()  # no ref is applied: the pack is dropped by housekeeping
+                for line in problems:
+                    self._error(line.removeprefix("error: "))
+                yield b"unpack", b"index-pack abnormal exit"
+                for _, _, name in refs:
+                    yield name, b"unpacker error"
+                return
             yield ref, b"atomic push failure" if status == b"atomic push failed" else status
 
-    def _apply_pack_hiding(self, refs: list[tuple[Any, Any, Any]]) -> Iterator[tuple[bytes, bytes]]:
+    def _fsck(self) -> list[str]:
+        """What git's fsck finds wrong in the packs this push brought (`hasDotgit`,
+        `badDate`, ...), as lines of git's; nothing when all is well or git is missing.
+        Gitaly ignores only `badTimezone`."""
+        git = find_git()
+        if git is None or self.repo_dir is None:
+            return []
+        problems: list[str] = []
+        for name in sorted(self._new_packs()):
+            checked = subprocess.run(
+                [git, "index-pack", "--verify", "--strict=badTimezone=ignore",
+                 str(self.repo_dir / "objects" / "pack" / f"{name}.pack")],
+                cwd=self.repo_dir, capture_output=True, env={**os.environ, "GIT_DIR": str(self.repo_dir)})
+            if checked.returncode != 0:
+                problems += [line for line in checked.stderr.decode(errors="replace").splitlines()
+                             if line.startswith("error: ")] or ["error: fsck error in packed object"]
+        return problems
+
+    def _apply_pack_hiding(self, refs: list[tuple[Any, Any, Any]]
+                           ) -> Generator[tuple[bytes, bytes], None, None]:
         """dulwich's, except that an `--atomic` push refuses its hidden refs first and applies
         the rest atomically, as git's receive-pack (`reject_updates_to_hidden` runs before
         the transaction, which skips what it refused)."""

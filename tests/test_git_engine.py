@@ -385,3 +385,22 @@ def test_push_reports_status_v2_when_git_asks_for_it(forge: Forge, history, git,
     assert "git< ok refs/heads/v2" in traced.stderr
     assert "git< ng refs/pipelines/5 deny updating a hidden ref" in traced.stderr
     assert "* [new branch]      v2 -> v2" in traced.stderr
+
+
+def test_push_of_objects_gits_fsck_refuses_lands_nothing(forge: Forge, history, git) -> None:
+    """Gitaly's receive-pack checks what it receives (receive.fsckObjects): a tree with a
+    `.git` entry is refused whole, with git's words."""
+    import subprocess
+    dev, work, _ = history
+    blob = git("rev-parse", "HEAD:" + git("ls-tree", "--name-only", "HEAD", cwd=work).stdout.split()[0],
+               cwd=work).stdout.strip()
+    tree = subprocess.run(["git", "mktree"], cwd=work, input=f"100644 blob {blob}\t.git\n",
+                          capture_output=True, text=True, check=True).stdout.strip()
+    bad = git("commit-tree", tree, "-p", "HEAD", "-m", "a .git entry", cwd=work).stdout.strip()
+    pushed = git("push", "origin", f"{bad}:refs/heads/dotgit", "HEAD:refs/heads/fine", cwd=work,
+                 check=False)
+    assert pushed.returncode != 0
+    assert f"remote: error: object {tree}: hasDotgit: contains '.git'" in pushed.stderr
+    assert "! [remote rejected] " in pushed.stderr and "(unpacker error)" in pushed.stderr
+    refs = git("ls-remote", "origin", cwd=work).stdout
+    assert "refs/heads/dotgit" not in refs and "refs/heads/fine" not in refs
