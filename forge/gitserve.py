@@ -30,7 +30,7 @@ from dulwich.errors import (
     ObjectFormatException,
 )
 from dulwich.protocol import ReceivableProtocol
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.wsgi import get_input_stream
 
@@ -285,7 +285,7 @@ class GitApplication:
         if cache.enabled:
             try:
                 request = body.read()
-            except TooLarge:
+            except (TooLarge, RequestEntityTooLarge):
                 return text_response(start_response, 413, "Request body too large.")
             except (NotGzip, HTTPException, OSError) as exc:  # not gzip, cut short, bad chunks
                 log.warning("git-upload-pack request unreadable: %s: %s", type(exc).__name__, exc)
@@ -315,7 +315,7 @@ class GitApplication:
             raise
         if not first:
             held.close()
-            if isinstance(run.input_error, TooLarge):
+            if isinstance(run.input_error, (TooLarge, RequestEntityTooLarge)):
                 return text_response(start_response, 413, "Request body too large.")
             reason = run.stderr.strip().splitlines()[-1:] or ["git upload-pack failed"]
             return text_response(start_response, 400, f"Bad request: {reason[0]}")
@@ -384,7 +384,7 @@ class GitApplication:
                     handler.repo = AnyShaInWant(handler.repo, wants, proto.client_shallow)
                     handler.handle()
             output.flush()
-        except TooLarge:
+        except (TooLarge, RequestEntityTooLarge):  # inflated, or chunked, past the limit
             if not output.started:
                 return text_response(start_response, 413, "Request body too large.")
         except RepositoryBusy:

@@ -26,7 +26,7 @@ from typing import Any
 
 from dulwich.pack import load_pack_index
 
-from forge.repos import RepositoryBackend, maintenance, open_repo
+from forge.repos import Alone, RepositoryBackend, maintenance, open_repo
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +61,12 @@ def loose_ref_count(repo_dir: Path) -> int:
                for name in files if not name.endswith(".lock"))
 
 
-def pack_refs(repo_dir: Path, git: str) -> None:
+def pack_refs(repo_dir: Path, git: str, alone: Alone) -> None:
     """Move every loose ref into `packed-refs` with git, which records each annotated
-    tag's peeled target there (under maintenance)."""
+    tag's peeled target there (under maintenance: `alone`, passed on to git)."""
     subprocess.run([git, "pack-refs", "--all", "--prune"], cwd=repo_dir, check=True,
-                   capture_output=True, env={**os.environ, "GIT_DIR": str(repo_dir)})
+                   capture_output=True, env={**os.environ, "GIT_DIR": str(repo_dir)},
+                   pass_fds=alone.fds)
 
 
 def record_refused_packs(repo_dir: Path, names: Iterable[str]) -> None:
@@ -152,14 +153,15 @@ def _reachable(repo_dir: Path, git: str | None) -> set[bytes]:
         return {sha for sha, _ in missing}
 
 
-def repack(repo_dir: Path, git: str | None) -> None:
-    """Pack every object into one pack and drop loose copies (under maintenance)."""
+def repack(repo_dir: Path, git: str | None, alone: Alone) -> None:
+    """Pack every object into one pack and drop loose copies (under maintenance: `alone`,
+    passed on to git, which then holds the lock until it ends, even if forge is killed)."""
     if git:
         # -A keeps unreachable objects (loose) rather than dropping them at once:
         # a commit no ref points at any more can still be fetched by its sha.
         for command in ([git, "repack", "-A", "-d", "-q"], [git, "prune-packed", "-q"]):
             subprocess.run(command, cwd=repo_dir, check=True, capture_output=True,
-                           env={**os.environ, "GIT_DIR": str(repo_dir)})
+                           env={**os.environ, "GIT_DIR": str(repo_dir)}, pass_fds=alone.fds)
         return
     with open_repo(repo_dir) as repo:
         repo.object_store.repack()
@@ -235,13 +237,13 @@ class Housekeeper:
                                          "dropped": drop_refused_packs(repo_dir, self.git)}
             packs, loose = pack_count(repo_dir), loose_count(repo_dir)
             if packs > self.limits.packs or loose > self.limits.loose_objects:
-                repack(repo_dir, self.git)
+                repack(repo_dir, self.git, alone)
                 report["repacked"] = (packs, loose)
             # Without git the refs stay loose: dulwich's packed-refs lacks the peeled
             # targets of tags packed after it was first read.
             refs = loose_ref_count(repo_dir) if self.git else 0
             if self.git and refs > self.limits.loose_refs:
-                pack_refs(repo_dir, self.git)
+                pack_refs(repo_dir, self.git, alone)
                 report["packed_refs"] = refs
             return report
 

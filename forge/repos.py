@@ -39,8 +39,9 @@ class RepositoryBusy(OSError):
 
 
 @contextmanager
-def _flock(path: Path, mode: int, wait: float) -> Iterator[bool]:
-    """Hold an flock on `path`, polling up to `wait` seconds; yield whether it was taken."""
+def _flock(path: Path, mode: int, wait: float) -> Iterator[int | None]:
+    """Hold an flock on `path`, polling up to `wait` seconds; yield the locked file's
+    descriptor, or None when the lock was not taken."""
     with open(path, "a+b") as handle:
         deadline = time.monotonic() + wait
         delay = 0.005
@@ -50,12 +51,12 @@ def _flock(path: Path, mode: int, wait: float) -> Iterator[bool]:
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    yield False
+                    yield None
                     return
                 time.sleep(delay)
                 delay = min(delay * 2, 0.1)
         try:
-            yield True
+            yield handle.fileno()
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
@@ -64,16 +65,29 @@ def _flock(path: Path, mode: int, wait: float) -> Iterator[bool]:
 def in_use(repo_dir: Path, wait: float = LOCK_WAIT) -> Iterator[None]:
     """Keep housekeeping out while reading or writing the repository (a shared lock)."""
     with _flock(repo_dir / MAINTENANCE_LOCK, fcntl.LOCK_SH, wait) as taken:
-        if not taken:
+        if taken is None:
             raise RepositoryBusy(f"{repo_dir.name} is being repacked")
         yield
 
 
+@dataclass(frozen=True)
+class Alone:
+    """The maintenance lock, when taken (true) or not (false). `fds` is what a `git`
+    housekeeping runs passes on (`subprocess.run(..., pass_fds=...)`): the child then
+    holds the lock too, so a repack outliving a killed forge keeps others out until it
+    ends."""
+
+    fds: tuple[int, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.fds)
+
+
 @contextmanager
-def maintenance(repo_dir: Path, wait: float = 0.0) -> Iterator[bool]:
-    """Take the repository for housekeeping alone; yield False when it is in use."""
-    with _flock(repo_dir / MAINTENANCE_LOCK, fcntl.LOCK_EX, wait) as taken:
-        yield taken
+def maintenance(repo_dir: Path, wait: float = 0.0) -> Iterator[Alone]:
+    """Take the repository for housekeeping alone; yield a false `Alone` when it is in use."""
+    with _flock(repo_dir / MAINTENANCE_LOCK, fcntl.LOCK_EX, wait) as fd:
+        yield Alone((fd,) if fd is not None else ())
 
 
 @contextmanager
@@ -84,7 +98,7 @@ def ref_lock(repo_dir: Path, wait: float = LOCK_WAIT) -> Iterator[None]:
     that waited longer than `wait` gets RepositoryBusy.
     """
     with _flock(repo_dir / REF_LOCK, fcntl.LOCK_EX, wait) as taken:
-        if not taken:
+        if taken is None:
             raise RepositoryBusy(f"the refs of {repo_dir.name} are locked")
         yield
 

@@ -215,6 +215,21 @@ def test_oversized_body_is_refused_before_reading(forge: Forge, dev: UserHandle)
     conn.close()
 
 
+def test_chunked_push_past_the_limit_gets_413(forge: Forge, dev: UserHandle, git, commit,
+                                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """git sends a large push chunked: past the limit it is 413, as with a Content-Length."""
+    import os
+    work = tmp_path / "w"
+    git("clone", "-q", forge.clone_url("acme/app", user=dev), work)
+    commit(work, {"big.bin": os.urandom(60_000).hex()})
+    monkeypatch.setattr(forge.state, "config", forge.state.config.replace(max_body_bytes=20_000))
+    pushed = git("-c", "http.postBuffer=4096", "push", "origin", "HEAD:refs/heads/big", cwd=work,
+                 check=False)
+    assert pushed.returncode != 0
+    assert "HTTP 413" in pushed.stderr, pushed.stderr
+    assert "refs/heads/big" not in refs_of(forge, git)
+
+
 def test_secrets_never_reach_database_or_logs(forge: Forge, dev: UserHandle, git, tmp_path: Path,
                                               caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)

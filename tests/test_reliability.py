@@ -23,7 +23,7 @@ import requests
 from forge import gitserve, housekeeping
 from forge.config import ForgeConfig
 from forge.housekeeping import Limits, pack_count
-from forge.repos import in_use
+from forge.repos import RepositoryBusy, in_use
 from forge.server import ForgeServer
 from forge.testing import Forge, UserHandle
 
@@ -507,3 +507,48 @@ def test_start_up_removes_repositories_no_project_owns(tmp_path: Path) -> None:
         assert not orphan.exists()
     finally:
         server.stop()
+
+
+def test_housekeeping_git_holds_the_maintenance_lock_after_forge_dies(forge: Forge, dev: UserHandle,
+                                                                      tmp_path: Path) -> None:
+    """A repack outliving a `kill -9`'d forge keeps readers and housekeeping out until it ends:
+    the lock is passed on to git (here a stand-in that sleeps)."""
+    repo = forge.repository_path("acme/app")
+    script = (
+        "import os, subprocess, sys\n"
+        "from pathlib import Path\n"
+        "from forge.repos import maintenance\n"
+        f"with maintenance(Path({str(repo)!r})) as alone:\n"
+        "    assert alone\n"
+        "    child = subprocess.Popen(['sleep', '10'], pass_fds=alone.fds,\n"
+        "                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+        "    print(child.pid, flush=True)\n"
+        "    os._exit(9)  # as kill -9: no unlock, no cleanup\n")
+    dying = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
+    assert dying.returncode == 9, dying.stderr
+    orphan = int(dying.stdout.split()[0])
+    try:
+        with pytest.raises(RepositoryBusy), in_use(repo, wait=0.2):
+            pass
+    finally:
+        os.kill(orphan, 9)
+    time.sleep(0.2)
+    with in_use(repo, wait=5):  # the lock went with the orphan
+        pass
+
+
+def test_housekeeping_passes_its_lock_to_every_git_it_runs(forge: Forge, dev: UserHandle,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[tuple[int, ...]] = []
+    real = subprocess.run
+
+    def spy(command: list[str], **kwargs: Any) -> Any:
+        if command[1] in ("repack", "prune-packed", "pack-refs"):
+            seen.append(tuple(kwargs.get("pass_fds", ())))
+        return real(command, **kwargs)
+
+    monkeypatch.setattr(housekeeping.subprocess, "run", spy)
+    monkeypatch.setattr(forge.state.housekeeper, "limits", Limits(packs=0, loose_objects=0, loose_refs=0))
+    key = forge.repository_path("acme/app").name.removesuffix(".git")
+    forge.state.housekeeper.maintain(int(key))
+    assert len(seen) == 3 and all(len(fds) == 1 for fds in seen)
