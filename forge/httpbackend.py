@@ -22,7 +22,8 @@ GIT_ENV = {**{k: v for k, v in os.environ.items() if not k.startswith("GIT_")},
 GITALY_SETTINGS = ("http.receivepack=true", "uploadpack.allowFilter=true",
                    "uploadpack.allowAnySHA1InWant=true", "receive.advertisePushOptions=true",
                    "receive.hideRefs=refs/pipelines/", "receive.hideRefs=refs/keep-around/",
-                   "receive.hideRefs=refs/merge-requests/", "receive.hideRefs=refs/environments/")
+                   "receive.hideRefs=refs/merge-requests/", "receive.hideRefs=refs/environments/",
+                   "receive.fsckObjects=true", "receive.fsck.badTimezone=ignore")
 
 
 def configure(repo: Path) -> None:

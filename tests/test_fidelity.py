@@ -166,6 +166,17 @@ def _push_case(case: str, git, url: str, work: Path) -> object:
         outcome = push("--push-option=ci.skip", "--push-option=ci.variable=A=1", "main:refs/heads/opt")
     elif case == "hidden-ref":
         outcome = push("main:refs/pipelines/1")
+    elif case == "d-f-conflict":  # `dir` beside `dir/sub`: refused, and --atomic lands nothing
+        outcome = (push("main:refs/heads/dir/sub"),
+                   push("--atomic", "main:refs/heads/at", "main:refs/heads/dir"),
+                   push("main:refs/heads/dir/sub/deeper"))
+    elif case == "fsck":  # a tree with a `.git` entry (receive.fsckObjects, as Gitaly)
+        blob = git("rev-parse", "HEAD:" + git("ls-tree", "--name-only", "HEAD", cwd=work)
+                   .stdout.split()[0], cwd=work).stdout.strip()
+        tree = subprocess.run(["git", "mktree"], cwd=work, input=f"100644 blob {blob}\t.git\n",
+                              capture_output=True, text=True, check=True).stdout.strip()
+        bad = git("commit-tree", tree, "-p", "HEAD", "-m", "a .git entry", cwd=work).stdout.strip()
+        outcome = push(f"{bad}:refs/heads/dotgit", "main:refs/heads/beside")
     else:
         raise AssertionError(case)
     refs = git("ls-remote", url, cwd=work).stdout
@@ -182,11 +193,14 @@ PUSH_EXPECTED = {
                         "refs/tags/v1"]),
     "push-options": (0, ["refs/heads/main", "refs/heads/opt", "refs/tags/v1"]),
     "hidden-ref": (1, ["refs/heads/main", "refs/tags/v1"]),
+    "d-f-conflict": ((0, 1, 1), ["refs/heads/dir/sub", "refs/heads/main", "refs/tags/v1"]),
+    "fsck": (1, ["refs/heads/main", "refs/tags/v1"]),
 }
 
 
 @pytest.mark.parametrize("case", ["branches-and-tags", "delete", "force", "force-with-lease",
-                                  "atomic", "push-options", "hidden-ref"])
+                                  "atomic", "push-options", "hidden-ref", "d-f-conflict",
+                                  "fsck"])
 def test_fidelity_push(forge: Forge, pair: dict[str, object], git, case: str) -> None:
     urls, work = pair["urls"], pair["work"]
     assert isinstance(urls, dict) and isinstance(work, Path)
