@@ -538,8 +538,11 @@ def adopt_default_branch(project: Project, backend: RepositoryBackend) -> str | 
         repo.refs.set_symbolic_ref(Ref(b"HEAD"), Ref(f"refs/heads/{chosen}".encode()))
     rules = {rule.name: rule for rule in db.session.scalars(select(ProtectedBranch).where(
         ProtectedBranch.project_id == project.id))}
-    if project.default_branch in rules and chosen not in rules:
-        rules[project.default_branch].name = chosen
+    if project.default_branch in rules:  # GitLab protects the branch that came, not the one that did not
+        if chosen in rules:
+            db.session.delete(rules[project.default_branch])
+        else:
+            rules[project.default_branch].name = chosen
     project.default_branch = chosen
     return chosen
 

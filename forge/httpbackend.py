@@ -23,7 +23,9 @@ GITALY_SETTINGS = ("http.receivepack=true", "uploadpack.allowFilter=true",
                    "uploadpack.allowAnySHA1InWant=true", "receive.advertisePushOptions=true",
                    "receive.hideRefs=refs/pipelines/", "receive.hideRefs=refs/keep-around/",
                    "receive.hideRefs=refs/merge-requests/", "receive.hideRefs=refs/environments/",
-                   "receive.fsckObjects=true", "receive.fsck.badTimezone=ignore")
+                   "receive.fsckObjects=true", "receive.fsck.badTimezone=ignore",
+                   "receive.fsck.missingSpaceBeforeDate=ignore",
+                   "receive.fsck.zeroPaddedFilemode=ignore")
 
 
 def configure(repo: Path) -> None:

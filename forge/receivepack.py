@@ -38,6 +38,9 @@ from forge.repos import RepositoryBusy, current_ref, in_use, maintenance, ref_lo
 HIDDEN_REFS = (b"refs/pipelines/", b"refs/keep-around/", b"refs/merge-requests/",
                b"refs/environments/")
 REPORT_STATUS_V2 = b"report-status-v2"
+# What Gitaly's receive-pack tells fsck to ignore (receive.fsck.<id>=ignore): old
+# histories are full of these.
+GITALY_FSCK_IGNORES = "badTimezone=ignore,missingSpaceBeforeDate=ignore,zeroPaddedFilemode=ignore"
 RefCheck = Callable[[str, str, str, bool, list[str]], perm.Decision]
 
 
@@ -51,7 +54,7 @@ class ForgeReceivePackHandler(ReceivePackHandler):
                          advertise_refs=advertise_refs)
         self.check_ref = check_ref
         self.repo_dir = repo_dir
-        self._packs_before: set[str] = set()
+        self._own_packs: set[str] = set()
         self._connected: bool | None = None
         self.repo = _HidingRefs(self.repo)  # type: ignore[assignment]
         self._held = ExitStack()
@@ -82,8 +85,17 @@ class ForgeReceivePackHandler(ReceivePackHandler):
         if self.advertise_refs or self.repo_dir is None:
             super().handle()
             return
+        store: Any = self.repo.object_store
+        add_thin_pack = store.add_thin_pack
+
+        def own_pack(*args: Any, **kwargs: Any) -> Any:  # this push's pack, not a neighbour's
+            pack = add_thin_pack(*args, **kwargs)
+            if pack is not None:
+                self._own_packs.add(Path(pack.index.path).stem)
+            return pack
+
+        store.add_thin_pack = own_pack  # this request's store only
         with in_use(self.repo_dir), ExitStack() as self._held:
-            self._packs_before = self._pack_names()
             super().handle()
             if self._refused or not self._accepted:
                 # What this push brought may be referenced by nothing: housekeeping checks
@@ -116,14 +128,14 @@ class ForgeReceivePackHandler(ReceivePackHandler):
     def _fsck(self) -> list[str]:
         """What git's fsck finds wrong in the packs this push brought (`hasDotgit`,
         `badDate`, ...), as lines of git's; nothing when all is well or git is missing.
-        Gitaly ignores only `badTimezone`."""
+        What Gitaly lets through is let through (`GITALY_FSCK_IGNORES`)."""
         git = find_git()
         if git is None or self.repo_dir is None:
             return []
         problems: list[str] = []
         for name in sorted(self._new_packs()):
             checked = subprocess.run(
-                [git, "index-pack", "--verify", "--strict=badTimezone=ignore",
+                [git, "index-pack", "--verify", f"--strict={GITALY_FSCK_IGNORES}",
                  str(self.repo_dir / "objects" / "pack" / f"{name}.pack")],
                 cwd=self.repo_dir, capture_output=True, env={**os.environ, "GIT_DIR": str(self.repo_dir)})
             if checked.returncode != 0:
@@ -152,13 +164,10 @@ class ForgeReceivePackHandler(ReceivePackHandler):
         for _, _, ref in refs:
             yield ref, b"deny updating a hidden ref" if ref in hidden else results[ref]
 
-    def _pack_names(self) -> set[str]:
-        assert self.repo_dir is not None
-        return {p.stem for p in (self.repo_dir / "objects" / "pack").glob("*.idx")}
-
     def _new_packs(self) -> set[str]:
-        """The packs (file names without suffix) this push added."""
-        return self._pack_names() - self._packs_before
+        """The packs (file names without suffix) this push added: its own only, whatever
+        other pushes add to the repository meanwhile."""
+        return set(self._own_packs)
 
     def _on_update(self, ref_name: bytes, old_sha: bytes, new_sha: bytes) -> bytes | None:
         """Refuse a ref update that would point at missing objects or that the rules deny."""

@@ -170,6 +170,20 @@ def _push_case(case: str, git, url: str, work: Path) -> object:
         outcome = (push("main:refs/heads/dir/sub"),
                    push("--atomic", "main:refs/heads/at", "main:refs/heads/dir"),
                    push("main:refs/heads/dir/sub/deeper"))
+    elif case == "old-history":  # what Gitaly's fsck lets through: old tools wrote these
+        def literally(kind: str, text: str) -> str:
+            return subprocess.run(["git", "hash-object", "-t", kind, "--literally", "-w", "--stdin"],
+                                  cwd=work, input=text.encode("latin-1"), capture_output=True,
+                                  check=True).stdout.decode().strip()
+        head = git("rev-parse", "HEAD", cwd=work).stdout.strip()
+        base = git("rev-parse", "HEAD^{tree}", cwd=work).stdout.strip()
+        nospace = literally("commit", f"tree {base}\nparent {head}\nauthor A <a@x>1700000000 +0000\n"
+                            f"committer A <a@x> 1700000000 +0000\n\nno space before the date\n")
+        padded = literally("tree", "040000 dir\0" + bytes.fromhex(base).decode("latin-1"))
+        old = literally("commit", f"tree {padded}\nparent {nospace}\n"
+                        "author A <a@x> 1700000000 +0000\ncommitter A <a@x> 1700000000 +0000\n\n"
+                        "a zero-padded mode\n")
+        outcome = push(f"{old}:refs/heads/old")
     elif case == "fsck":  # a tree with a `.git` entry (receive.fsckObjects, as Gitaly)
         blob = git("rev-parse", "HEAD:" + git("ls-tree", "--name-only", "HEAD", cwd=work)
                    .stdout.split()[0], cwd=work).stdout.strip()
@@ -195,12 +209,13 @@ PUSH_EXPECTED = {
     "hidden-ref": (1, ["refs/heads/main", "refs/tags/v1"]),
     "d-f-conflict": ((0, 1, 1), ["refs/heads/dir/sub", "refs/heads/main", "refs/tags/v1"]),
     "fsck": (1, ["refs/heads/main", "refs/tags/v1"]),
+    "old-history": (0, ["refs/heads/main", "refs/heads/old", "refs/tags/v1"]),
 }
 
 
 @pytest.mark.parametrize("case", ["branches-and-tags", "delete", "force", "force-with-lease",
                                   "atomic", "push-options", "hidden-ref", "d-f-conflict",
-                                  "fsck"])
+                                  "fsck", "old-history"])
 def test_fidelity_push(forge: Forge, pair: dict[str, object], git, case: str) -> None:
     urls, work = pair["urls"], pair["work"]
     assert isinstance(urls, dict) and isinstance(work, Path)

@@ -9,6 +9,7 @@ import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -404,3 +405,36 @@ def test_push_of_objects_gits_fsck_refuses_lands_nothing(forge: Forge, history, 
     assert "! [remote rejected] " in pushed.stderr and "(unpacker error)" in pushed.stderr
     refs = git("ls-remote", "origin", cwd=work).stdout
     assert "refs/heads/dotgit" not in refs and "refs/heads/fine" not in refs
+
+
+def test_push_is_checked_on_its_own_pack_not_its_neighbours(forge: Forge, history, git, commit,
+                                                           tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another push's pack arriving meanwhile (here one git's fsck refuses) is that push's
+    business: this push is connected and checked on the pack it brought."""
+    import shutil
+    import subprocess
+
+    from forge import repos
+    dev, work, _ = history
+    blob = git("rev-parse", "HEAD:" + git("ls-tree", "--name-only", "HEAD", cwd=work).stdout.split()[0],
+               cwd=work).stdout.strip()
+    tree = subprocess.run(["git", "mktree"], cwd=work, input=f"100644 blob {blob}\t.git\n",
+                          capture_output=True, text=True, check=True).stdout.strip()
+    bad = git("commit-tree", tree, "-p", "HEAD", "-m", "a neighbour's", cwd=work).stdout.strip()
+    prefix = tmp_path / "neighbour"
+    subprocess.run(["git", "pack-objects", "-q", str(prefix)], cwd=work, input=f"{bad}\n{tree}\n",
+                   text=True, check=True)
+    repo = forge.repository_path("acme/app")
+    real = repos.ForgeObjectStore.add_thin_pack
+
+    def with_a_neighbour(self: Any, *args: Any, **kwargs: Any) -> Any:
+        pack = real(self, *args, **kwargs)
+        for made in tmp_path.glob("neighbour-*"):
+            shutil.copy(made, repo / "objects" / "pack" / made.name)
+        return pack
+
+    monkeypatch.setattr(repos.ForgeObjectStore, "add_thin_pack", with_a_neighbour)
+    mine = commit(work, {"mine.txt": "mine\n"})
+    git("push", "-q", "origin", "HEAD:refs/heads/mine", cwd=work)
+    assert f"{mine}\trefs/heads/mine" in git("ls-remote", "origin", cwd=work).stdout

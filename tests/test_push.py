@@ -232,3 +232,17 @@ def test_first_branch_pushed_to_an_empty_project_becomes_its_default(
     commit(tmp_path / "c", {"b.txt": "b\n"})
     refused = git("push", "origin", "develop", cwd=tmp_path / "c", check=False)
     assert PROTECTED in refused.stderr  # the default branch's protection moved with it
+
+
+def test_first_branch_pushed_keeps_its_own_protection_rule(
+        forge: Forge, users: dict[str, UserHandle], git, commit, tmp_path: Path) -> None:
+    import requests
+    forge.create_project("acme/ruled", members={users["maintainer"].username: "maintainer"})
+    forge.protect_branch("acme/ruled", "develop", push_access_level="developer")
+    work = tmp_path / "new"
+    git("init", "-q", "-b", "develop", work)
+    commit(work, {"a.txt": "a\n"})
+    git("push", "-q", forge.clone_url("acme/ruled", user=users["maintainer"]), "develop", cwd=work)
+    rules = requests.get(f"{forge.url}/api/v4/projects/acme%2Fruled/protected_branches",
+                         headers={"PRIVATE-TOKEN": forge.root_token}, timeout=30).json()
+    assert [rule["name"] for rule in rules] == ["develop"]  # no rule left for the `main` that never came
