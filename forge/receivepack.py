@@ -55,6 +55,7 @@ class ForgeReceivePackHandler(ReceivePackHandler):
         self.check_ref = check_ref
         self.repo_dir = repo_dir
         self._own_packs: set[str] = set()
+        self._clashed = False
         self._connected: bool | None = None
         self.repo = _HidingRefs(self.repo)  # type: ignore[assignment]
         self._held = ExitStack()
@@ -114,6 +115,7 @@ class ForgeReceivePackHandler(ReceivePackHandler):
         `--atomic` push did not apply because another was refused (dulwich says `atomic
         push failed`)."""
         statuses = self._apply_pack_hiding(refs)
+        results: list[tuple[bytes, bytes]] = []
         for ref, status in statuses:
             if ref == b"unpack" and status == b"ok" and (problems := self._fsck()):
                 statuses.close()  # no ref is applied: the pack is dropped by housekeeping
@@ -123,7 +125,14 @@ class ForgeReceivePackHandler(ReceivePackHandler):
                 for _, _, name in refs:
                     yield name, b"unpacker error"
                 return
-            yield ref, b"atomic push failure" if status == b"atomic push failed" else status
+            results.append((ref, b"atomic push failure" if status == b"atomic push failed" else status))
+        refs_only = [status for ref, status in results if ref != b"unpack"]
+        if self._clashed and self.has_capability(CAPABILITY_ATOMIC) and set(refs_only) <= {
+                b"atomic push failure", b"failed to update ref"}:
+            # git finds a D/F conflict in the ref transaction itself, which fails whole
+            results = [(ref, status if ref == b"unpack" else b"atomic transaction failed")
+                       for ref, status in results]
+        yield from results
 
     def _fsck(self) -> list[str]:
         """What git's fsck finds wrong in the packs this push brought (`hasDotgit`,
@@ -222,6 +231,7 @@ class ForgeReceivePackHandler(ReceivePackHandler):
                         f"object {new_sha.decode()} to branch '{_name(ref_name)}'")
             return b"failed to update ref"  # git's ref store: a branch names a commit
         if new_sha != zero and old_sha == zero and (clash := self._clash(ref_name)):
+            self._clashed = True
             self._error(f"cannot lock ref '{_name(ref_name)}': '{_name(clash)}' exists; "
                         f"cannot create '{_name(ref_name)}'")
             return b"failed to update ref"

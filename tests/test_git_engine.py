@@ -269,8 +269,8 @@ def test_push_ref_that_cannot_live_beside_another_is_refused_as_git(forge: Forge
     assert atomic.returncode != 0
     assert ("remote: error: cannot lock ref 'refs/heads/dir': 'refs/heads/dir/sub' exists; "
             "cannot create 'refs/heads/dir'") in atomic.stderr
-    assert "! [remote rejected] HEAD -> dir (failed to update ref)" in atomic.stderr
-    assert "! [remote rejected] HEAD -> at6 (atomic push failure)" in atomic.stderr
+    assert "! [remote rejected] HEAD -> dir (atomic transaction failed)" in atomic.stderr
+    assert "! [remote rejected] HEAD -> at6 (atomic transaction failed)" in atomic.stderr
     assert "refs/heads/at6" not in git("ls-remote", "origin", cwd=work).stdout
     under = git("push", "origin", "HEAD:refs/heads/top/x", cwd=work, check=False)
     assert ("remote: error: cannot lock ref 'refs/heads/top/x': 'refs/heads/top' exists; "
