@@ -8,6 +8,7 @@ killed when the client goes away or the request fails, so none outlives its requ
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -32,13 +33,20 @@ class EngineError(ValueError):
     """The configured git engine cannot run here."""
 
 
+@functools.cache
+def git_binary() -> str | None:
+    """The `git` on PATH, looked up once per process: what the git fetch engine, pushes
+    (ancestry, fsck) and housekeeping run; None where git is not installed."""
+    return shutil.which("git")
+
+
 def find_git(engine: str) -> str | None:
     """The git binary fetches are served with, or None for dulwich."""
     if engine not in ENGINES:
         raise EngineError(f"unknown git engine {engine!r}; use one of {', '.join(ENGINES)}")
     if engine == "dulwich":
         return None
-    git = shutil.which("git")
+    git = git_binary()
     if git is None and engine == "git":
         raise EngineError("git engine: no `git` binary on PATH (install git, or use --git-engine dulwich)")
     return git

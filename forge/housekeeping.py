@@ -26,6 +26,7 @@ from typing import Any
 
 from dulwich.pack import load_pack_index
 
+from forge.gitproc import git_binary
 from forge.repos import Alone, RepositoryBackend, maintenance, open_repo
 
 log = logging.getLogger(__name__)
@@ -174,7 +175,7 @@ class Housekeeper:
                  git: str | None = None, wait: float = 30.0) -> None:
         self.backend = backend
         self.limits = limits or Limits()
-        self.git = git if git is not None else shutil.which("git")
+        self.git = git if git is not None else git_binary()
         self.wait = wait
         self._queue: queue.Queue[int | None] = queue.Queue()
         self._pending: set[int] = set()

@@ -9,7 +9,6 @@ at missing objects is refused; push options are read and kept.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import ExitStack
@@ -31,8 +30,10 @@ from dulwich.refs import Ref, check_ref_format
 from dulwich.server import ReceivePackHandler
 
 from forge import permissions as perm
+from forge.gitproc import git_binary
 from forge.housekeeping import record_refused_packs, sweep
 from forge.repos import RepositoryBusy, current_ref, in_use, maintenance, ref_lock
+from forge.repository_ops import peel
 
 # Refs GitLab keeps for itself: hidden from pushers and refused with git's wording.
 HIDDEN_REFS = (b"refs/pipelines/", b"refs/keep-around/", b"refs/merge-requests/",
@@ -54,6 +55,8 @@ class ForgeReceivePackHandler(ReceivePackHandler):
                          advertise_refs=advertise_refs)
         self.check_ref = check_ref
         self.repo_dir = repo_dir
+        # The packs (file names without suffix) this push added: its own only, whatever
+        # other pushes add to the repository meanwhile.
         self._own_packs: set[str] = set()
         self._clashed = False
         self._connected: bool | None = None
@@ -101,7 +104,7 @@ class ForgeReceivePackHandler(ReceivePackHandler):
             if self._refused or not self._accepted:
                 # What this push brought may be referenced by nothing: housekeeping checks
                 # and drops such packs.
-                record_refused_packs(self.repo_dir, sorted(self._new_packs()))
+                record_refused_packs(self.repo_dir, sorted(self._own_packs))
         # A pack that failed to unpack leaves a temporary file. When nobody else is using
         # the repository, sweep it now; otherwise housekeeping does, after this push.
         if any((self.repo_dir / "objects").glob("tmp_pack_*")):
@@ -142,7 +145,7 @@ class ForgeReceivePackHandler(ReceivePackHandler):
         if git is None or self.repo_dir is None:
             return []
         problems: list[str] = []
-        for name in sorted(self._new_packs()):
+        for name in sorted(self._own_packs):
             checked = subprocess.run(
                 [git, "index-pack", "--verify", f"--strict={GITALY_FSCK_IGNORES}",
                  str(self.repo_dir / "objects" / "pack" / f"{name}.pack")],
@@ -172,11 +175,6 @@ class ForgeReceivePackHandler(ReceivePackHandler):
             return
         for _, _, ref in refs:
             yield ref, b"deny updating a hidden ref" if ref in hidden else results[ref]
-
-    def _new_packs(self) -> set[str]:
-        """The packs (file names without suffix) this push added: its own only, whatever
-        other pushes add to the repository meanwhile."""
-        return set(self._own_packs)
 
     def _on_update(self, ref_name: bytes, old_sha: bytes, new_sha: bytes) -> bytes | None:
         """Refuse a ref update that would point at missing objects or that the rules deny."""
@@ -259,9 +257,10 @@ class ForgeReceivePackHandler(ReceivePackHandler):
         ancestor of `new_sha`, however their commit dates run, as `git merge-base
         --is-ancestor` (GitLab's `ancestor?`) answers."""
         store = self.repo.object_store
-        old, new = _peeled_commit(store, old_sha), _peeled_commit(store, new_sha)
-        if old is None or new is None:
+        old_commit, new_commit = peel(store, old_sha), peel(store, new_sha)
+        if old_commit is None or new_commit is None:
             return False
+        old, new = old_commit.id, new_commit.id
         if old == new:
             return True
         git = find_git()
@@ -292,7 +291,7 @@ class ForgeReceivePackHandler(ReceivePackHandler):
             assert self.repo_dir is not None
             self._connected = all(
                 self._pack_connected(self.repo_dir / "objects" / "pack" / name)
-                for name in self._new_packs())
+                for name in self._own_packs)
         return self._connected
 
     def _pack_connected(self, basename: Path) -> bool:
@@ -311,20 +310,8 @@ def _name(ref: bytes) -> str:
 
 
 def find_git() -> str | None:
-    """The git binary that answers ancestry questions; None: dulwich walks the history."""
-    return shutil.which("git")
-
-
-def _peeled_commit(store: Any, sha: bytes) -> bytes | None:
-    """The commit `sha` names, through any annotated tags; None for anything else."""
-    for _ in range(100):
-        obj = store[ObjectID(sha)] if ObjectID(sha) in store else None
-        if isinstance(obj, Commit):
-            return sha
-        if not isinstance(obj, Tag):
-            return None
-        sha = obj.object[1]
-    return None
+    """The git that checks pushes (ancestry, fsck); None: dulwich does what it can alone."""
+    return git_binary()
 
 
 class _HidingRefs:

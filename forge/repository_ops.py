@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 from dulwich.annotate import annotate_lines
 from dulwich.diff_tree import tree_changes
-from dulwich.object_store import commit_tree_changes
+from dulwich.object_store import BaseObjectStore, commit_tree_changes
 from dulwich.objects import S_ISGITLINK, Blob, Commit, ObjectID, Tag, Tree, TreeEntry
 from dulwich.patch import unified_diff
 from dulwich.repo import Repo
@@ -80,10 +80,11 @@ def set_head(repo: Repo, branch: str) -> None:
     repo.refs.set_symbolic_ref(b"HEAD", f"refs/heads/{branch}".encode())  # type: ignore[arg-type]
 
 
-def peel(repo: Repo, sha: bytes) -> Commit | None:
-    """The commit an object id names, through annotated tags; None for anything else."""
+def peel(repo: Repo | BaseObjectStore, sha: bytes) -> Commit | None:
+    """The commit an object id names, through annotated tags; None for anything else
+    (`repo`: a repository or its object store)."""
     try:
-        obj = repo[sha]
+        obj = repo[ObjectID(sha)]
         while isinstance(obj, Tag):
             obj = repo[obj.object[1]]
     except (KeyError, ValueError):
