@@ -526,9 +526,6 @@ def adopt_default_branch(project: Project, backend: RepositoryBackend) -> str | 
     BranchHooksService makes it: HEAD points at it and the default branch's protection
     moves to it. Returns the new name, or None when nothing changed."""
     repo_dir = backend.path_for(project.id)
-    with open_repo(repo_dir) as repo:  # the common case: one ref read, no lock
-        if Ref(f"refs/heads/{project.default_branch}".encode()) in repo.refs:
-            return None
     with ref_lock(repo_dir), open_repo(repo_dir) as repo:
         heads = sorted(name.decode(errors="replace")
                        for name in repo.refs.keys(base=Ref(b"refs/heads/")))

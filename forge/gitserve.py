@@ -404,7 +404,10 @@ class GitApplication:
 
     def _after_push(self, project_id: int) -> None:
         """What GitLab does once a push landed: the first branch pushed to an empty project
-        becomes its default branch (see `domain.adopt_default_branch`)."""
+        becomes its default branch (see `domain.adopt_default_branch`). Every push asks:
+        one ref read answers it, without the database, unless HEAD names no commit."""
+        if self.state.backend.has_head(project_id):
+            return
         with self.flask_app.app_context():
             project = db.session.get(Project, project_id)
             if project is not None and domain.adopt_default_branch(project, self.state.backend):

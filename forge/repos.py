@@ -220,6 +220,15 @@ class RepositoryBackend(Backend):
             sha = refs.get(Ref(f"refs/heads/{ref}".encode())) or refs.get(Ref(f"refs/tags/{ref}".encode()))
         return sha.decode() if sha else ""
 
+    def has_head(self, key: int) -> bool:
+        """Whether HEAD names a commit: false for an empty repository, or one whose HEAD
+        names a branch that does not exist (yet)."""
+        with open_repo(self.path_for(key)) as repo:
+            try:
+                return bool(repo.refs[Ref(b"HEAD")])  # follows the symbolic ref
+            except KeyError:
+                return False
+
     def is_empty(self, key: int) -> bool:
         """Tell whether the project's repository is missing or has no branch yet."""
         if not self.exists(key):
