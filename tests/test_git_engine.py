@@ -388,16 +388,21 @@ def test_push_reports_status_v2_when_git_asks_for_it(forge: Forge, history, git,
     assert "* [new branch]      v2 -> v2" in traced.stderr
 
 
-def test_push_of_objects_gits_fsck_refuses_lands_nothing(forge: Forge, history, git) -> None:
-    """Gitaly's receive-pack checks what it receives (receive.fsckObjects): a tree with a
-    `.git` entry is refused whole, with git's words."""
+def dotgit_commit(git: Any, work: Path, message: str) -> tuple[str, str]:
+    """A commit on HEAD whose tree has a `.git` entry (git's fsck: hasDotgit); (commit, tree)."""
     import subprocess
-    dev, work, _ = history
     blob = git("rev-parse", "HEAD:" + git("ls-tree", "--name-only", "HEAD", cwd=work).stdout.split()[0],
                cwd=work).stdout.strip()
     tree = subprocess.run(["git", "mktree"], cwd=work, input=f"100644 blob {blob}\t.git\n",
                           capture_output=True, text=True, check=True).stdout.strip()
-    bad = git("commit-tree", tree, "-p", "HEAD", "-m", "a .git entry", cwd=work).stdout.strip()
+    return git("commit-tree", tree, "-p", "HEAD", "-m", message, cwd=work).stdout.strip(), tree
+
+
+def test_push_of_objects_gits_fsck_refuses_lands_nothing(forge: Forge, history, git) -> None:
+    """Gitaly's receive-pack checks what it receives (receive.fsckObjects): a tree with a
+    `.git` entry is refused whole, with git's words."""
+    dev, work, _ = history
+    bad, tree = dotgit_commit(git, work, "a .git entry")
     pushed = git("push", "origin", f"{bad}:refs/heads/dotgit", "HEAD:refs/heads/fine", cwd=work,
                  check=False)
     assert pushed.returncode != 0
@@ -417,11 +422,7 @@ def test_push_is_checked_on_its_own_pack_not_its_neighbours(forge: Forge, histor
 
     from forge import repos
     dev, work, _ = history
-    blob = git("rev-parse", "HEAD:" + git("ls-tree", "--name-only", "HEAD", cwd=work).stdout.split()[0],
-               cwd=work).stdout.strip()
-    tree = subprocess.run(["git", "mktree"], cwd=work, input=f"100644 blob {blob}\t.git\n",
-                          capture_output=True, text=True, check=True).stdout.strip()
-    bad = git("commit-tree", tree, "-p", "HEAD", "-m", "a neighbour's", cwd=work).stdout.strip()
+    bad, tree = dotgit_commit(git, work, "a neighbour's")
     prefix = tmp_path / "neighbour"
     subprocess.run(["git", "pack-objects", "-q", str(prefix)], cwd=work, input=f"{bad}\n{tree}\n",
                    text=True, check=True)
